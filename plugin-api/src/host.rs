@@ -1,0 +1,48 @@
+//! What the host lends a plugin during a call: its tracked allocator, a scratch arena and
+//! `parallel_for`, as a prefix-type function table plus an opaque per-call context.
+
+use abi_stable::StableAbi;
+use std::ffi::c_void;
+
+/// The host's services. The table is a static in the host; `ctx` (passed beside it) carries the
+/// per-call state: whose temporaries these are, which arena, which thread pool.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = HostVTableRef)))]
+pub struct HostVTable {
+    /// Allocates `size` bytes aligned to `align` from the host's tracked allocator, accounted to
+    /// the calling plugin. Returns null on failure.
+    pub alloc: unsafe extern "C" fn(ctx: *const c_void, size: usize, align: usize) -> *mut u8,
+    /// Frees memory from `alloc` with the same size and alignment.
+    pub free: unsafe extern "C" fn(ctx: *const c_void, ptr: *mut u8, size: usize, align: usize),
+    /// Allocates `size` zeroed bytes aligned to `align` from the per-call scratch arena; valid
+    /// until the kernel call returns. Returns null on failure.
+    pub scratch: unsafe extern "C" fn(ctx: *const c_void, size: usize, align: usize) -> *mut u8,
+    /// Runs `task.run(task_ctx, start, end)` over disjoint ranges covering `0..n`, possibly on
+    /// several threads, and returns when all have finished. `task` must not unwind.
+    pub parallel_for: unsafe extern "C" fn(
+        ctx: *const c_void,
+        n: usize,
+        task_ctx: *const c_void,
+        task: ParallelTask,
+    ),
+    /// How many threads `parallel_for` may use.
+    #[sabi(last_prefix_field)]
+    pub threads: unsafe extern "C" fn(ctx: *const c_void) -> usize,
+}
+
+/// A task for `parallel_for`: called as `run(task_ctx, start, end)` for each range. It must
+/// not unwind.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct ParallelTask {
+    pub run: unsafe extern "C" fn(task_ctx: *const c_void, start: usize, end: usize),
+}
+
+/// The host's services for one call: the static table and the context it is called with.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct HostServices {
+    pub vtable: HostVTableRef,
+    pub ctx: *const c_void,
+}

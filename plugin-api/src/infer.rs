@@ -1,0 +1,116 @@
+//! Shape and type inference: what a plugin sees of a node's inputs before anything runs.
+
+use crate::{
+    attribute::Attributes, kernel::KernelError, operator::InferCall, tensor::TensorView, DType,
+    Element, KernelResult, TensorRef,
+};
+use abi_stable::{
+    std_types::{ROption, RSlice, RVec},
+    StableAbi,
+};
+
+/// What inference knows of one input: dtype, shape (a dim of -1 is unknown), and the value when
+/// it is a constant or the operator asked for it through [`Operator::VALUE_INPUTS`](crate::Operator).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct InferInput<'a> {
+    pub dtype: DType,
+    pub shape: RSlice<'a, i64>,
+    pub value: ROption<TensorView<'a>>,
+}
+
+/// The inferred dtype and shape of one output.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct OutputType {
+    pub dtype: DType,
+    pub shape: RVec<i64>,
+}
+
+impl OutputType {
+    pub fn new(dtype: DType, shape: Vec<i64>) -> Self {
+        OutputType {
+            dtype,
+            shape: shape.into(),
+        }
+    }
+
+    /// An output whose dims are known, as `usize`.
+    pub fn fixed(dtype: DType, shape: &[usize]) -> Self {
+        OutputType::new(dtype, shape.iter().map(|&d| d as i64).collect())
+    }
+}
+
+/// One input as inference sees it.
+#[derive(Clone, Copy)]
+pub struct InferTensor<'a> {
+    pub dtype: DType,
+    pub shape: &'a [i64],
+    value: Option<TensorView<'a>>,
+}
+
+impl<'a> InferTensor<'a> {
+    /// The dims as `usize`, or an error naming the input if any is unknown.
+    pub fn dims(&self) -> KernelResult<Vec<usize>> {
+        self.shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| KernelError::new("input shape is not known")))
+            .collect()
+    }
+
+    /// The value, when inference has it.
+    pub fn value(&self) -> Option<TensorRef<'a>> {
+        self.value.map(TensorRef::new)
+    }
+
+    /// The value as a typed slice, when inference has it.
+    pub fn value_as<T: Element>(&self) -> KernelResult<Option<&'a [T]>> {
+        self.value().map(|v| v.as_slice::<T>()).transpose()
+    }
+}
+
+/// The arguments of [`Operator::infer`](crate::Operator::infer).
+pub struct InferContext<'a> {
+    call: &'a InferCall<'a>,
+}
+
+impl<'a> InferContext<'a> {
+    pub fn new(call: &'a InferCall<'a>) -> Self {
+        InferContext { call }
+    }
+
+    /// Number of inputs the node has, optional ones included.
+    pub fn input_count(&self) -> usize {
+        self.call.inputs.len()
+    }
+
+    /// Number of outputs the node declares.
+    pub fn output_count(&self) -> usize {
+        self.call.output_count
+    }
+
+    /// Input `index`; an error if it is missing or absent.
+    pub fn input(&self, index: usize) -> KernelResult<InferTensor<'a>> {
+        self.optional_input(index)?
+            .ok_or_else(|| KernelError::new(format!("input {index} is required")))
+    }
+
+    /// Input `index`, or `None` when the node omits this optional input.
+    pub fn optional_input(&self, index: usize) -> KernelResult<Option<InferTensor<'a>>> {
+        let Some(input) = self.call.inputs.as_slice().get(index) else {
+            return Ok(None);
+        };
+        if input.dtype == DType::UNDEFINED {
+            return Ok(None);
+        }
+        Ok(Some(InferTensor {
+            dtype: input.dtype,
+            shape: input.shape.as_slice(),
+            value: input.value.into_option(),
+        }))
+    }
+
+    pub fn attributes(&self) -> Attributes<'a> {
+        Attributes::new(self.call.attributes.as_slice())
+    }
+}

@@ -1,0 +1,375 @@
+//! The safe view of a kernel call: typed inputs and outputs, attributes, and the host's
+//! allocator, scratch arena and `parallel_for`.
+
+use crate::{
+    attribute::Attributes,
+    operator::KernelCall,
+    tensor::{TensorView, TensorViewMut},
+    DType, Element,
+};
+use std::{
+    any::Any,
+    ffi::c_void,
+    fmt,
+    marker::PhantomData,
+    ops::Range,
+    panic::{catch_unwind, resume_unwind, AssertUnwindSafe},
+    sync::Mutex,
+};
+
+/// An error a kernel or inference function returns; the host reports it with the plugin,
+/// operator and node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelError {
+    message: String,
+}
+
+impl KernelError {
+    pub fn new(message: impl Into<String>) -> Self {
+        KernelError {
+            message: message.into(),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+impl From<String> for KernelError {
+    fn from(message: String) -> Self {
+        KernelError { message }
+    }
+}
+
+impl From<&str> for KernelError {
+    fn from(message: &str) -> Self {
+        KernelError::new(message)
+    }
+}
+
+pub type KernelResult<T> = Result<T, KernelError>;
+
+/// A read-only tensor lent by the host.
+#[derive(Clone, Copy)]
+pub struct TensorRef<'a> {
+    view: TensorView<'a>,
+}
+
+impl<'a> TensorRef<'a> {
+    pub fn new(view: TensorView<'a>) -> Self {
+        TensorRef { view }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.view.dtype
+    }
+
+    pub fn shape(&self) -> &'a [usize] {
+        self.view.shape.as_slice()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape().iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.view.data.as_slice()
+    }
+
+    /// The elements as `&[T]`; an error if the dtype is not `T`'s.
+    pub fn as_slice<T: Element>(&self) -> KernelResult<&'a [T]> {
+        cast_slice(self.view.dtype, self.bytes())
+    }
+
+    /// Shorthand for `as_slice::<f32>()`.
+    pub fn f32(&self) -> KernelResult<&'a [f32]> {
+        self.as_slice()
+    }
+}
+
+/// A writable output tensor, allocated by the host with the inferred shape.
+pub struct TensorMut<'a> {
+    dtype: DType,
+    shape: &'a [usize],
+    data: &'a mut [u8],
+}
+
+impl<'a> TensorMut<'a> {
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes_mut(self) -> &'a mut [u8] {
+        self.data
+    }
+
+    /// The elements as `&mut [T]`; an error if the dtype is not `T`'s.
+    pub fn as_slice_mut<T: Element>(self) -> KernelResult<&'a mut [T]> {
+        check_cast::<T>(self.dtype, self.data)?;
+        let len = self.data.len() / std::mem::size_of::<T>();
+        // SAFETY: `check_cast` verified the dtype is T's (so every byte pattern the host wrote is
+        // a valid T), the alignment, and that the length is a whole number of elements.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.data.as_mut_ptr().cast::<T>(), len) })
+    }
+
+    /// Shorthand for `as_slice_mut::<f32>()`.
+    pub fn f32_mut(self) -> KernelResult<&'a mut [f32]> {
+        self.as_slice_mut()
+    }
+}
+
+fn check_cast<T: Element>(dtype: DType, bytes: &[u8]) -> KernelResult<()> {
+    if dtype != T::DTYPE {
+        return Err(KernelError::new(format!(
+            "tensor has dtype {dtype}, kernel expected {}",
+            T::DTYPE
+        )));
+    }
+    if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0
+        || bytes.len() % std::mem::size_of::<T>() != 0
+    {
+        return Err(KernelError::new(format!(
+            "tensor data of {} bytes at {:p} is not a whole, aligned run of {dtype}",
+            bytes.len(),
+            bytes.as_ptr()
+        )));
+    }
+    Ok(())
+}
+
+fn cast_slice<T: Element>(dtype: DType, bytes: &[u8]) -> KernelResult<&[T]> {
+    check_cast::<T>(dtype, bytes)?;
+    // SAFETY: `check_cast` verified dtype, alignment and length; the host writes only valid
+    // values of the tensor's dtype.
+    Ok(unsafe {
+        std::slice::from_raw_parts(
+            bytes.as_ptr().cast::<T>(),
+            bytes.len() / std::mem::size_of::<T>(),
+        )
+    })
+}
+
+/// The arguments of [`Operator::compute`](crate::Operator::compute).
+pub struct KernelContext<'a> {
+    inputs: &'a [TensorView<'a>],
+    outputs: &'a mut [TensorViewMut<'a>],
+    /// Bit `i` set: output `i` was handed out (each is handed out once).
+    taken: u64,
+    attributes: Attributes<'a>,
+    host: crate::host::HostServices,
+}
+
+impl<'a> KernelContext<'a> {
+    /// Wraps a call.
+    pub fn new(call: &'a mut KernelCall<'_>) -> Self {
+        let outputs: *mut [TensorViewMut<'_>] = call.outputs.as_mut_slice();
+        // SAFETY: this only shortens the views' lifetime to the borrow of the call. The context
+        // never writes a view into the slice, so nothing shorter-lived can be stored in it.
+        let outputs = unsafe { &mut *(outputs as *mut [TensorViewMut<'a>]) };
+        KernelContext {
+            inputs: call.inputs.as_slice(),
+            outputs,
+            taken: 0,
+            attributes: Attributes::new(call.attributes.as_slice()),
+            host: call.host,
+        }
+    }
+
+    /// Number of inputs, optional ones included.
+    pub fn input_count(&self) -> usize {
+        self.inputs.len()
+    }
+
+    pub fn output_count(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// Input `index`; an error if it is missing or absent.
+    pub fn input(&self, index: usize) -> KernelResult<TensorRef<'a>> {
+        self.optional_input(index)
+            .ok_or_else(|| KernelError::new(format!("input {index} is required")))
+    }
+
+    /// Input `index`, or `None` when the node omits this optional input.
+    pub fn optional_input(&self, index: usize) -> Option<TensorRef<'a>> {
+        self.inputs
+            .get(index)
+            .filter(|v| !v.is_absent())
+            .map(|v| TensorRef::new(*v))
+    }
+
+    /// Output `index`. Each output can be taken once.
+    pub fn output(&mut self, index: usize) -> KernelResult<TensorMut<'a>> {
+        let bit = 1u64.checked_shl(index as u32).unwrap_or(0);
+        if index >= self.outputs.len() || bit == 0 || self.taken & bit != 0 {
+            return Err(KernelError::new(format!(
+                "output {index} does not exist or was already taken"
+            )));
+        }
+        self.taken |= bit;
+        let view = &mut self.outputs[index];
+        let (ptr, len) = (view.data.as_mut_ptr(), view.data.len());
+        // SAFETY: the bytes belong to the call (`'a`); the `taken` bit guarantees this is the only
+        // `&mut` ever made of output `index`'s data, so extending the borrow to `'a` is unique.
+        let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        Ok(TensorMut {
+            dtype: view.dtype,
+            shape: view.shape.as_slice(),
+            data,
+        })
+    }
+
+    pub fn attributes(&self) -> Attributes<'a> {
+        self.attributes
+    }
+
+    /// How many threads [`parallel_for`](Self::parallel_for) may use.
+    pub fn threads(&self) -> usize {
+        // SAFETY: the table and context come from the host for the duration of this call.
+        unsafe { (self.host.vtable.threads())(self.host.ctx) }
+    }
+
+    /// A zeroed temporary of `len` elements from the host's scratch arena, freed by the host
+    /// after the call returns.
+    pub fn scratch<T: Element>(&self, len: usize) -> KernelResult<&'a mut [T]> {
+        let size = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| KernelError::new("scratch size overflows"))?;
+        // SAFETY: the host's scratch function returns zeroed memory of `size` bytes aligned to
+        // `align_of::<T>()` (or null) that stays valid and unaliased until the call returns.
+        unsafe {
+            let ptr = (self.host.vtable.scratch())(self.host.ctx, size, 64);
+            if ptr.is_null() {
+                return Err(KernelError::new(format!(
+                    "host refused {size} bytes of scratch"
+                )));
+            }
+            Ok(std::slice::from_raw_parts_mut(ptr.cast::<T>(), len))
+        }
+    }
+
+    /// A zeroed buffer of `len` elements from the host's tracked allocator, counted as this
+    /// plugin's memory and freed when dropped.
+    pub fn alloc<T: Element>(&self, len: usize) -> KernelResult<ScratchBuffer<'a, T>> {
+        ScratchBuffer::new(self.host, len)
+    }
+
+    /// Runs `f` over disjoint ranges covering `0..n`, on the host's threads. A panic in `f` is
+    /// carried back to this thread.
+    pub fn parallel_for<F: Fn(Range<usize>) + Sync>(&self, n: usize, f: F) {
+        struct Task<'f, F> {
+            f: &'f F,
+            panic: Mutex<Option<Box<dyn Any + Send>>>,
+        }
+        unsafe extern "C" fn run<F: Fn(Range<usize>) + Sync>(
+            task: *const c_void,
+            start: usize,
+            end: usize,
+        ) {
+            // SAFETY: `task` is the `Task<F>` below, alive until `parallel_for` returns.
+            let task = unsafe { &*task.cast::<Task<'_, F>>() };
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| (task.f)(start..end))) {
+                let mut slot = task.panic.lock().unwrap_or_else(|e| e.into_inner());
+                slot.get_or_insert(payload);
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        let task = Task {
+            f: &f,
+            panic: Mutex::new(None),
+        };
+        // SAFETY: `run::<F>` matches `task`'s type, catches every panic, and `task` outlives
+        // the call, which returns only when every range has run.
+        unsafe {
+            (self.host.vtable.parallel_for())(
+                self.host.ctx,
+                n,
+                (&task as *const Task<'_, F>).cast(),
+                crate::host::ParallelTask { run: run::<F> },
+            );
+        }
+        if let Some(payload) = task.panic.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            resume_unwind(payload);
+        }
+    }
+}
+
+/// Memory from the host's tracked allocator, accounted to the plugin, freed on drop.
+pub struct ScratchBuffer<'a, T: Element> {
+    host: crate::host::HostServices,
+    ptr: *mut T,
+    len: usize,
+    _call: PhantomData<&'a ()>,
+}
+
+impl<'a, T: Element> ScratchBuffer<'a, T> {
+    fn new(host: crate::host::HostServices, len: usize) -> KernelResult<Self> {
+        let size = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| KernelError::new("allocation size overflows"))?;
+        // SAFETY: the host's alloc returns `size` bytes aligned to 64 or null.
+        let ptr = unsafe { (host.vtable.alloc())(host.ctx, size.max(1), 64) };
+        if ptr.is_null() {
+            return Err(KernelError::new(format!("host refused to allocate {size} bytes")));
+        }
+        // SAFETY: `ptr` is valid for `size` bytes; zeroed bytes are a valid value of every Element.
+        unsafe { ptr.write_bytes(0, size) };
+        Ok(ScratchBuffer {
+            host,
+            ptr: ptr.cast(),
+            len,
+            _call: PhantomData,
+        })
+    }
+}
+
+impl<T: Element> std::ops::Deref for ScratchBuffer<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr` holds `len` initialised elements owned by this buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<T: Element> std::ops::DerefMut for ScratchBuffer<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<T: Element> Drop for ScratchBuffer<'_, T> {
+    fn drop(&mut self) {
+        let size = (self.len * std::mem::size_of::<T>()).max(1);
+        // SAFETY: the pointer came from the host's alloc with this size and alignment 64.
+        unsafe { (self.host.vtable.free())(self.host.ctx, self.ptr.cast(), size, 64) };
+    }
+}

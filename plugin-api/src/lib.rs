@@ -1,0 +1,44 @@
+//! The stable ABI between the opal runtime and its operator plugins, and the safe layer plugin
+//! authors write against.
+//!
+//! Two halves live here:
+//! - the ABI types that cross the library boundary (`abi_stable`, `#[repr(C)]`): [`dtype`],
+//!   [`tensor`], [`attribute`], [`host`], [`operator`], [`module`];
+//! - the authoring layer a plugin author uses from plain safe Rust: [`kernel`], [`infer`],
+//!   [`export_plugin!`]. All the `unsafe` plumbing (views, panics, exporting) is done here once.
+
+pub mod attribute;
+pub mod dtype;
+pub mod host;
+pub mod infer;
+pub mod kernel;
+pub mod module;
+pub mod operator;
+pub mod tensor;
+
+mod element;
+mod export;
+mod panic;
+
+pub use attribute::{AttrValue, Attribute, Attributes};
+pub use dtype::DType;
+pub use element::Element;
+pub use infer::{InferContext, InferInput, OutputType};
+pub use kernel::{KernelContext, KernelError, KernelResult, ScratchBuffer, TensorMut, TensorRef};
+pub use module::{PluginDescriptor, ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL};
+pub use operator::Operator;
+
+#[doc(hidden)]
+pub mod __private {
+    //! Re-exports used by [`export_plugin!`](crate::export_plugin); not part of the API.
+    pub use crate::export::{module_ref, operator_vtable_ref, plugin_module, CountingAllocator};
+    pub use abi_stable::{prefix_type::WithMetadata, std_types::RVec};
+}
+
+/// Everything a plugin author needs, in one `use`.
+pub mod prelude {
+    pub use crate::{
+        export_plugin, Attributes, DType, Element, InferContext, InferInput, KernelContext,
+        KernelError, KernelResult, Operator, OutputType, TensorMut, TensorRef,
+    };
+}

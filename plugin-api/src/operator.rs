@@ -1,0 +1,79 @@
+//! One operator as it crosses the ABI (a prefix-type table of two functions), and the
+//! [`Operator`] trait a plugin author implements for it.
+
+use crate::{
+    attribute::Attribute,
+    host::HostServices,
+    infer::{InferContext, InferInput, OutputType},
+    kernel::{KernelContext, KernelResult},
+    tensor::{TensorView, TensorViewMut},
+};
+use abi_stable::{
+    std_types::{RResult, RSlice, RSliceMut, RStr, RString, RVec},
+    StableAbi,
+};
+
+/// The arguments of a shape and type inference call.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct InferCall<'a> {
+    pub inputs: RSlice<'a, InferInput<'a>>,
+    pub attributes: RSlice<'a, Attribute<'a>>,
+    /// How many outputs the node declares.
+    pub output_count: usize,
+}
+
+/// The arguments of a kernel call: inputs, host-allocated outputs, attributes, host services.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct KernelCall<'a> {
+    pub inputs: RSlice<'a, TensorView<'a>>,
+    pub outputs: RSliceMut<'a, TensorViewMut<'a>>,
+    pub attributes: RSlice<'a, Attribute<'a>>,
+    pub host: HostServices,
+}
+
+/// An operator's function table, keyed by (domain, op_type, opset range) as ONNX does.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = OperatorRef)))]
+pub struct OperatorVTable {
+    /// ONNX domain; `""` is the default `ai.onnx` domain.
+    pub domain: RStr<'static>,
+    pub op_type: RStr<'static>,
+    /// First opset version this kernel implements.
+    pub since_version: i64,
+    /// Last opset version this kernel implements (inclusive).
+    pub until_version: i64,
+    /// Bit `i` set: inference needs the value (not only the shape) of input `i`.
+    pub value_inputs: u64,
+    pub infer: extern "C" fn(&InferCall<'_>) -> RResult<RVec<OutputType>, RString>,
+    #[sabi(last_prefix_field)]
+    pub compute: extern "C" fn(&mut KernelCall<'_>) -> RResult<(), RString>,
+}
+
+/// An ONNX operator implemented by a plugin, written in plain safe Rust.
+///
+/// Implement it on a unit struct and list the struct in [`export_plugin!`](crate::export_plugin).
+pub trait Operator: 'static {
+    /// ONNX domain; `""` is the default `ai.onnx` domain.
+    const DOMAIN: &'static str = "";
+    /// The ONNX `op_type`, for example `"MatMul"`.
+    const OP_TYPE: &'static str;
+    /// First opset version this kernel implements.
+    const SINCE_VERSION: i64 = 1;
+    /// Last opset version this kernel implements (inclusive).
+    const UNTIL_VERSION: i64 = i64::MAX;
+    /// Indices of inputs whose values (not only shapes) inference needs, such as Reshape's shape.
+    const VALUE_INPUTS: &'static [usize] = &[];
+
+    /// Output dtypes and shapes from the inputs' dtypes and shapes. The default gives every
+    /// output the dtype and shape of input 0, which suits elementwise unary operators.
+    fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
+        let x = cx.input(0)?;
+        Ok(vec![OutputType::new(x.dtype, x.shape.to_vec()); cx.output_count()])
+    }
+
+    /// Computes the outputs, which the host allocated with the inferred shapes.
+    fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()>;
+}

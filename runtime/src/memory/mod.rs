@@ -1,0 +1,16 @@
+//! The host's memory: tracked allocations by owner, aligned buffers, the tensor pool, per-run
+//! scratch arenas, the counting global allocator, and the statistics block.
+
+mod arena;
+mod buffer;
+mod counting;
+mod pool;
+mod stats;
+mod tracker;
+
+pub use arena::ScratchArena;
+pub use buffer::{AlignedBuffer, ALIGNMENT};
+pub use counting::{heap_allocations, CountingAllocator};
+pub use pool::{PoolConfig, PoolStats, TensorPool};
+pub use stats::{MemoryReport, OwnerReport};
+pub use tracker::{MemoryTracker, Owner, OwnerUsage};

@@ -1,0 +1,3 @@
+//! ONNX model files: protobuf messages.
+
+pub mod proto;

@@ -1,0 +1,48 @@
+//! Errors of loading a plugin library, each naming the file.
+
+use std::path::PathBuf;
+
+/// Why a plugin library could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin file {path} does not exist; check the path in the deployment or build the plugin (cargo build --release --workspace)")]
+    NotFound { path: PathBuf },
+    #[error("plugin {path} is not a loadable shared library: {reason}")]
+    NotALibrary { path: PathBuf, reason: String },
+    #[error("{path} is a shared library but not an opal plugin: it does not export the symbol OPAL_PLUGIN_DESCRIPTOR (use opal_plugin_api::export_plugin!)")]
+    MissingDescriptor { path: PathBuf },
+    #[error("{path} exports OPAL_PLUGIN_DESCRIPTOR but its magic bytes are wrong; it was not built with opal_plugin_api")]
+    BadMagic { path: PathBuf },
+    #[error("plugin {path} was built against opal plugin ABI {plugin_major}.{plugin_minor}, but this host speaks ABI {host_major}.{host_minor}; rebuild the plugin against opal-plugin-api {host_major}.x")]
+    IncompatibleAbi {
+        path: PathBuf,
+        plugin_major: u32,
+        plugin_minor: u32,
+        host_major: u32,
+        host_minor: u32,
+    },
+    #[error("plugin {path} (ABI {plugin_major}.{plugin_minor}) uses an abi_stable version incompatible with this host's (ABI {host_major}.{host_minor})")]
+    IncompatibleAbiStable {
+        path: PathBuf,
+        plugin_major: u32,
+        plugin_minor: u32,
+        host_major: u32,
+        host_minor: u32,
+    },
+    #[error("plugin {path} (ABI {plugin_major}.{plugin_minor}) does not match this host's layout (ABI {host_major}.{host_minor}): {details}")]
+    LayoutMismatch {
+        path: PathBuf,
+        plugin_major: u32,
+        plugin_minor: u32,
+        host_major: u32,
+        host_minor: u32,
+        details: String,
+    },
+    #[error("plugin {path} has an invalid operator table: {reason}")]
+    BadOperator { path: PathBuf, reason: String },
+    #[error("cannot copy plugin {path} to a shadow path: {source}")]
+    Shadow {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,123 @@
+//! The services the host lends a kernel for one call: its tracked allocator (accounted to the
+//! plugin), the run's scratch arena, and `parallel_for` over the engine's threads.
+
+use crate::memory::{AlignedBuffer, Owner, ScratchArena, ALIGNMENT};
+use abi_stable::prefix_type::WithMetadata;
+use opal_plugin_api::host::{HostServices, HostVTable, HostVTableRef, ParallelTask};
+use rayon::prelude::*;
+use std::{cell::RefCell, ffi::c_void};
+
+/// What one kernel call may use; lent to the plugin as the context of [`HOST_VTABLE`].
+pub struct CallHost<'a> {
+    /// The plugin whose temporaries these are.
+    pub plugin: &'a Owner,
+    pub arena: &'a RefCell<ScratchArena>,
+    /// `None` runs `parallel_for` on the calling thread.
+    pub threads: Option<&'a rayon::ThreadPool>,
+}
+
+impl CallHost<'_> {
+    /// The ABI value handed to the plugin; valid while `self` is.
+    pub fn services(&self) -> HostServices {
+        HostServices {
+            vtable: HOST_VTABLE,
+            ctx: (self as *const Self).cast(),
+        }
+    }
+}
+
+/// The host's function table, shared by every call.
+pub const HOST_VTABLE: HostVTableRef = HostVTableRef(HOST_VTABLE_WM.static_as_prefix());
+
+const HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable {
+    alloc: host_alloc,
+    free: host_free,
+    scratch: host_scratch,
+    parallel_for: host_parallel_for,
+    threads: host_threads,
+});
+
+/// # Safety
+/// `ctx` must be the context of a live [`CallHost`], as given by [`CallHost::services`].
+unsafe fn call_host<'a>(ctx: *const c_void) -> &'a CallHost<'a> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &*ctx.cast::<CallHost<'a>>() }
+}
+
+unsafe extern "C" fn host_alloc(ctx: *const c_void, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    let host = unsafe { call_host(ctx) };
+    if align > ALIGNMENT || !align.is_power_of_two() {
+        return std::ptr::null_mut();
+    }
+    match AlignedBuffer::zeroed(size, host.plugin) {
+        Some(buffer) => buffer.into_raw(),
+        None => std::ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn host_free(ctx: *const c_void, ptr: *mut u8, size: usize, _align: usize) {
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    let host = unsafe { call_host(ctx) };
+    // SAFETY: the ABI contract says `ptr` came from `host_alloc` with this size.
+    drop(unsafe { AlignedBuffer::from_raw(ptr, size, host.plugin) });
+}
+
+unsafe extern "C" fn host_scratch(ctx: *const c_void, size: usize, align: usize) -> *mut u8 {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    let host = unsafe { call_host(ctx) };
+    let Ok(mut arena) = host.arena.try_borrow_mut() else {
+        return std::ptr::null_mut();
+    };
+    arena
+        .alloc(size, align)
+        .map_or(std::ptr::null_mut(), |bytes| bytes.as_mut_ptr())
+}
+
+/// Raw pointers the plugin's task needs on worker threads.
+#[derive(Clone, Copy)]
+struct SendTask {
+    ctx: *const c_void,
+    task: ParallelTask,
+}
+// SAFETY: the plugin-side task is `Sync` (enforced by `KernelContext::parallel_for`'s bound)
+// and its context outlives `parallel_for`, which waits for every range.
+unsafe impl Send for SendTask {}
+// SAFETY: as above.
+unsafe impl Sync for SendTask {}
+
+unsafe extern "C" fn host_parallel_for(
+    ctx: *const c_void,
+    n: usize,
+    task_ctx: *const c_void,
+    task: ParallelTask,
+) {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    let host = unsafe { call_host(ctx) };
+    let send = SendTask { ctx: task_ctx, task };
+    let run = move |start: usize, end: usize| {
+        let send = send;
+        // SAFETY: the task catches its own panics and its context is alive (see `SendTask`).
+        unsafe { (send.task.run)(send.ctx, start, end) }
+    };
+    match host.threads {
+        Some(pool) if n > 1 && pool.current_num_threads() > 1 => {
+            let chunks = n.min(pool.current_num_threads() * 4);
+            pool.install(|| {
+                (0..chunks).into_par_iter().for_each(|c| {
+                    run(c * n / chunks, (c + 1) * n / chunks);
+                })
+            });
+        }
+        _ => run(0, n),
+    }
+}
+
+unsafe extern "C" fn host_threads(ctx: *const c_void) -> usize {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    let host = unsafe { call_host(ctx) };
+    host.threads.map_or(1, rayon::ThreadPool::current_num_threads)
+}

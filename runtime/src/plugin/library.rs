@@ -1,0 +1,273 @@
+//! A loaded plugin library: the handle, owned by the host, and what was read from it through the
+//! ABI. The library is unloaded when the last `Arc<PluginLibrary>` drops, and nothing read from
+//! it (strings, function pointers) outlives that: names are copied, and functions are only
+//! reachable through an [`OperatorEntry`], which holds the `Arc`.
+
+use super::{layout::check_module_layout, PluginError};
+use abi_stable::{
+    std_types::{RResult, RString, RVec},
+    StableAbi,
+};
+use opal_plugin_api::{
+    infer::OutputType,
+    module::{PluginDescriptor, PluginModuleRef, DESCRIPTOR_MAGIC},
+    operator::{InferCall, KernelCall},
+    ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL,
+};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+type InferFn = extern "C" fn(&InferCall<'_>) -> RResult<RVec<OutputType>, RString>;
+type ComputeFn = extern "C" fn(&mut KernelCall<'_>) -> RResult<(), RString>;
+
+/// A plugin library loaded into the host.
+pub struct PluginLibrary {
+    name: String,
+    version: String,
+    abi: (u32, u32),
+    path: PathBuf,
+    module: PluginModuleRef,
+    operators: Vec<OperatorFns>,
+    // Dropped last: everything above that points into the library is gone by then.
+    _library: libloading::Library,
+}
+
+/// An operator as read from the plugin, before it is tied to its library's `Arc`.
+#[derive(Clone)]
+struct OperatorFns {
+    domain: String,
+    op_type: String,
+    since_version: i64,
+    until_version: i64,
+    value_inputs: u64,
+    infer: InferFn,
+    compute: ComputeFn,
+}
+
+/// One operator a plugin provides, with the functions to call it. Holds its library loaded.
+#[derive(Clone)]
+pub struct OperatorEntry {
+    fns: OperatorFns,
+    library: Arc<PluginLibrary>,
+}
+
+impl PluginLibrary {
+    /// Loads the plugin at `path`: checks the descriptor, the ABI version and the module layout,
+    /// then reads its name, version and operators.
+    pub fn load(path: &Path) -> Result<Arc<Self>, PluginError> {
+        if !path.is_file() {
+            return Err(PluginError::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        // SAFETY: loading a library runs its initialisers. opal plugins are trusted code by
+        // design (a deployment names them); the checks below guard against mistakes, not malice.
+        let library = unsafe { libloading::Library::new(path) }.map_err(|e| {
+            PluginError::NotALibrary {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        // SAFETY: the symbol, when present, is the `static PluginDescriptor` that
+        // `export_plugin!` defines. Only its frozen leading fields are read before they are
+        // validated, and the reference does not outlive `library` (it is dropped in this function).
+        let descriptor: &PluginDescriptor = unsafe {
+            let symbol = library
+                .get::<*const PluginDescriptor>(DESCRIPTOR_SYMBOL)
+                .map_err(|_| PluginError::MissingDescriptor {
+                    path: path.to_owned(),
+                })?;
+            &**symbol
+        };
+        check_descriptor(path, descriptor)?;
+        let module = descriptor.module;
+        let operators = read_operators(path, module)?;
+        Ok(Arc::new(PluginLibrary {
+            name: module.name().as_str().to_owned(),
+            version: module.version().as_str().to_owned(),
+            abi: (descriptor.abi_major, descriptor.abi_minor),
+            path: path.to_owned(),
+            module,
+            operators,
+            _library: library,
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The opal ABI version the plugin was built against.
+    pub fn abi_version(&self) -> (u32, u32) {
+        self.abi
+    }
+
+    /// The file the library was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The plugin's operators, each holding this library loaded.
+    pub fn operators(self: &Arc<Self>) -> Vec<OperatorEntry> {
+        self.operators
+            .iter()
+            .map(|fns| OperatorEntry {
+                fns: fns.clone(),
+                library: Arc::clone(self),
+            })
+            .collect()
+    }
+
+    /// Heap allocations the plugin made from its own allocator, if its ABI version reports them.
+    pub fn own_heap_allocations(&self) -> Option<u64> {
+        self.module.heap_allocations().map(|count| count())
+    }
+}
+
+impl fmt::Debug for PluginLibrary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginLibrary")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("abi", &self.abi)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_descriptor(path: &Path, d: &PluginDescriptor) -> Result<(), PluginError> {
+    if d.magic != DESCRIPTOR_MAGIC {
+        return Err(PluginError::BadMagic {
+            path: path.to_owned(),
+        });
+    }
+    let (plugin_major, plugin_minor) = (d.abi_major, d.abi_minor);
+    let versions = || (path.to_owned(), plugin_major, plugin_minor, ABI_MAJOR, ABI_MINOR);
+    if plugin_major != ABI_MAJOR {
+        let (path, plugin_major, plugin_minor, host_major, host_minor) = versions();
+        return Err(PluginError::IncompatibleAbi {
+            path,
+            plugin_major,
+            plugin_minor,
+            host_major,
+            host_minor,
+        });
+    }
+    if !d.abi_stable.is_valid() {
+        let (path, plugin_major, plugin_minor, host_major, host_minor) = versions();
+        return Err(PluginError::IncompatibleAbiStable {
+            path,
+            plugin_major,
+            plugin_minor,
+            host_major,
+            host_minor,
+        });
+    }
+    check_module_layout(<PluginModuleRef as StableAbi>::LAYOUT, d.layout).map_err(|details| {
+        let (path, plugin_major, plugin_minor, host_major, host_minor) = versions();
+        PluginError::LayoutMismatch {
+            path,
+            plugin_major,
+            plugin_minor,
+            host_major,
+            host_minor,
+            details,
+        }
+    })
+}
+
+fn read_operators(path: &Path, module: PluginModuleRef) -> Result<Vec<OperatorFns>, PluginError> {
+    let table = (module.operators())();
+    table
+        .iter()
+        .map(|op| {
+            let fns = OperatorFns {
+                domain: op.domain().as_str().to_owned(),
+                op_type: op.op_type().as_str().to_owned(),
+                since_version: op.since_version(),
+                until_version: op.until_version(),
+                value_inputs: op.value_inputs(),
+                infer: op.infer(),
+                compute: op.compute(),
+            };
+            if fns.op_type.is_empty() || fns.since_version > fns.until_version {
+                return Err(PluginError::BadOperator {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "operator '{}' has opset range {}..={}",
+                        fns.op_type, fns.since_version, fns.until_version
+                    ),
+                });
+            }
+            Ok(fns)
+        })
+        .collect()
+}
+
+impl OperatorEntry {
+    pub fn domain(&self) -> &str {
+        &self.fns.domain
+    }
+
+    pub fn op_type(&self) -> &str {
+        &self.fns.op_type
+    }
+
+    pub fn since_version(&self) -> i64 {
+        self.fns.since_version
+    }
+
+    pub fn until_version(&self) -> i64 {
+        self.fns.until_version
+    }
+
+    /// Whether inference needs the value of input `index`.
+    pub fn needs_value(&self, index: usize) -> bool {
+        index < 64 && self.fns.value_inputs & (1 << index) != 0
+    }
+
+    pub fn library(&self) -> &Arc<PluginLibrary> {
+        &self.library
+    }
+
+    pub fn plugin_name(&self) -> &str {
+        self.library.name()
+    }
+
+    /// Calls the plugin's inference function; errors come back as owned strings.
+    pub fn infer(&self, call: &InferCall<'_>) -> Result<Vec<OutputType>, String> {
+        match (self.fns.infer)(call) {
+            RResult::ROk(types) => Ok(types.into_vec()),
+            RResult::RErr(message) => Err(message.into_string()),
+        }
+    }
+
+    /// Calls the plugin's kernel; errors come back as owned strings.
+    pub fn compute(&self, call: &mut KernelCall<'_>) -> Result<(), String> {
+        match (self.fns.compute)(call) {
+            RResult::ROk(()) => Ok(()),
+            RResult::RErr(message) => Err(message.into_string()),
+        }
+    }
+}
+
+impl fmt::Debug for OperatorEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}@{}..={} from {}",
+            self.fns.domain,
+            self.fns.op_type,
+            self.fns.since_version,
+            self.fns.until_version,
+            self.library.name
+        )
+    }
+}

@@ -1,0 +1,13 @@
+//! Plugins: loading `.so` files through the stable ABI, the operator registry, and the services
+//! the host lends kernels.
+
+mod error;
+mod host_services;
+mod layout;
+mod library;
+mod registry;
+
+pub use error::PluginError;
+pub use host_services::{CallHost, HOST_VTABLE};
+pub use library::{OperatorEntry, PluginLibrary};
+pub use registry::{OperatorKey, Registry, RegistryError};

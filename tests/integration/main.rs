@@ -1,0 +1,1 @@
+//! opal integration tests, one binary with a module per area.

@@ -1,0 +1,30 @@
+//! Shared helpers of the integration tests: where the built artifacts are.
+
+use std::path::PathBuf;
+
+/// The directory holding the `opal` binary and the plugin libraries of the profile the tests
+/// were built with (`target/debug` or `target/release`).
+pub fn artifact_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/<test binary>
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps")
+        .to_owned()
+}
+
+/// The path of a plugin library built in this workspace, e.g. `plugin("opal_core_math")`.
+pub fn plugin(crate_name: &str) -> PathBuf {
+    let path = artifact_dir().join(format!("lib{crate_name}.so"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// The `opal` binary of this profile.
+pub fn opal_binary() -> PathBuf {
+    artifact_dir().join("opal")
+}
