@@ -152,7 +152,7 @@ fn check_cast<T: Element>(dtype: DType, bytes: &[u8]) -> KernelResult<()> {
         )));
     }
     if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0
-        || bytes.len() % std::mem::size_of::<T>() != 0
+        || !bytes.len().is_multiple_of(std::mem::size_of::<T>())
     {
         return Err(KernelError::new(format!(
             "tensor data of {} bytes at {:p} is not a whole, aligned run of {dtype}",
@@ -178,7 +178,7 @@ fn cast_slice<T: Element>(dtype: DType, bytes: &[u8]) -> KernelResult<&[T]> {
 /// The arguments of [`Operator::compute`](crate::Operator::compute).
 pub struct KernelContext<'a> {
     inputs: &'a [TensorView<'a>],
-    outputs: &'a mut [TensorViewMut<'a>],
+    outputs: &'a [TensorViewMut<'a>],
     /// Bit `i` set: output `i` was handed out (each is handed out once).
     taken: u64,
     attributes: Attributes<'a>,
@@ -188,13 +188,9 @@ pub struct KernelContext<'a> {
 impl<'a> KernelContext<'a> {
     /// Wraps a call.
     pub fn new(call: &'a mut KernelCall<'_>) -> Self {
-        let outputs: *mut [TensorViewMut<'_>] = call.outputs.as_mut_slice();
-        // SAFETY: this only shortens the views' lifetime to the borrow of the call. The context
-        // never writes a view into the slice, so nothing shorter-lived can be stored in it.
-        let outputs = unsafe { &mut *(outputs as *mut [TensorViewMut<'a>]) };
         KernelContext {
             inputs: call.inputs.as_slice(),
-            outputs,
+            outputs: call.outputs.as_slice(),
             taken: 0,
             attributes: Attributes::new(call.attributes.as_slice()),
             host: call.host,
@@ -233,10 +229,11 @@ impl<'a> KernelContext<'a> {
             )));
         }
         self.taken |= bit;
-        let view = &mut self.outputs[index];
-        let (ptr, len) = (view.data.as_mut_ptr(), view.data.len());
-        // SAFETY: the bytes belong to the call (`'a`); the `taken` bit guarantees this is the only
-        // `&mut` ever made of output `index`'s data, so extending the borrow to `'a` is unique.
+        let view = &self.outputs[index];
+        let (ptr, len) = (view.data.as_ptr().cast_mut(), view.data.len());
+        // SAFETY: the host lends each output's bytes exclusively to this call for `'a` (the view
+        // was made from a `&mut [u8]`); the `taken` bit guarantees this is the only reference
+        // ever made of output `index`'s data.
         let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
         Ok(TensorMut {
             dtype: view.dtype,
@@ -338,7 +335,9 @@ impl<'a, T: Element> ScratchBuffer<'a, T> {
         // SAFETY: the host's alloc returns `size` bytes aligned to 64 or null.
         let ptr = unsafe { (host.vtable.alloc())(host.ctx, size.max(1), 64) };
         if ptr.is_null() {
-            return Err(KernelError::new(format!("host refused to allocate {size} bytes")));
+            return Err(KernelError::new(format!(
+                "host refused to allocate {size} bytes"
+            )));
         }
         // SAFETY: `ptr` is valid for `size` bytes; zeroed bytes are a valid value of every Element.
         unsafe { ptr.write_bytes(0, size) };

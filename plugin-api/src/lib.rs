@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod module;
 pub mod operator;
 pub mod tensor;
+pub mod testing;
 
 mod element;
 mod export;

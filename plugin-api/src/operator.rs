@@ -9,7 +9,7 @@ use crate::{
     tensor::{TensorView, TensorViewMut},
 };
 use abi_stable::{
-    std_types::{RResult, RSlice, RSliceMut, RStr, RString, RVec},
+    std_types::{RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
 
@@ -24,11 +24,13 @@ pub struct InferCall<'a> {
 }
 
 /// The arguments of a kernel call: inputs, host-allocated outputs, attributes, host services.
+/// The output views are lent in a shared slice (so every lifetime here can shrink to the
+/// call's); each view's bytes are the kernel's alone for the call.
 #[repr(C)]
 #[derive(StableAbi)]
 pub struct KernelCall<'a> {
     pub inputs: RSlice<'a, TensorView<'a>>,
-    pub outputs: RSliceMut<'a, TensorViewMut<'a>>,
+    pub outputs: RSlice<'a, TensorViewMut<'a>>,
     pub attributes: RSlice<'a, Attribute<'a>>,
     pub host: HostServices,
 }
@@ -71,7 +73,10 @@ pub trait Operator: 'static {
     /// output the dtype and shape of input 0, which suits elementwise unary operators.
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let x = cx.input(0)?;
-        Ok(vec![OutputType::new(x.dtype, x.shape.to_vec()); cx.output_count()])
+        Ok(vec![
+            OutputType::new(x.dtype, x.shape.to_vec());
+            cx.output_count()
+        ])
     }
 
     /// Computes the outputs, which the host allocated with the inferred shapes.

@@ -1,0 +1,656 @@
+//! A small in-process host for unit-testing operators: it infers output types, allocates the
+//! outputs, lends an allocator, a scratch arena and `parallel_for`, and runs the kernel through
+//! the same ABI table the real host calls.
+//!
+//! ```ignore
+//! use opal_plugin_api::testing::{run_operator, OwnedTensor};
+//!
+//! // `Relu` is a plugin's `Operator`.
+//! let x = OwnedTensor::f32(&[2, 2], &[1.0, -2.0, 3.0, -4.0]);
+//! let y = run_operator::<Relu>(&[x], &[], 1).unwrap();
+//! assert_eq!(y[0].to_vec::<f32>(), [1.0, 0.0, 3.0, 0.0]);
+//! ```
+//!
+//! Differences from the real host, on purpose: outputs start filled with `0xFF` bytes (NaN for
+//! floats) so that elements a kernel forgets to write show up; `parallel_for` runs its ranges
+//! one after the other on the calling thread, split into a few pieces so range handling is
+//! exercised; the run fails if the kernel leaks memory from the lent allocator.
+//! [`TestHost`] also reports a thread count (so kernels take their parallel paths) and can
+//! check that a warmed-up kernel makes no heap allocations ([`TestHost::heap_probe`]).
+
+use crate::{
+    attribute::{AttrValue, Attribute},
+    export::operator_vtable_ref,
+    host::{HostServices, HostVTable, HostVTableRef, ParallelTask},
+    infer::{InferInput, OutputType},
+    operator::{InferCall, KernelCall},
+    tensor::{TensorView, TensorViewMut},
+    DType, Element, Operator, TensorRef,
+};
+use abi_stable::{
+    prefix_type::WithMetadata,
+    std_types::{ROption, RSlice, RStr},
+};
+use std::{
+    alloc::Layout,
+    ffi::c_void,
+    fmt,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+};
+
+/// The alignment of tensor data, lent allocations and scratch memory.
+const ALIGN: usize = 64;
+
+/// One 64-byte-aligned block; tensor and scratch bytes are stored as runs of these.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Block([u8; ALIGN]);
+
+const ZERO_BLOCK: Block = Block([0; ALIGN]);
+
+/// `len` bytes in 64-byte-aligned storage.
+#[derive(Clone)]
+struct AlignedBytes {
+    blocks: Vec<Block>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    fn filled(len: usize, byte: u8) -> Self {
+        AlignedBytes {
+            blocks: vec![Block([byte; ALIGN]); len.div_ceil(ALIGN)],
+            len,
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `blocks` holds at least `len` initialised bytes (`Block` is plain bytes with no
+        // padding), borrowed from `self`.
+        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// A tensor owned by the test: dtype, shape and 64-byte-aligned bytes. A tensor of dtype
+/// [`DType::UNDEFINED`] ([`OwnedTensor::absent`]) stands for an omitted optional input.
+#[derive(Clone)]
+pub struct OwnedTensor {
+    dtype: DType,
+    shape: Vec<usize>,
+    data: AlignedBytes,
+}
+
+impl OwnedTensor {
+    /// A tensor of `T` with the given shape and elements (row-major). Panics if the number of
+    /// elements does not match the shape.
+    pub fn new<T: Element>(shape: &[usize], values: &[T]) -> Self {
+        let count: usize = shape.iter().product();
+        assert_eq!(
+            count,
+            values.len(),
+            "shape {shape:?} holds {count} elements, {} were given",
+            values.len()
+        );
+        let mut tensor = OwnedTensor::filled(T::DTYPE, shape, 0);
+        // SAFETY: `Element` types are plain-old-data without padding, so their bytes are
+        // initialised; the slice covers exactly `values`.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        };
+        tensor.data.as_mut_slice().copy_from_slice(bytes);
+        tensor
+    }
+
+    /// An `f32` tensor.
+    pub fn f32(shape: &[usize], values: &[f32]) -> Self {
+        OwnedTensor::new(shape, values)
+    }
+
+    /// An `i64` tensor, such as Reshape's shape input.
+    pub fn i64(shape: &[usize], values: &[i64]) -> Self {
+        OwnedTensor::new(shape, values)
+    }
+
+    /// A tensor of `dtype` whose bytes are all `byte`. Panics for dtypes without a fixed size.
+    pub fn filled(dtype: DType, shape: &[usize], byte: u8) -> Self {
+        let size = dtype
+            .size()
+            .unwrap_or_else(|| panic!("dtype {dtype} has no fixed element size"));
+        let count: usize = shape.iter().product();
+        OwnedTensor {
+            dtype,
+            shape: shape.to_vec(),
+            data: AlignedBytes::filled(count * size, byte),
+        }
+    }
+
+    /// An omitted optional input.
+    pub fn absent() -> Self {
+        OwnedTensor {
+            dtype: DType::UNDEFINED,
+            shape: Vec::new(),
+            data: AlignedBytes::filled(0, 0),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.data.as_slice()
+    }
+
+    /// The elements as `&[T]`. Panics if the dtype is not `T`'s.
+    pub fn as_slice<T: Element>(&self) -> &[T] {
+        TensorRef::new(self.view())
+            .as_slice::<T>()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The elements as a `Vec<T>`. Panics if the dtype is not `T`'s.
+    pub fn to_vec<T: Element>(&self) -> Vec<T> {
+        self.as_slice::<T>().to_vec()
+    }
+
+    /// The ABI view of this tensor.
+    pub fn view(&self) -> TensorView<'_> {
+        if self.dtype == DType::UNDEFINED {
+            return TensorView::ABSENT;
+        }
+        TensorView::new(self.dtype, &self.shape, self.data.as_slice())
+    }
+}
+
+impl fmt::Debug for OwnedTensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OwnedTensor({} {:?}", self.dtype, self.shape)?;
+        if self.dtype == DType::F32 {
+            write!(f, " {:?}", self.as_slice::<f32>())?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// An integer attribute.
+pub fn int_attr(name: &str, value: i64) -> Attribute<'_> {
+    Attribute {
+        name: RStr::from_str(name),
+        value: AttrValue::Int(value),
+    }
+}
+
+/// A float attribute.
+pub fn float_attr(name: &str, value: f32) -> Attribute<'_> {
+    Attribute {
+        name: RStr::from_str(name),
+        value: AttrValue::Float(value),
+    }
+}
+
+/// A string attribute.
+pub fn string_attr<'a>(name: &'a str, value: &'a str) -> Attribute<'a> {
+    Attribute {
+        name: RStr::from_str(name),
+        value: AttrValue::String(RSlice::from_slice(value.as_bytes())),
+    }
+}
+
+/// An integer-list attribute.
+pub fn ints_attr<'a>(name: &'a str, values: &'a [i64]) -> Attribute<'a> {
+    Attribute {
+        name: RStr::from_str(name),
+        value: AttrValue::Ints(RSlice::from_slice(values)),
+    }
+}
+
+/// A float-list attribute.
+pub fn floats_attr<'a>(name: &'a str, values: &'a [f32]) -> Attribute<'a> {
+    Attribute {
+        name: RStr::from_str(name),
+        value: AttrValue::Floats(RSlice::from_slice(values)),
+    }
+}
+
+/// What inference sees of an input whose value is not known: a dtype and a shape, where a dim
+/// of -1 is unknown. Use with [`infer_operator`].
+pub fn infer_input(dtype: DType, shape: &[i64]) -> InferInput<'_> {
+    InferInput {
+        dtype,
+        shape: RSlice::from_slice(shape),
+        value: ROption::RNone,
+    }
+}
+
+/// Runs `O`'s shape inference on `inputs` (see [`infer_input`]), through its ABI table.
+pub fn infer_operator<O: Operator>(
+    inputs: &[InferInput<'_>],
+    attributes: &[Attribute<'_>],
+    output_count: usize,
+) -> Result<Vec<OutputType>, String> {
+    let call = InferCall {
+        inputs: RSlice::from_slice(inputs),
+        attributes: RSlice::from_slice(attributes),
+        output_count,
+    };
+    let result: Result<_, _> = (operator_vtable_ref::<O>().infer())(&call).into();
+    result.map(Vec::from).map_err(|e| e.to_string())
+}
+
+/// Runs operator `O` on `inputs` with a default [`TestHost`]: infers the outputs (passing the
+/// values of the inputs `O` lists in `VALUE_INPUTS`), allocates them, and computes them.
+pub fn run_operator<O: Operator>(
+    inputs: &[OwnedTensor],
+    attributes: &[Attribute<'_>],
+    output_count: usize,
+) -> Result<Vec<OwnedTensor>, String> {
+    TestHost::new().run::<O>(inputs, attributes, output_count)
+}
+
+/// Asserts that `actual` and `expected` have the same length and differ element-wise by at
+/// most `tolerance * max(1, |expected|)`; NaNs must match NaNs.
+#[track_caller]
+pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
+    assert_eq!(actual.len(), expected.len(), "lengths differ");
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let ok = if e.is_nan() {
+            a.is_nan()
+        } else {
+            (a - e).abs() <= tolerance * e.abs().max(1.0)
+        };
+        assert!(
+            ok,
+            "element {i}: got {a}, expected {e} (tolerance {tolerance})"
+        );
+    }
+}
+
+/// A configurable test host. [`run_operator`] uses the defaults.
+#[derive(Clone, Copy, Debug)]
+pub struct TestHost {
+    threads: usize,
+    heap_probe: Option<fn() -> u64>,
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        TestHost::new()
+    }
+}
+
+impl TestHost {
+    /// One reported thread, no heap probe.
+    pub fn new() -> Self {
+        TestHost {
+            threads: 1,
+            heap_probe: None,
+        }
+    }
+
+    /// The thread count `KernelContext::threads` reports, so kernels take their parallel paths.
+    /// Ranges still run one after the other on the calling thread.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Checks that the kernel makes no heap allocations once warmed up: the kernel runs twice
+    /// and the run fails if `probe` (a count of heap allocations, such as the plugin module's
+    /// `heap_allocations`) moves during the second call. The count is process-wide, so use this
+    /// from a test binary that runs nothing else at the same time.
+    pub fn heap_probe(mut self, probe: fn() -> u64) -> Self {
+        self.heap_probe = Some(probe);
+        self
+    }
+
+    /// Runs operator `O`: see [`run_operator`].
+    pub fn run<O: Operator>(
+        &self,
+        inputs: &[OwnedTensor],
+        attributes: &[Attribute<'_>],
+        output_count: usize,
+    ) -> Result<Vec<OwnedTensor>, String> {
+        let vtable = operator_vtable_ref::<O>();
+        let shapes: Vec<Vec<i64>> = inputs
+            .iter()
+            .map(|t| t.shape.iter().map(|&d| d as i64).collect())
+            .collect();
+        let infer_inputs: Vec<InferInput<'_>> = inputs
+            .iter()
+            .zip(&shapes)
+            .enumerate()
+            .map(|(i, (tensor, shape))| InferInput {
+                dtype: tensor.dtype,
+                shape: RSlice::from_slice(shape),
+                value: if O::VALUE_INPUTS.contains(&i) && tensor.dtype != DType::UNDEFINED {
+                    ROption::RSome(tensor.view())
+                } else {
+                    ROption::RNone
+                },
+            })
+            .collect();
+        let types = infer_operator::<O>(&infer_inputs, attributes, output_count)?;
+        if types.len() != output_count {
+            return Err(format!(
+                "inference gave {} outputs, the node has {output_count}",
+                types.len()
+            ));
+        }
+        let mut outputs = types
+            .iter()
+            .map(|t| {
+                let shape = t
+                    .shape
+                    .iter()
+                    .map(|&d| usize::try_from(d))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| format!("inferred output shape {:?} is not known", t.shape))?;
+                if t.dtype.size().is_none() {
+                    return Err(format!(
+                        "inferred output dtype {} has no fixed size",
+                        t.dtype
+                    ));
+                }
+                Ok(OwnedTensor::filled(t.dtype, &shape, 0xFF))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+
+        let context = HostContext {
+            threads: self.threads,
+            live_allocations: AtomicUsize::new(0),
+            scratch: Mutex::new(Scratch::default()),
+        };
+        let input_views: Vec<TensorView<'_>> = inputs.iter().map(OwnedTensor::view).collect();
+        let passes = if self.heap_probe.is_some() { 2 } else { 1 };
+        for pass in 0..passes {
+            let output_views: Vec<TensorViewMut<'_>> = outputs
+                .iter_mut()
+                .map(|t| TensorViewMut::new(t.dtype, &t.shape, t.data.as_mut_slice()))
+                .collect();
+            let mut call = KernelCall {
+                inputs: RSlice::from_slice(&input_views),
+                outputs: RSlice::from_slice(&output_views),
+                attributes: RSlice::from_slice(attributes),
+                host: HostServices {
+                    vtable: TEST_HOST_VTABLE,
+                    ctx: (&context as *const HostContext).cast(),
+                },
+            };
+            let before = self.heap_probe.map(|probe| probe());
+            let result: Result<(), _> = (vtable.compute())(&mut call).into();
+            let after = self.heap_probe.map(|probe| probe());
+            result.map_err(|e| e.to_string())?;
+            if let (Some(before), Some(after)) = (before, after) {
+                if pass > 0 && after != before {
+                    return Err(format!(
+                        "{}: the kernel made {} heap allocations after warm-up",
+                        O::OP_TYPE,
+                        after - before
+                    ));
+                }
+            }
+            lock(&context.scratch).reset();
+        }
+        let leaked = context.live_allocations.load(Ordering::Relaxed);
+        if leaked != 0 {
+            return Err(format!(
+                "{}: the kernel leaked {leaked} allocations of the lent allocator",
+                O::OP_TYPE
+            ));
+        }
+        Ok(outputs)
+    }
+}
+
+/// The per-call state behind the host table's `ctx`.
+struct HostContext {
+    threads: usize,
+    live_allocations: AtomicUsize,
+    scratch: Mutex<Scratch>,
+}
+
+/// A bump arena of zeroed, 64-byte-aligned chunks. Chunks never move once made, so pointers
+/// into them stay valid until the arena is dropped; `reset` keeps one chunk large enough for
+/// everything the last call used, so a repeated call allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    chunks: Vec<Vec<Block>>,
+    /// Blocks used in the last chunk.
+    used: usize,
+    /// Blocks handed out since the last reset.
+    requested: usize,
+}
+
+impl Scratch {
+    fn alloc(&mut self, size: usize) -> *mut u8 {
+        let blocks = size.div_ceil(ALIGN).max(1);
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|chunk| chunk.len() - self.used >= blocks);
+        if !fits {
+            self.chunks.push(vec![ZERO_BLOCK; blocks.max(1024)]);
+            self.used = 0;
+        }
+        let start = self.used;
+        self.used += blocks;
+        self.requested += blocks;
+        let Some(chunk) = self.chunks.last_mut() else {
+            return std::ptr::null_mut();
+        };
+        // `as_mut_ptr` makes no reference to the whole chunk, so the pointers handed out
+        // before stay valid.
+        let base = chunk.as_mut_ptr();
+        // SAFETY: `start + blocks <= chunk.len()` (checked by `fits`, or the chunk is new and
+        // large enough), so the range is inside the chunk and not handed out before.
+        unsafe {
+            let ptr = base.add(start);
+            ptr.write_bytes(0, blocks);
+            ptr.cast()
+        }
+    }
+
+    fn reset(&mut self) {
+        if self.chunks.len() > 1 {
+            self.chunks.clear();
+            self.chunks.push(vec![ZERO_BLOCK; self.requested]);
+        }
+        self.used = 0;
+        self.requested = 0;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const TEST_HOST_VTABLE: HostVTableRef = HostVTableRef(TEST_HOST_VTABLE_WM.static_as_prefix());
+
+const TEST_HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable {
+    alloc: test_alloc,
+    free: test_free,
+    scratch: test_scratch,
+    parallel_for: test_parallel_for,
+    threads: test_threads,
+});
+
+/// # Safety
+/// `ctx` must be the context [`TestHost::run`] lent for the current call.
+unsafe fn host<'a>(ctx: *const c_void) -> &'a HostContext {
+    // SAFETY: guaranteed by the caller; the context outlives the kernel call.
+    unsafe { &*ctx.cast::<HostContext>() }
+}
+
+fn layout(size: usize, align: usize) -> Option<Layout> {
+    Layout::from_size_align(size.max(1), align.max(ALIGN)).ok()
+}
+
+unsafe extern "C" fn test_alloc(ctx: *const c_void, size: usize, align: usize) -> *mut u8 {
+    let Some(layout) = layout(size, align) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if !ptr.is_null() {
+        // SAFETY: the plugin passes back the context it was lent.
+        unsafe { host(ctx) }
+            .live_allocations
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    ptr
+}
+
+unsafe extern "C" fn test_free(ctx: *const c_void, ptr: *mut u8, size: usize, align: usize) {
+    let Some(layout) = layout(size, align) else {
+        return;
+    };
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: the ABI contract: `ptr` came from `test_alloc` with this size and alignment,
+    // which computed the same layout.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    // SAFETY: the plugin passes back the context it was lent.
+    unsafe { host(ctx) }
+        .live_allocations
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+unsafe extern "C" fn test_scratch(ctx: *const c_void, size: usize, align: usize) -> *mut u8 {
+    if align == 0 || !align.is_power_of_two() || align > ALIGN {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: the plugin passes back the context it was lent.
+    let host = unsafe { host(ctx) };
+    lock(&host.scratch).alloc(size)
+}
+
+unsafe extern "C" fn test_parallel_for(
+    _ctx: *const c_void,
+    n: usize,
+    task_ctx: *const c_void,
+    task: ParallelTask,
+) {
+    let pieces = n.min(3);
+    for piece in 0..pieces {
+        let (start, end) = (piece * n / pieces, (piece + 1) * n / pieces);
+        // SAFETY: the ABI contract: `task` accepts `task_ctx` and disjoint ranges of `0..n`,
+        // and does not unwind.
+        unsafe { (task.run)(task_ctx, start, end) };
+    }
+}
+
+unsafe extern "C" fn test_threads(ctx: *const c_void) -> usize {
+    // SAFETY: the plugin passes back the context it was lent.
+    unsafe { host(ctx) }.threads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KernelContext, KernelResult};
+
+    /// Doubles input 0 using a scratch buffer, a lent allocation and `parallel_for`.
+    struct Double;
+
+    impl Operator for Double {
+        const OP_TYPE: &'static str = "Double";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            let x = cx.input(0)?.f32()?;
+            let tmp = cx.scratch::<f32>(x.len())?;
+            let lent = cx.alloc::<f32>(4)?;
+            assert!(lent.iter().all(|&v| v == 0.0));
+            tmp.copy_from_slice(x);
+            let sums = Mutex::new(0usize);
+            cx.parallel_for(x.len(), |range| *lock(&sums) += range.len());
+            assert_eq!(*lock(&sums), x.len());
+            let y = cx.output(0)?.f32_mut()?;
+            for (y, t) in y.iter_mut().zip(tmp.iter()) {
+                *y = 2.0 * t;
+            }
+            Ok(())
+        }
+    }
+
+    /// Reads an attribute and leaves its output unwritten.
+    struct Lazy;
+
+    impl Operator for Lazy {
+        const OP_TYPE: &'static str = "Lazy";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            assert_eq!(cx.attributes().int("axis", 0)?, -1);
+            assert_eq!(cx.attributes().ints("perm")?, Some(&[1, 0][..]));
+            assert_eq!(cx.attributes().string("mode", "")?, "x");
+            Ok(())
+        }
+    }
+
+    struct Panics;
+
+    impl Operator for Panics {
+        const OP_TYPE: &'static str = "Panics";
+
+        fn compute(_: &mut KernelContext<'_>) -> KernelResult<()> {
+            panic!("boom")
+        }
+    }
+
+    #[test]
+    fn runs_a_kernel_with_host_services() {
+        let x = OwnedTensor::f32(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let y = TestHost::new()
+            .threads(2)
+            .run::<Double>(&[x], &[], 1)
+            .unwrap();
+        assert_eq!(y[0].shape(), [2, 3]);
+        assert_eq!(y[0].to_vec::<f32>(), [2.0, 4.0, 6.0, 8.0, 10.0, 12.0]);
+    }
+
+    #[test]
+    fn outputs_start_as_nan_and_attributes_arrive() {
+        let x = OwnedTensor::f32(&[1], &[1.0]);
+        let perm = [1, 0];
+        let attributes = [
+            int_attr("axis", -1),
+            ints_attr("perm", &perm),
+            string_attr("mode", "x"),
+        ];
+        let y = run_operator::<Lazy>(&[x], &attributes, 1).unwrap();
+        assert!(y[0].as_slice::<f32>()[0].is_nan());
+    }
+
+    #[test]
+    fn panics_become_errors() {
+        let x = OwnedTensor::f32(&[1], &[1.0]);
+        let error = run_operator::<Panics>(&[x], &[], 1).unwrap_err();
+        assert!(error.contains("boom"), "{error}");
+    }
+
+    #[test]
+    fn scratch_is_zeroed_aligned_and_reused_after_reset() {
+        let mut scratch = Scratch::default();
+        let a = scratch.alloc(10);
+        let b = scratch.alloc(100_000);
+        assert_eq!(a as usize % ALIGN, 0);
+        assert_eq!(b as usize % ALIGN, 0);
+        assert_eq!(scratch.chunks.len(), 2);
+        scratch.reset();
+        assert_eq!(scratch.chunks.len(), 1);
+        scratch.alloc(10);
+        scratch.alloc(100_000);
+        assert_eq!(scratch.chunks.len(), 1);
+    }
+}
