@@ -1,6 +1,27 @@
-//! opal's host runtime: memory, plugin loading, ONNX models and their execution.
+//! opal's host runtime: it owns the memory, loads operator plugins through the stable ABI, and
+//! runs ONNX models with them.
+//!
+//! - [`config`]: deployment files.
+//! - [`engine`]: what a deployment sets up once: memory, plugins, registry, threads.
+//! - [`memory`]: tracker, aligned buffers, tensor pool, scratch arenas, mapped files, stats.
+//! - [`plugin`]: loading `.so` plugins, the operator registry, services lent to kernels.
+//! - [`onnx`]: model files.
+//! - [`plan`], [`run_state`], [`session`]: compiling a model and running it.
 
+pub mod config;
+pub mod engine;
 pub mod memory;
 pub mod onnx;
+pub mod plan;
 pub mod plugin;
+pub mod run_state;
+pub mod session;
+pub mod synthetic;
 pub mod tensor;
+
+pub use config::Deployment;
+pub use engine::{Engine, EngineError};
+pub use plan::{Plan, PlanError};
+pub use run_state::{RunError, RunState};
+pub use session::{Session, SessionError};
+pub use tensor::{Tensor, TensorRef};

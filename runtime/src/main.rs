@@ -1,1 +1,13 @@
-fn main(){}
+//! The `opal` command: list plugins, run models, and (later) serve them.
+
+mod cli;
+
+use opal_runtime::memory::CountingAllocator;
+
+/// Counts every heap allocation of the process, so runs can report how many they made.
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

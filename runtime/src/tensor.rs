@@ -1,7 +1,10 @@
 //! Host tensors: an owned, aligned tensor, and a borrowed view of any tensor's bytes.
 
 use crate::memory::AlignedBuffer;
-use opal_plugin_api::{tensor::TensorView, DType, Element};
+use opal_plugin_api::{
+    tensor::{TensorView, TensorViewMut},
+    DType, Element,
+};
 use smallvec::SmallVec;
 
 /// Dims of a tensor; ranks up to 8 are stored inline, without a heap allocation.
@@ -72,6 +75,11 @@ impl Tensor {
     pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
         self.as_ref().as_slice()
     }
+
+    /// The writable view a kernel receives for an output.
+    pub fn to_abi_mut(&mut self) -> TensorViewMut<'_> {
+        TensorViewMut::new(self.dtype, &self.shape, self.data.as_mut_slice())
+    }
 }
 
 impl<'a> TensorRef<'a> {
@@ -92,13 +100,15 @@ impl<'a> TensorRef<'a> {
         let size = std::mem::size_of::<T>();
         if self.dtype != T::DTYPE
             || self.data.as_ptr().align_offset(std::mem::align_of::<T>()) != 0
-            || self.data.len() % size != 0
+            || !self.data.len().is_multiple_of(size)
         {
             return None;
         }
         // SAFETY: dtype, alignment and length were checked; every `Element` is valid for any
         // bytes the host writes for its dtype.
-        Some(unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast(), self.data.len() / size) })
+        Some(unsafe {
+            std::slice::from_raw_parts(self.data.as_ptr().cast(), self.data.len() / size)
+        })
     }
 
     /// The view plugins receive.

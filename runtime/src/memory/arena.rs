@@ -38,10 +38,16 @@ impl ScratchArena {
         if self.requested.checked_add(size)? > self.limit {
             return None;
         }
-        let fits = self.chunks.last().is_some_and(|c| c.len() - self.used >= size);
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.len() - self.used >= size);
         if !fits {
-            let chunk_size = size.max(self.chunks.last().map_or(0, |c| c.len() * 2)).max(4096);
-            self.chunks.push(AlignedBuffer::zeroed(chunk_size, &self.owner)?);
+            let chunk_size = size
+                .max(self.chunks.last().map_or(0, |c| c.len() * 2))
+                .max(4096);
+            self.chunks
+                .push(AlignedBuffer::zeroed(chunk_size, &self.owner)?);
             self.used = 0;
         }
         self.requested += size;

@@ -4,6 +4,7 @@
 mod arena;
 mod buffer;
 mod counting;
+mod mapped;
 mod pool;
 mod stats;
 mod tracker;
@@ -11,6 +12,7 @@ mod tracker;
 pub use arena::ScratchArena;
 pub use buffer::{AlignedBuffer, ALIGNMENT};
 pub use counting::{heap_allocations, CountingAllocator};
+pub use mapped::{contains, map_file};
 pub use pool::{PoolConfig, PoolStats, TensorPool};
 pub use stats::{MemoryReport, OwnerReport};
 pub use tracker::{MemoryTracker, Owner, OwnerUsage};

@@ -125,7 +125,10 @@ impl TensorPool {
             reason,
         };
         let bytes = byte_size(dtype, shape).ok_or_else(|| error("its size overflows"))?;
-        let key = self.poolable(bytes).then(|| PoolKey::new(dtype, shape)).flatten();
+        let key = self
+            .poolable(bytes)
+            .then(|| PoolKey::new(dtype, shape))
+            .flatten();
         let Some(key) = key else {
             self.bypassed.fetch_add(1, Ordering::Relaxed);
             let data = AlignedBuffer::zeroed(bytes, &self.tensors)
@@ -141,8 +144,7 @@ impl TensorPool {
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                AlignedBuffer::zeroed(bytes, &self.tensors)
-                    .ok_or_else(|| error("out of memory"))?
+                AlignedBuffer::zeroed(bytes, &self.tensors).ok_or_else(|| error("out of memory"))?
             }
         };
         Ok(Tensor::from_parts(dtype, Shape::from_slice(shape), data))
@@ -168,7 +170,12 @@ impl TensorPool {
     }
 
     /// Allocates `count` tensors of `dtype` and `shape` into the pool ahead of use.
-    pub fn preallocate(&self, dtype: DType, shape: &[usize], count: usize) -> Result<(), AllocError> {
+    pub fn preallocate(
+        &self,
+        dtype: DType,
+        shape: &[usize],
+        count: usize,
+    ) -> Result<(), AllocError> {
         let tensors = (0..count)
             .map(|_| {
                 let bytes = byte_size(dtype, shape).ok_or_else(|| AllocError {
@@ -214,7 +221,10 @@ mod tests {
     use super::*;
     use crate::memory::MemoryTracker;
 
-    fn pool(max_per_key: usize, bypass_bytes: usize) -> (std::sync::Arc<MemoryTracker>, TensorPool) {
+    fn pool(
+        max_per_key: usize,
+        bypass_bytes: usize,
+    ) -> (std::sync::Arc<MemoryTracker>, TensorPool) {
         let tracker = MemoryTracker::new();
         let pool = TensorPool::new(
             PoolConfig {
@@ -252,7 +262,9 @@ mod tests {
     #[test]
     fn each_key_keeps_at_most_max_per_key() {
         let (tracker, pool) = pool(2, 1 << 20);
-        let tensors: Vec<_> = (0..5).map(|_| pool.get(DType::F32, &[4]).unwrap()).collect();
+        let tensors: Vec<_> = (0..5)
+            .map(|_| pool.get(DType::F32, &[4]).unwrap())
+            .collect();
         tensors.into_iter().for_each(|t| pool.put(t));
         let stats = pool.stats();
         assert_eq!((stats.pooled_tensors, stats.pooled_bytes), (2, 32));

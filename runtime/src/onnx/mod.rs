@@ -1,3 +1,11 @@
-//! ONNX model files: protobuf messages.
+//! ONNX model files: the protobuf messages, loading a model from a memory-mapped file, its
+//! constants, and node attributes as plugins see them.
 
+mod attributes;
+mod constant;
+mod model;
 pub mod proto;
+
+pub use attributes::NodeAttributes;
+pub use constant::{Constant, ConstantData};
+pub use model::{Dim, Model, ModelError, Node, Value, ValueId};

@@ -29,14 +29,17 @@ pub enum PluginError {
         host_major: u32,
         host_minor: u32,
     },
-    #[error("plugin {path} (ABI {plugin_major}.{plugin_minor}) does not match this host's layout (ABI {host_major}.{host_minor}): {details}")]
+    #[error("plugin {path} (ABI {plugin_major}.{plugin_minor}) does not match this host's layout (ABI {host_major}.{host_minor}): {differences}; rebuild the plugin against an unmodified opal-plugin-api {host_major}.x. abi_stable's report:\n{report}")]
     LayoutMismatch {
         path: PathBuf,
         plugin_major: u32,
         plugin_minor: u32,
         host_major: u32,
         host_minor: u32,
-        details: String,
+        /// The differing fields, one clause each.
+        differences: String,
+        /// abi_stable's full report.
+        report: String,
     },
     #[error("plugin {path} has an invalid operator table: {reason}")]
     BadOperator { path: PathBuf, reason: String },

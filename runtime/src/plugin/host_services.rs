@@ -97,7 +97,10 @@ unsafe extern "C" fn host_parallel_for(
 ) {
     // SAFETY: the plugin passes back the context it was lent for this call.
     let host = unsafe { call_host(ctx) };
-    let send = SendTask { ctx: task_ctx, task };
+    let send = SendTask {
+        ctx: task_ctx,
+        task,
+    };
     let run = move |start: usize, end: usize| {
         let send = send;
         // SAFETY: the task catches its own panics and its context is alive (see `SendTask`).
@@ -119,5 +122,6 @@ unsafe extern "C" fn host_parallel_for(
 unsafe extern "C" fn host_threads(ctx: *const c_void) -> usize {
     // SAFETY: the plugin passes back the context it was lent for this call.
     let host = unsafe { call_host(ctx) };
-    host.threads.map_or(1, rayon::ThreadPool::current_num_threads)
+    host.threads
+        .map_or(1, rayon::ThreadPool::current_num_threads)
 }

@@ -65,12 +65,11 @@ impl PluginLibrary {
         }
         // SAFETY: loading a library runs its initialisers. opal plugins are trusted code by
         // design (a deployment names them); the checks below guard against mistakes, not malice.
-        let library = unsafe { libloading::Library::new(path) }.map_err(|e| {
-            PluginError::NotALibrary {
+        let library =
+            unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::NotALibrary {
                 path: path.to_owned(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         // SAFETY: the symbol, when present, is the `static PluginDescriptor` that
         // `export_plugin!` defines. Only its frozen leading fields are read before they are
         // validated, and the reference does not outlive `library` (it is dropped in this function).
@@ -149,7 +148,15 @@ fn check_descriptor(path: &Path, d: &PluginDescriptor) -> Result<(), PluginError
         });
     }
     let (plugin_major, plugin_minor) = (d.abi_major, d.abi_minor);
-    let versions = || (path.to_owned(), plugin_major, plugin_minor, ABI_MAJOR, ABI_MINOR);
+    let versions = || {
+        (
+            path.to_owned(),
+            plugin_major,
+            plugin_minor,
+            ABI_MAJOR,
+            ABI_MINOR,
+        )
+    };
     if plugin_major != ABI_MAJOR {
         let (path, plugin_major, plugin_minor, host_major, host_minor) = versions();
         return Err(PluginError::IncompatibleAbi {
@@ -170,7 +177,7 @@ fn check_descriptor(path: &Path, d: &PluginDescriptor) -> Result<(), PluginError
             host_minor,
         });
     }
-    check_module_layout(<PluginModuleRef as StableAbi>::LAYOUT, d.layout).map_err(|details| {
+    check_module_layout(<PluginModuleRef as StableAbi>::LAYOUT, d.layout).map_err(|difference| {
         let (path, plugin_major, plugin_minor, host_major, host_minor) = versions();
         PluginError::LayoutMismatch {
             path,
@@ -178,7 +185,8 @@ fn check_descriptor(path: &Path, d: &PluginDescriptor) -> Result<(), PluginError
             plugin_minor,
             host_major,
             host_minor,
-            details,
+            differences: difference.summary,
+            report: difference.report,
         }
     })
 }

@@ -31,7 +31,7 @@ impl fmt::Display for OperatorKey {
 }
 
 /// `ai.onnx` and `""` are the same domain.
-pub fn normalize_domain(domain: &str) -> &str {
+pub(crate) fn normalize_domain(domain: &str) -> &str {
     if domain == "ai.onnx" {
         ""
     } else {
@@ -72,6 +72,10 @@ pub struct Registry {
 impl Registry {
     /// Builds a registry from `plugins`. Where two plugins provide overlapping opsets of one
     /// operator, `winners` (operator key → plugin name) says which to keep; otherwise it is an error.
+    #[allow(
+        clippy::result_large_err,
+        reason = "built once per deployment or swap; the error carries names and paths to report"
+    )]
     pub fn build(
         plugins: Vec<Arc<PluginLibrary>>,
         winners: &HashMap<OperatorKey, String>,
@@ -139,11 +143,15 @@ impl Registry {
             .iter()
             .flat_map(|(k, es)| es.iter().map(move |e| (k, e)))
             .collect();
-        all.sort_by(|a, b| a.0.cmp(b.0).then(a.1.since_version().cmp(&b.1.since_version())));
+        all.sort_by(|a, b| {
+            a.0.cmp(b.0)
+                .then(a.1.since_version().cmp(&b.1.since_version()))
+        });
         all
     }
 }
 
+#[allow(clippy::result_large_err, reason = "see `Registry::build`")]
 fn resolve_overlaps(
     key: &OperatorKey,
     entries: &mut Vec<OperatorEntry>,
@@ -151,8 +159,7 @@ fn resolve_overlaps(
 ) -> Result<(), RegistryError> {
     if let Some(winner) = winner {
         let overlaps_winner = |e: &OperatorEntry| {
-            e.plugin_name() != winner
-                && entries_of(winner, entries).any(|w| overlaps(w, e))
+            e.plugin_name() != winner && entries_of(winner, entries).any(|w| overlaps(w, e))
         };
         let losers: Vec<bool> = entries.iter().map(overlaps_winner).collect();
         let mut index = 0;

@@ -1,0 +1,55 @@
+//! The command line: argument parsing and one module per subcommand.
+
+mod plugins;
+mod run;
+
+use clap::{Parser, Subcommand};
+use opal_runtime::Deployment;
+use std::{path::PathBuf, process::ExitCode};
+
+/// opal: a CPU inference runtime for ONNX models whose operators are plugins.
+#[derive(Parser)]
+#[command(name = "opal", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the deployment's plugins and the operators each provides.
+    Plugins(plugins::Args),
+    /// Run a model several times and print its outputs and the memory statistics.
+    Run(run::Args),
+}
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plugins(args) => plugins::main(args),
+        Command::Run(args) => run::main(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`opal run | head`): nothing left to say to it.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// The deployment at `path`, or the embedded default.
+fn deployment(path: Option<&PathBuf>) -> anyhow::Result<Deployment> {
+    Ok(match path {
+        Some(path) => Deployment::from_file(path)?,
+        None => Deployment::embedded_default()?,
+    })
+}

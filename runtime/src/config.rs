@@ -1,0 +1,397 @@
+//! Deployment files: the TOML that says which plugins to load, how the engine and its memory
+//! behave, and which models to serve. Unknown keys and wrong types are errors naming the file,
+//! line and key; relative paths resolve against the file's directory.
+
+use serde::Deserialize;
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+/// The deployment `opal` uses when none is given, embedded in the binary.
+pub const DEFAULT_DEPLOYMENT: &str = include_str!("../../config/default.toml");
+
+/// The path the embedded default is reported as, and against whose directory its relative
+/// paths resolve: the `config/` folder of the source tree the binary was built from.
+pub const DEFAULT_DEPLOYMENT_PATH: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../config/default.toml");
+
+/// A parsed deployment, with every path resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub engine: EngineConfig,
+    pub pool: PoolSettings,
+    pub plugins: Vec<PluginSpec>,
+    /// Operator (`op_type` or `domain:op_type`) → name of the plugin that wins when two provide it.
+    pub operators: BTreeMap<String, String>,
+    pub models: Vec<ModelSpec>,
+    pub run: RunSettings,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Threads kernels may use through `parallel_for`; 1 runs everything on the caller's thread.
+    pub threads: usize,
+    /// The largest number of bytes the engine may hold at once, tensors and scratch included.
+    pub memory_limit: u64,
+    /// The largest scratch a single kernel call may take.
+    pub scratch_limit: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            threads: 1,
+            memory_limit: 8 << 30,
+            scratch_limit: 1 << 30,
+        }
+    }
+}
+
+/// `[pool]`: the tensor pool, with the seed's defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    pub max_per_key: usize,
+    pub bypass_bytes: usize,
+    pub preallocate: Vec<Preallocation>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_per_key: 20,
+            bypass_bytes: 1 << 20,
+            preallocate: Vec::new(),
+        }
+    }
+}
+
+/// One `[[pool.preallocate]]` entry: tensors put in the pool at start.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preallocation {
+    /// `f32`, `i64`, … (see [`opal_plugin_api::DType::name`]).
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    #[serde(default = "one")]
+    pub count: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    /// As written in the file.
+    pub path: String,
+    /// Where it resolved to.
+    pub resolved: PathBuf,
+}
+
+/// One `[[models]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub path: PathBuf,
+    /// Values for symbolic dims of the model's inputs.
+    pub dims: BTreeMap<String, usize>,
+}
+
+/// `[run]`: what `opal run` does without arguments.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSettings {
+    /// Name of the model to run; the first declared model when absent.
+    pub model: Option<String>,
+    pub iterations: usize,
+    /// Runs before the ones that are measured.
+    pub warmup: usize,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            model: None,
+            iterations: 10,
+            warmup: 2,
+        }
+    }
+}
+
+/// The file's shape, as serde reads it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeployment {
+    #[serde(default)]
+    engine: EngineConfig,
+    #[serde(default)]
+    pool: PoolSettings,
+    #[serde(default)]
+    plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    operators: BTreeMap<String, String>,
+    #[serde(default)]
+    models: Vec<RawModel>,
+    #[serde(default)]
+    run: RunSettings,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    path: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    path: String,
+    #[serde(default)]
+    dims: BTreeMap<String, usize>,
+}
+
+/// A deployment file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read deployment file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("deployment file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("deployment file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Deployment {
+    /// Reads and validates the deployment at `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Deployment::parse(&text, path)
+    }
+
+    /// The embedded default deployment (`config/default.toml`).
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Deployment::parse(
+            DEFAULT_DEPLOYMENT,
+            &normalize(Path::new(DEFAULT_DEPLOYMENT_PATH)),
+        )
+    }
+
+    /// Parses `text` as if read from `path`: relative paths resolve against its directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawDeployment = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: describe_toml_error(&e, text),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if raw.engine.threads == 0 {
+            return Err(invalid("engine.threads must be at least 1".into()));
+        }
+        for p in &raw.pool.preallocate {
+            if opal_dtype(&p.dtype).is_none() {
+                return Err(invalid(format!(
+                    "pool.preallocate: unknown dtype '{}' (use f32, f64, i32, i64, u8, i8, bool, …)",
+                    p.dtype
+                )));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for m in &raw.models {
+            if !names.insert(m.name.as_str()) {
+                return Err(invalid(format!("model '{}' is declared twice", m.name)));
+            }
+        }
+        if let Some(model) = &raw.run.model {
+            if !names.contains(model.as_str()) {
+                return Err(invalid(format!(
+                    "run.model is '{model}', but no [[models]] entry has that name"
+                )));
+            }
+        }
+        Ok(Deployment {
+            source: path.to_owned(),
+            engine: raw.engine,
+            pool: raw.pool,
+            plugins: raw
+                .plugins
+                .into_iter()
+                .map(|p| PluginSpec {
+                    resolved: resolve_plugin_path(&p.path, dir),
+                    path: p.path,
+                })
+                .collect(),
+            operators: raw.operators,
+            models: raw
+                .models
+                .into_iter()
+                .map(|m| ModelSpec {
+                    path: normalize(&dir.join(&m.path)),
+                    name: m.name,
+                    dims: m.dims,
+                })
+                .collect(),
+            run: raw.run,
+        })
+    }
+
+    /// The model called `name`.
+    pub fn model(&self, name: &str) -> Option<&ModelSpec> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// The model `opal run` runs by default: `run.model`, or the first one declared.
+    pub fn default_model(&self) -> Option<&ModelSpec> {
+        match &self.run.model {
+            Some(name) => self.model(name),
+            None => self.models.first(),
+        }
+    }
+}
+
+/// The dtype a deployment names (`f32`, `i64`, …).
+pub fn opal_dtype(name: &str) -> Option<opal_plugin_api::DType> {
+    (0..=16)
+        .map(opal_plugin_api::DType)
+        .find(|d| d.size().is_some() && d.name() == name)
+}
+
+/// Where a plugin path points. A bare file name (`libopal_core_math.so`) is searched for in
+/// `$OPAL_PLUGIN_PATH` and then beside the running executable, where cargo puts the plugins it
+/// builds; any other relative path is relative to the deployment's directory.
+pub fn resolve_plugin_path(path: &str, dir: &Path) -> PathBuf {
+    let as_given = Path::new(path);
+    if as_given.is_absolute() {
+        return as_given.to_owned();
+    }
+    if as_given.components().count() > 1 {
+        return normalize(&dir.join(as_given));
+    }
+    plugin_search_path()
+        .into_iter()
+        .map(|d| d.join(as_given))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| normalize(&dir.join(as_given)))
+}
+
+/// `path` with `.` and `name/..` components removed, without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The directories bare plugin file names are searched in.
+pub fn plugin_search_path() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("OPAL_PLUGIN_PATH")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_owned))
+    {
+        // Test binaries live in target/<profile>/deps, beside which cargo also puts the plugins.
+        if exe_dir.ends_with("deps") {
+            if let Some(profile_dir) = exe_dir.parent() {
+                dirs.push(profile_dir.to_owned());
+            }
+        }
+        dirs.push(exe_dir);
+    }
+    dirs
+}
+
+/// A TOML error as `line L, column C: message (key `k`)`, from its span in `text`.
+fn describe_toml_error(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return message.to_owned();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+    format!("line {line}, column {column}: {message} (at `{snippet}`)")
+}
+
+impl fmt::Display for PluginSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.resolved.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Deployment, ConfigError> {
+        Deployment::parse(text, Path::new("/srv/opal/deploy.toml"))
+    }
+
+    #[test]
+    fn the_embedded_default_parses() {
+        let d = Deployment::embedded_default().unwrap();
+        assert!(!d.plugins.is_empty());
+        assert!(d.default_model().is_some());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let d = parse("[[models]]\nname = \"m\"\npath = \"models/m.onnx\"\n[[plugins]]\npath = \"p/libx.so\"\n").unwrap();
+        assert_eq!(d.models[0].path, Path::new("/srv/opal/models/m.onnx"));
+        assert_eq!(d.plugins[0].resolved, Path::new("/srv/opal/p/libx.so"));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file_line_and_key() {
+        let err = parse("[engine]\nthreads = 2\nthredas = 4\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/srv/opal/deploy.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("thredas"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_line() {
+        let err = parse("[pool]\nmax_per_key = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("max_per_key"), "{err}");
+    }
+
+    #[test]
+    fn a_run_model_must_be_declared() {
+        let err = parse("[run]\nmodel = \"nope\"\n").unwrap_err().to_string();
+        assert!(err.contains("'nope'"), "{err}");
+    }
+}

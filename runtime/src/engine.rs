@@ -1,0 +1,214 @@
+//! The engine: what a deployment sets up once and every run shares: the memory tracker and
+//! tensor pool, the loaded plugins and the current registry snapshot, and the thread pool lent
+//! to kernels.
+
+use crate::{
+    config::{opal_dtype, Deployment, EngineConfig},
+    memory::{MemoryReport, MemoryTracker, Owner, OwnerReport, PoolConfig, TensorPool},
+    onnx::{Model, ModelError},
+    plugin::{OperatorKey, PluginError, PluginLibrary, Registry, RegistryError},
+};
+use parking_lot::RwLock;
+use std::{collections::HashMap, path::Path, sync::Arc};
+
+/// Host-side owners every engine has, in the order the statistics block lists them.
+const HOST_OWNERS: [&str; 4] = ["tensors", "pool", "scratch", "weights"];
+
+/// Why an engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error("deployment {deployment}: {source}")]
+    Registry {
+        deployment: String,
+        source: Box<RegistryError>,
+    },
+    #[error("deployment {deployment}: cannot preallocate {count} × {dtype} {shape:?}: {reason}")]
+    Preallocate {
+        deployment: String,
+        dtype: String,
+        shape: Vec<usize>,
+        count: usize,
+        reason: String,
+    },
+    #[error("cannot start {threads} kernel threads: {reason}")]
+    Threads { threads: usize, reason: String },
+}
+
+/// Everything runs share.
+pub struct Engine {
+    config: EngineConfig,
+    tracker: Arc<MemoryTracker>,
+    pool: TensorPool,
+    scratch: Owner,
+    weights: Owner,
+    registry: RwLock<Arc<Registry>>,
+    threads: Option<rayon::ThreadPool>,
+}
+
+impl Engine {
+    /// Loads the deployment's plugins, builds the registry, and preallocates the pool.
+    pub fn new(deployment: &Deployment) -> Result<Arc<Self>, EngineError> {
+        let mut plugins = Vec::with_capacity(deployment.plugins.len());
+        for spec in &deployment.plugins {
+            plugins.push(PluginLibrary::load(&spec.resolved)?);
+        }
+        let winners: HashMap<OperatorKey, String> = deployment
+            .operators
+            .iter()
+            .map(|(op, plugin)| {
+                let key = match op.rsplit_once(':') {
+                    Some((domain, op_type)) => OperatorKey::new(domain, op_type),
+                    None => OperatorKey::new("", op),
+                };
+                (key, plugin.clone())
+            })
+            .collect();
+        let registry =
+            Registry::build(plugins, &winners).map_err(|source| EngineError::Registry {
+                deployment: deployment.source.display().to_string(),
+                source: Box::new(source),
+            })?;
+        let engine =
+            Engine::with_registry(deployment.engine.clone(), pool_config(deployment), registry)?;
+        for p in &deployment.pool.preallocate {
+            let fail = |reason: String| EngineError::Preallocate {
+                deployment: deployment.source.display().to_string(),
+                dtype: p.dtype.clone(),
+                shape: p.shape.clone(),
+                count: p.count,
+                reason,
+            };
+            let dtype = opal_dtype(&p.dtype).ok_or_else(|| fail("unknown dtype".into()))?;
+            engine
+                .pool
+                .preallocate(dtype, &p.shape, p.count)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        Ok(Arc::new(engine))
+    }
+
+    /// An engine over an already built registry.
+    pub fn with_registry(
+        config: EngineConfig,
+        pool: PoolConfig,
+        registry: Registry,
+    ) -> Result<Self, EngineError> {
+        let tracker = MemoryTracker::new();
+        let [tensors, pooled, scratch, weights] = HOST_OWNERS.map(|name| tracker.owner(name));
+        for plugin in registry.plugins() {
+            tracker.owner(&plugin_owner_name(plugin.name()));
+        }
+        let threads = match config.threads {
+            0 | 1 => None,
+            n => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("opal-kernel-{i}"))
+                    .build()
+                    .map_err(|e| EngineError::Threads {
+                        threads: n,
+                        reason: e.to_string(),
+                    })?,
+            ),
+        };
+        Ok(Engine {
+            config,
+            pool: TensorPool::new(pool, tensors, pooled),
+            tracker,
+            scratch,
+            weights,
+            registry: RwLock::new(Arc::new(registry)),
+            threads,
+        })
+    }
+
+    /// The current registry snapshot; plans hold the one they were compiled with.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().clone()
+    }
+
+    /// Loads an ONNX model; its weights stay mapped, and what must be copied is tracked.
+    pub fn load_model(&self, path: &Path) -> Result<Arc<Model>, ModelError> {
+        Model::load(path, &self.weights).map(Arc::new)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn tracker(&self) -> &Arc<MemoryTracker> {
+        &self.tracker
+    }
+
+    pub fn pool(&self) -> &TensorPool {
+        &self.pool
+    }
+
+    /// The owner of scratch arenas.
+    pub fn scratch_owner(&self) -> &Owner {
+        &self.scratch
+    }
+
+    /// The owner of decoded and folded constants.
+    pub fn weights_owner(&self) -> &Owner {
+        &self.weights
+    }
+
+    /// The owner of memory plugin `name` borrows through the lent allocator.
+    pub fn plugin_owner(&self, name: &str) -> Owner {
+        self.tracker.owner(&plugin_owner_name(name))
+    }
+
+    /// The threads lent to kernels, if more than one.
+    pub fn threads(&self) -> Option<&rayon::ThreadPool> {
+        self.threads.as_ref()
+    }
+
+    /// The seed's statistics block, with bytes per owner and per plugin.
+    pub fn report(&self) -> MemoryReport {
+        let registry = self.registry();
+        let owners = self.tracker.owners();
+        let (plugins, host): (Vec<_>, Vec<_>) = owners
+            .into_iter()
+            .partition(|o| o.name.starts_with(PLUGIN_OWNER_PREFIX));
+        let plugins = plugins
+            .into_iter()
+            .map(|mut usage| {
+                usage.name = usage.name[PLUGIN_OWNER_PREFIX.len()..].to_owned();
+                let own_heap_allocations = registry
+                    .plugins()
+                    .iter()
+                    .find(|p| p.name() == usage.name)
+                    .and_then(|p| p.own_heap_allocations());
+                OwnerReport {
+                    usage,
+                    own_heap_allocations,
+                }
+            })
+            .collect();
+        MemoryReport {
+            current_bytes: self.tracker.current_bytes(),
+            peak_bytes: self.tracker.peak_bytes(),
+            allocations: self.tracker.allocations(),
+            pool: self.pool.stats(),
+            active_operators: registry.operator_count(),
+            owners: host,
+            plugins,
+        }
+    }
+}
+
+const PLUGIN_OWNER_PREFIX: &str = "plugin:";
+
+fn plugin_owner_name(plugin: &str) -> String {
+    format!("{PLUGIN_OWNER_PREFIX}{plugin}")
+}
+
+fn pool_config(deployment: &Deployment) -> PoolConfig {
+    PoolConfig {
+        max_per_key: deployment.pool.max_per_key,
+        bypass_bytes: deployment.pool.bypass_bytes,
+    }
+}

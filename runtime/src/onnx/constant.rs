@@ -1,0 +1,181 @@
+//! Constant tensors of a model: initializers and tensor attributes. `raw_data` that is aligned
+//! for its dtype stays a view into the memory-mapped file; typed fields (`float_data`, …) and
+//! misaligned raw bytes are decoded once into host memory accounted to the weights owner.
+
+use super::proto::TensorProto;
+use crate::{
+    memory::{AlignedBuffer, Owner},
+    tensor::{byte_size, Shape, TensorRef},
+};
+use bytes::Bytes;
+use opal_plugin_api::DType;
+
+/// A constant tensor's bytes.
+#[derive(Debug)]
+pub enum ConstantData {
+    /// A view into the memory-mapped model file.
+    Mapped(Bytes),
+    /// Decoded or realigned into host memory.
+    Owned(AlignedBuffer),
+}
+
+/// A constant tensor.
+#[derive(Debug)]
+pub struct Constant {
+    pub dtype: DType,
+    pub shape: Shape,
+    pub data: ConstantData,
+}
+
+impl Constant {
+    pub fn bytes(&self) -> &[u8] {
+        match &self.data {
+            ConstantData::Mapped(bytes) => bytes,
+            ConstantData::Owned(buffer) => buffer.as_slice(),
+        }
+    }
+
+    pub fn as_ref(&self) -> TensorRef<'_> {
+        TensorRef::new(self.dtype, &self.shape, self.bytes())
+    }
+
+    /// Whether the bytes are used in place from the mapped file.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.data, ConstantData::Mapped(_))
+    }
+
+    /// A constant holding a copy of `tensor`.
+    pub fn copy_of(tensor: TensorRef<'_>, owner: &Owner) -> Result<Self, String> {
+        Ok(Constant {
+            dtype: tensor.dtype,
+            shape: Shape::from_slice(tensor.shape),
+            data: ConstantData::Owned(
+                AlignedBuffer::copy_of(tensor.data, owner)
+                    .ok_or_else(|| format!("out of memory copying {} bytes", tensor.data.len()))?,
+            ),
+        })
+    }
+
+    /// Decodes a `TensorProto`. `weights` owns whatever has to be copied.
+    pub fn from_proto(proto: &TensorProto, weights: &Owner) -> Result<Self, String> {
+        let dtype = DType(proto.data_type);
+        let elem = dtype.size().ok_or_else(|| {
+            format!(
+                "dtype {dtype} (ONNX data_type {}) is not supported",
+                proto.data_type
+            )
+        })?;
+        if proto.data_location == 1 || !proto.external_data.is_empty() {
+            return Err("external data is not supported yet".to_owned());
+        }
+        let shape = proto
+            .dims
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}")))
+            .collect::<Result<Shape, _>>()?;
+        let bytes = byte_size(dtype, &shape)
+            .ok_or_else(|| format!("shape {shape:?} of {dtype} overflows"))?;
+        let owned = |data: &[u8]| {
+            AlignedBuffer::copy_of(data, weights)
+                .map(ConstantData::Owned)
+                .ok_or_else(|| format!("out of memory decoding {bytes} bytes"))
+        };
+        let data = if !proto.raw_data.is_empty() || bytes == 0 {
+            if proto.raw_data.len() != bytes {
+                return Err(format!(
+                    "raw_data holds {} bytes, but {dtype} {shape:?} needs {bytes}",
+                    proto.raw_data.len()
+                ));
+            }
+            if (proto.raw_data.as_ptr() as usize).is_multiple_of(elem) {
+                ConstantData::Mapped(proto.raw_data.clone())
+            } else {
+                owned(&proto.raw_data)?
+            }
+        } else {
+            let decoded = typed_field_bytes(proto, dtype)?;
+            if decoded.len() != bytes {
+                return Err(format!(
+                    "holds {} elements, but shape {shape:?} needs {}",
+                    decoded.len() / elem,
+                    bytes / elem
+                ));
+            }
+            owned(&decoded)?
+        };
+        Ok(Constant { dtype, shape, data })
+    }
+}
+
+/// The little-endian bytes of a tensor stored in its typed repeated field.
+fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Result<Vec<u8>, String> {
+    fn le<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        values.iter().flat_map(|&v| to(v)).collect()
+    }
+    Ok(match dtype {
+        DType::F32 => le(&proto.float_data, f32::to_le_bytes),
+        DType::F64 => le(&proto.double_data, f64::to_le_bytes),
+        DType::I64 => le(&proto.int64_data, i64::to_le_bytes),
+        DType::U64 => le(&proto.uint64_data, u64::to_le_bytes),
+        DType::U32 => le(&proto.uint64_data, |v| (v as u32).to_le_bytes()),
+        DType::I32 => le(&proto.int32_data, i32::to_le_bytes),
+        // ONNX stores these in int32_data, one element per entry.
+        DType::I16 => le(&proto.int32_data, |v| (v as i16).to_le_bytes()),
+        DType::U16 | DType::F16 | DType::BF16 => {
+            le(&proto.int32_data, |v| (v as u16).to_le_bytes())
+        }
+        DType::I8 => le(&proto.int32_data, |v| (v as i8).to_le_bytes()),
+        DType::U8 => le(&proto.int32_data, |v| (v as u8).to_le_bytes()),
+        DType::BOOL => le(&proto.int32_data, |v| [u8::from(v != 0)]),
+        other => return Err(format!("dtype {other} is not supported")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryTracker;
+
+    #[test]
+    fn typed_fields_are_decoded_into_host_memory() {
+        let tracker = MemoryTracker::new();
+        let proto = TensorProto {
+            dims: vec![2],
+            data_type: 7,
+            int64_data: vec![3, -1],
+            ..Default::default()
+        };
+        let c = Constant::from_proto(&proto, &tracker.owner("weights")).unwrap();
+        assert_eq!(c.as_ref().as_slice::<i64>().unwrap(), &[3, -1]);
+        assert!(!c.is_mapped());
+    }
+
+    #[test]
+    fn aligned_raw_data_is_used_in_place() {
+        let tracker = MemoryTracker::new();
+        let storage = Bytes::from(vec![0u8; 64]);
+        let offset = (4 - storage.as_ptr() as usize % 4) % 4;
+        let proto = TensorProto {
+            dims: vec![4],
+            data_type: 1,
+            raw_data: storage.slice(offset..offset + 16),
+            ..Default::default()
+        };
+        let c = Constant::from_proto(&proto, &tracker.owner("weights")).unwrap();
+        assert!(c.is_mapped());
+        assert_eq!(tracker.current_bytes(), 0);
+    }
+
+    #[test]
+    fn a_size_mismatch_is_an_error() {
+        let tracker = MemoryTracker::new();
+        let proto = TensorProto {
+            dims: vec![3],
+            data_type: 1,
+            float_data: vec![1.0],
+            ..Default::default()
+        };
+        let err = Constant::from_proto(&proto, &tracker.owner("weights")).unwrap_err();
+        assert!(err.contains("needs 3"), "{err}");
+    }
+}

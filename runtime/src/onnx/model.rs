@@ -1,0 +1,262 @@
+//! A loaded ONNX model: the file memory-mapped and decoded, its graph turned into numbered
+//! values and nodes, its initializers decoded into [`Constant`]s (views into the mapping where
+//! possible). Immutable once loaded, and shared by every plan compiled from it.
+
+use super::{
+    constant::Constant,
+    proto::{
+        tensor_shape_proto::dimension::Value as DimValue, type_proto, AttributeProto, GraphProto,
+        ModelProto, ValueInfoProto,
+    },
+};
+use crate::memory::{map_file, Owner};
+use bytes::Bytes;
+use opal_plugin_api::DType;
+use prost::Message;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+/// Index of a value (a named tensor) in [`Model::values`].
+pub type ValueId = usize;
+
+/// One dim of a declared input or output shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(usize),
+    /// A named dim whose size is given at run time (`batch`, `N`, …).
+    Symbol(String),
+    Unknown,
+}
+
+/// A named tensor of the graph.
+#[derive(Debug, Clone)]
+pub struct Value {
+    pub name: String,
+    /// The declared dtype, when the model declares one.
+    pub dtype: Option<DType>,
+    /// The declared shape, when the model declares one.
+    pub shape: Option<Vec<Dim>>,
+}
+
+/// A node of the graph, with inputs and outputs as value ids (`None`: an omitted optional one).
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub domain: String,
+    pub op_type: String,
+    pub inputs: Vec<Option<ValueId>>,
+    pub outputs: Vec<Option<ValueId>>,
+    pub attributes: Vec<AttributeProto>,
+}
+
+impl Node {
+    /// How errors name the node: `node 'fc1' (Gemm)`.
+    pub fn describe(&self) -> String {
+        let op = if self.domain.is_empty() || self.domain == "ai.onnx" {
+            self.op_type.clone()
+        } else {
+            format!("{}:{}", self.domain, self.op_type)
+        };
+        format!("node '{}' ({op})", self.name)
+    }
+}
+
+/// A model ready to be compiled into plans.
+#[derive(Debug)]
+pub struct Model {
+    path: PathBuf,
+    /// The whole mapped file: constants in place are slices of it.
+    mapping: Bytes,
+    pub values: Vec<Value>,
+    /// Graph inputs that are not initializers, in declaration order.
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+    /// Initializers, by value.
+    pub constants: HashMap<ValueId, Constant>,
+    pub nodes: Vec<Node>,
+    /// Opset version per domain (`""` for the default domain).
+    pub opsets: HashMap<String, i64>,
+}
+
+/// A model file that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model file {path} is not a valid ONNX model: {reason}; is the file complete and an .onnx file?")]
+    NotOnnx { path: PathBuf, reason: String },
+    #[error("model file {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl Model {
+    /// Maps and decodes the model at `path`; `weights` owns whatever constants need copying.
+    pub fn load(path: &Path, weights: &Owner) -> Result<Self, ModelError> {
+        let mapping = map_file(path).map_err(|source| ModelError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let not_onnx = |reason: String| ModelError::NotOnnx {
+            path: path.to_owned(),
+            reason,
+        };
+        if mapping.is_empty() {
+            return Err(not_onnx("the file is empty".into()));
+        }
+        let proto = ModelProto::decode(mapping.clone())
+            .map_err(|e| not_onnx(format!("protobuf decoding failed ({e})")))?;
+        if proto.ir_version <= 0 {
+            return Err(not_onnx("it has no ir_version".into()));
+        }
+        let Some(graph) = proto.graph else {
+            return Err(not_onnx("it has no graph".into()));
+        };
+        let invalid = |reason: String| ModelError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut opsets = HashMap::new();
+        for opset in &proto.opset_import {
+            let domain = if opset.domain == "ai.onnx" {
+                ""
+            } else {
+                &opset.domain
+            };
+            opsets.insert(domain.to_owned(), opset.version);
+        }
+        if !opsets.contains_key("") && proto.ir_version < 3 {
+            opsets.insert(String::new(), 1);
+        }
+        let mut model = Model {
+            path: path.to_owned(),
+            mapping,
+            values: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            constants: HashMap::new(),
+            nodes: Vec::new(),
+            opsets,
+        };
+        model.read_graph(graph, weights).map_err(invalid)?;
+        Ok(model)
+    }
+
+    fn read_graph(&mut self, graph: GraphProto, weights: &Owner) -> Result<(), String> {
+        let mut ids: HashMap<String, ValueId> = HashMap::new();
+        let mut intern = |values: &mut Vec<Value>, name: &str| -> ValueId {
+            *ids.entry(name.to_owned()).or_insert_with(|| {
+                values.push(Value {
+                    name: name.to_owned(),
+                    dtype: None,
+                    shape: None,
+                });
+                values.len() - 1
+            })
+        };
+        for init in &graph.initializer {
+            if init.name.is_empty() {
+                return Err("an initializer has no name".into());
+            }
+            let id = intern(&mut self.values, &init.name);
+            let constant = Constant::from_proto(init, weights)
+                .map_err(|e| format!("initializer '{}': {e}", init.name))?;
+            self.values[id].dtype = Some(constant.dtype);
+            self.values[id].shape = Some(constant.shape.iter().map(|&d| Dim::Fixed(d)).collect());
+            self.constants.insert(id, constant);
+        }
+        for info in &graph.input {
+            let id = intern(&mut self.values, &info.name);
+            if !self.constants.contains_key(&id) {
+                declare(&mut self.values[id], info)
+                    .map_err(|e| format!("graph input '{}': {e}", info.name))?;
+                self.inputs.push(id);
+            }
+        }
+        for info in graph.output.iter() {
+            let id = intern(&mut self.values, &info.name);
+            declare(&mut self.values[id], info)
+                .map_err(|e| format!("graph output '{}': {e}", info.name))?;
+            self.outputs.push(id);
+        }
+        for (index, node) in graph.node.into_iter().enumerate() {
+            let name = if node.name.is_empty() {
+                format!("#{index}")
+            } else {
+                node.name
+            };
+            let mut ids_of = |names: &[String]| -> Vec<Option<ValueId>> {
+                names
+                    .iter()
+                    .map(|n| (!n.is_empty()).then(|| intern(&mut self.values, n)))
+                    .collect()
+            };
+            let inputs = ids_of(&node.input);
+            let outputs = ids_of(&node.output);
+            self.nodes.push(Node {
+                name,
+                domain: node.domain,
+                op_type: node.op_type,
+                inputs,
+                outputs,
+                attributes: node.attribute,
+            });
+        }
+        Ok(())
+    }
+
+    /// The file the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The mapped bytes of the file.
+    pub fn mapping(&self) -> &[u8] {
+        &self.mapping
+    }
+
+    /// The opset version the model imports for `domain`.
+    pub fn opset(&self, domain: &str) -> Option<i64> {
+        let domain = if domain == "ai.onnx" { "" } else { domain };
+        self.opsets.get(domain).copied()
+    }
+
+    pub fn value_name(&self, id: ValueId) -> &str {
+        &self.values[id].name
+    }
+
+    /// The value called `name`.
+    pub fn value_id(&self, name: &str) -> Option<ValueId> {
+        self.values.iter().position(|v| v.name == name)
+    }
+}
+
+/// Records a `ValueInfoProto`'s declared tensor type on `value`.
+fn declare(value: &mut Value, info: &ValueInfoProto) -> Result<(), String> {
+    let Some(type_proto::Value::TensorType(tensor)) =
+        info.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Ok(());
+    };
+    if tensor.elem_type != 0 {
+        value.dtype = Some(DType(tensor.elem_type));
+    }
+    if let Some(shape) = &tensor.shape {
+        let dims = shape
+            .dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(DimValue::DimValue(v)) if *v >= 0 => Ok(Dim::Fixed(*v as usize)),
+                Some(DimValue::DimValue(v)) => Err(format!("negative dim {v}")),
+                Some(DimValue::DimParam(p)) if !p.is_empty() => Ok(Dim::Symbol(p.clone())),
+                _ => Ok(Dim::Unknown),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        value.shape = Some(dims);
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Calling one kernel: input and output views and attributes lent across the ABI, with the
+//! host's allocator, scratch arena and threads. Shared by constant folding and runs.
+
+use crate::{
+    engine::Engine,
+    memory::{Owner, ScratchArena},
+    onnx::NodeAttributes,
+    plugin::{CallHost, OperatorEntry},
+    tensor::{Tensor, TensorRef},
+};
+use opal_plugin_api::{
+    operator::KernelCall,
+    tensor::{TensorView, TensorViewMut},
+};
+use smallvec::SmallVec;
+use std::cell::RefCell;
+
+/// Runs `kernel` on `inputs` (`None`: an omitted optional input), writing `outputs`; the arena
+/// is reset afterwards. Errors are the plugin's message.
+pub(crate) fn invoke(
+    engine: &Engine,
+    kernel: &OperatorEntry,
+    owner: &Owner,
+    attributes: &NodeAttributes,
+    inputs: &[Option<TensorRef<'_>>],
+    outputs: &mut [Tensor],
+    arena: &RefCell<ScratchArena>,
+) -> Result<(), String> {
+    let input_views: SmallVec<[TensorView<'_>; 8]> = inputs
+        .iter()
+        .map(|t| t.map_or(TensorView::ABSENT, TensorRef::to_abi))
+        .collect();
+    let host = CallHost {
+        plugin: owner,
+        arena,
+        threads: engine.threads(),
+    };
+    let result = attributes.with_abi(|attributes| {
+        // Built here: a call's views all share one lifetime, the attributes' (the shortest).
+        let output_views: SmallVec<[TensorViewMut<'_>; 4]> =
+            outputs.iter_mut().map(Tensor::to_abi_mut).collect();
+        let mut call = KernelCall {
+            inputs: input_views.as_slice().into(),
+            outputs: output_views.as_slice().into(),
+            attributes: attributes.into(),
+            host: host.services(),
+        };
+        kernel.compute(&mut call)
+    });
+    arena.borrow_mut().reset();
+    result
+}

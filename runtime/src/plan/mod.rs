@@ -1,0 +1,136 @@
+//! Plans: a model compiled once for concrete input shapes into an immutable, shareable schedule —
+//! nodes in topological order, kernels resolved through a registry snapshot, every value's dtype
+//! and shape inferred by the plugins, constant nodes folded, and each intermediate's last use.
+
+mod compile;
+mod invoke;
+mod order;
+
+pub use compile::PlanError;
+pub(crate) use invoke::invoke;
+
+use crate::{
+    memory::Owner,
+    onnx::{Constant, Model, NodeAttributes, ValueId},
+    plugin::{OperatorEntry, Registry},
+    tensor::{Shape, TensorRef},
+};
+use opal_plugin_api::DType;
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// Where a node input or graph output comes from at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueRef {
+    /// An omitted optional input.
+    Absent,
+    /// The k-th graph input, as the caller passed it.
+    Input(usize),
+    /// A constant of the plan.
+    Constant(usize),
+    /// An intermediate, held in the run's slot.
+    Slot(usize),
+}
+
+/// A constant a plan reads: an initializer of the model or a folded node output.
+#[derive(Debug)]
+enum PlanConstant {
+    Model(ValueId),
+    Folded(Constant),
+}
+
+impl PlanConstant {
+    fn tensor<'a>(&'a self, model: &'a Model) -> TensorRef<'a> {
+        match self {
+            PlanConstant::Model(id) => model.constants[id].as_ref(),
+            PlanConstant::Folded(c) => c.as_ref(),
+        }
+    }
+}
+
+/// An intermediate tensor's type.
+#[derive(Debug, Clone)]
+pub struct SlotInfo {
+    /// The value it holds; `None` for an optional output the node omits.
+    pub value: Option<ValueId>,
+    pub dtype: DType,
+    pub shape: Shape,
+    pub bytes: usize,
+}
+
+/// One kernel call of a run.
+#[derive(Debug)]
+pub struct Step {
+    /// Index of the node in the model.
+    pub node: usize,
+    pub kernel: OperatorEntry,
+    /// The account of the kernel's plugin, for memory it borrows.
+    pub owner: Owner,
+    pub attributes: NodeAttributes,
+    pub inputs: SmallVec<[ValueRef; 4]>,
+    /// The slot each output is written to.
+    pub outputs: SmallVec<[usize; 2]>,
+    /// Slots whose last reader is this step: returned to the pool after it.
+    pub release: SmallVec<[usize; 4]>,
+}
+
+/// A model compiled for one set of input shapes.
+#[derive(Debug)]
+pub struct Plan {
+    model: Arc<Model>,
+    registry: Arc<Registry>,
+    input_types: Vec<(DType, Shape)>,
+    constants: Vec<PlanConstant>,
+    slots: Vec<SlotInfo>,
+    steps: Vec<Step>,
+    outputs: Vec<ValueRef>,
+}
+
+impl Plan {
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// The registry snapshot whose kernels this plan calls; it keeps their libraries loaded.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The dtype and shape each graph input must have.
+    pub fn input_types(&self) -> &[(DType, Shape)] {
+        &self.input_types
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    pub fn slots(&self) -> &[SlotInfo] {
+        &self.slots
+    }
+
+    /// Where each graph output comes from.
+    pub fn outputs(&self) -> &[ValueRef] {
+        &self.outputs
+    }
+
+    /// Constant `index`.
+    pub fn constant(&self, index: usize) -> TensorRef<'_> {
+        self.constants[index].tensor(&self.model)
+    }
+
+    /// How many nodes were folded into constants at compile time.
+    pub fn folded_nodes(&self) -> usize {
+        self.model.nodes.len() - self.steps.len()
+    }
+
+    /// Whether the plan was compiled for inputs of these shapes.
+    pub fn accepts(&self, shapes: &[&[usize]]) -> bool {
+        self.input_types.len() == shapes.len()
+            && self
+                .input_types
+                .iter()
+                .zip(shapes)
+                .all(|((_, s), t)| s.as_slice() == *t)
+    }
+}

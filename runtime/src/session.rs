@@ -1,0 +1,138 @@
+//! A session: one model on one engine, compiling a plan for each new set of input shapes and
+//! reusing it (and its run state) while the shapes stay the same.
+
+use crate::{
+    engine::Engine,
+    onnx::{Dim, Model},
+    plan::{Plan, PlanError},
+    run_state::{RunError, RunState},
+    tensor::{Shape, TensorRef},
+};
+use opal_plugin_api::DType;
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+/// Why a session run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// A model ready to run on an engine.
+pub struct Session {
+    engine: Arc<Engine>,
+    model: Arc<Model>,
+    /// Values of symbolic input dims.
+    dims: BTreeMap<String, usize>,
+    state: Option<RunState>,
+}
+
+impl Session {
+    pub fn new(engine: Arc<Engine>, model: Arc<Model>, dims: BTreeMap<String, usize>) -> Self {
+        Session {
+            engine,
+            model,
+            dims,
+            state: None,
+        }
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The graph inputs' types as declared, with symbolic dims filled from the session's dims.
+    pub fn declared_input_types(&self) -> Result<Vec<(DType, Shape)>, PlanError> {
+        let model = &self.model;
+        let error = |reason: String| PlanError {
+            path: model.path().to_owned(),
+            node: None,
+            reason,
+        };
+        model
+            .inputs
+            .iter()
+            .map(|&id| {
+                let value = &model.values[id];
+                let dtype = value
+                    .dtype
+                    .ok_or_else(|| error(format!("input '{}' declares no dtype", value.name)))?;
+                let dims = value
+                    .shape
+                    .as_ref()
+                    .ok_or_else(|| error(format!("input '{}' declares no shape; pass an input", value.name)))?;
+                let shape = dims
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Fixed(n) => Ok(*n),
+                        Dim::Symbol(s) => self.dims.get(s).copied().ok_or_else(|| {
+                            error(format!(
+                                "input '{}' has the symbolic dim '{s}'; give its size (--dim {s}=N, or dims in the deployment)",
+                                value.name
+                            ))
+                        }),
+                        Dim::Unknown => Err(error(format!(
+                            "input '{}' has a dim of unknown size; pass an input",
+                            value.name
+                        ))),
+                    })
+                    .collect::<Result<Shape, _>>()?;
+                Ok((dtype, shape))
+            })
+            .collect()
+    }
+
+    /// Runs the model on `inputs`, compiling a plan first if their shapes are new. The outputs
+    /// are read from the returned state.
+    pub fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<&RunState, SessionError> {
+        let fits = self.state.as_ref().is_some_and(|s| {
+            let types = s.plan().input_types();
+            types.len() == inputs.len()
+                && types
+                    .iter()
+                    .zip(inputs)
+                    .all(|((d, s), i)| *d == i.dtype && s.as_slice() == i.shape)
+        });
+        if !fits {
+            let types: Vec<(DType, Shape)> = inputs
+                .iter()
+                .map(|i| (i.dtype, Shape::from_slice(i.shape)))
+                .collect();
+            if let Some(mut old) = self.state.take() {
+                old.release(&self.engine);
+            }
+            let plan = Arc::new(Plan::compile(&self.engine, &self.model, &types)?);
+            self.state = Some(RunState::new(&self.engine, plan));
+        }
+        let state = self.state.as_mut().expect("a state was just made");
+        state.run(&self.engine, inputs)?;
+        Ok(state)
+    }
+
+    /// The plan of the last run.
+    pub fn plan(&self) -> Option<&Arc<Plan>> {
+        self.state.as_ref().map(RunState::plan)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(state) = &mut self.state {
+            state.release(&self.engine);
+        }
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("model", &self.model.path())
+            .finish_non_exhaustive()
+    }
+}
