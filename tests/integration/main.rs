@@ -1,1 +1,10 @@
 //! opal integration tests, one binary with a module per area.
+
+mod cli;
+mod example_plugin;
+mod models;
+mod plugin_loading;
+
+/// Counts heap allocations, so tests can assert that steady-state runs make none.
+#[global_allocator]
+static ALLOCATOR: opal_runtime::memory::CountingAllocator = opal_runtime::memory::CountingAllocator;

@@ -1,4 +1,13 @@
-//! Shared helpers of the integration tests: where the built artifacts are.
+//! Shared helpers of the integration tests: where the built artifacts are, the ABI fixture
+//! plugins built on demand, and running one plugin operator through the host's services.
+
+mod abi_fixture;
+mod model_builder;
+mod run_operator;
+
+pub use abi_fixture::{abi_fixture, AbiVariant};
+pub use model_builder::ModelBuilder;
+pub use run_operator::{run_f32, F32Tensor};
 
 use std::path::PathBuf;
 
@@ -27,4 +36,13 @@ pub fn plugin(crate_name: &str) -> PathBuf {
 /// The `opal` binary of this profile.
 pub fn opal_binary() -> PathBuf {
     artifact_dir().join("opal")
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests
+        .parent()
+        .expect("the tests crate lives in the workspace root")
+        .to_owned()
 }

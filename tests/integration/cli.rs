@@ -1,0 +1,154 @@
+//! The `opal` binary end to end: `opal plugins`, `opal run` on the embedded default
+//! deployment, and deployment files it must refuse.
+
+use opal_tests::{opal_binary, plugin};
+use std::process::{Command, Output};
+
+fn opal(args: &[&str]) -> Output {
+    let output = Command::new(opal_binary())
+        .args(args)
+        .output()
+        .expect("the opal binary runs (build the workspace first)");
+    assert!(
+        output.status.code().is_some(),
+        "opal {args:?} was killed by a signal: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The number after `label` on the line that starts with it.
+fn figure(text: &str, label: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("no line '{label}' in:\n{text}"));
+    line[label.len()..]
+        .trim()
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number on '{line}'"))
+}
+
+#[test]
+fn plugins_lists_matmul_with_its_plugin_name_and_version() {
+    let out = opal(&["plugins"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let version = env!("CARGO_PKG_VERSION_MAJOR"); // the tests crate is 0.x like the plugin
+    assert!(
+        text.contains(&format!("plugin core-math {version}.1.0 (ABI 1.1) from ")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("MatMul ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn run_without_arguments_prints_the_statistics_block() {
+    let out = opal(&["run"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(figure(&text, "Current usage:") > 0.0, "{text}");
+    assert!(
+        figure(&text, "Peak usage:") >= figure(&text, "Current usage:"),
+        "{text}"
+    );
+    assert!(figure(&text, "Tensors in pool:") > 0.0, "{text}");
+    assert!(figure(&text, "Pool hit rate:") > 0.0, "{text}");
+    assert!(figure(&text, "Active operators:") >= 13.0, "{text}");
+    let plugins = text
+        .split("Bytes per plugin:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no per-plugin bytes in:\n{text}"));
+    assert!(plugins.contains("core-math"), "{text}");
+    assert!(text.contains("Output 'probs': f32 [1, 10]"), "{text}");
+}
+
+#[test]
+fn the_default_model_makes_no_heap_allocations_after_warm_up() {
+    let out = opal(&["run", "--warmup", "3", "--iterations", "50"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains(
+            "Heap allocations per run after warm-up: 0 (host 0, plugins 0, over 50 runs)"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_malformed_deployment_names_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(&path, "[engine]\nthreads = 1\n\n[pool]\nmax_per_keys = 4\n").unwrap();
+    for command in ["plugins", "run"] {
+        let out = opal(&[command, "--config", path.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert!(!out.status.success());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("max_per_keys"), "{err}");
+    }
+}
+
+#[test]
+fn a_deployment_with_a_missing_plugin_says_which_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deploy.toml");
+    std::fs::write(&path, "[[plugins]]\npath = \"plugins/libnowhere.so\"\n").unwrap();
+    let out = opal(&["plugins", "--config", path.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            &dir.path()
+                .join("plugins/libnowhere.so")
+                .display()
+                .to_string()
+        ),
+        "{err}"
+    );
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn two_plugins_with_one_operator_are_refused_unless_the_deployment_picks_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = format!(
+        "[[plugins]]\npath = \"{}\"\n[[plugins]]\npath = \"{}\"\n",
+        plugin("opal_core_math").display(),
+        plugin("opal_faulty_plugin").display()
+    );
+    let conflicting = dir.path().join("conflict.toml");
+    std::fs::write(&conflicting, &plugins).unwrap();
+    let out = opal(&["plugins", "--config", conflicting.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("Relu"), "{err}");
+    assert!(
+        err.contains("'core-math'") && err.contains("'faulty'"),
+        "{err}"
+    );
+
+    let resolved = dir.path().join("resolved.toml");
+    std::fs::write(
+        &resolved,
+        format!("{plugins}[operators]\nRelu = \"core-math\"\n"),
+    )
+    .unwrap();
+    let out = opal(&["plugins", "--config", resolved.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -1,0 +1,69 @@
+//! The README's plugin, `plugins/example-swish`, end to end: listed by `opal plugins` and
+//! running a model with its custom-domain operator.
+
+use opal_runtime::{Deployment, Engine, Session, TensorRef};
+use opal_tests::{opal_binary, plugin, ModelBuilder};
+use std::{collections::BTreeMap, process::Command};
+
+fn deployment(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("swish.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[plugins]]\npath = \"{}\"\n",
+            plugin("opal_example_swish").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn opal_plugins_lists_the_custom_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = deployment(dir.path());
+    let out = Command::new(opal_binary())
+        .args(["plugins", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("plugin example-swish 0.1.0 (ABI 1.1)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("Swish") && l.contains("com.example")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_model_with_the_custom_operator_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(&Deployment::from_file(&deployment(dir.path())).unwrap()).unwrap();
+    let mut builder = ModelBuilder::new(17)
+        .opset("com.example", 1)
+        .input("x", &[4])
+        .output("y", &[4]);
+    builder = builder.node("swish", "com.example", "Swish", &["x"], &["y"], &[]);
+    let model = engine
+        .load_model(&builder.write(dir.path(), "swish.onnx"))
+        .unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    let x = [-2.0f32, -0.5, 0.0, 3.0];
+    let state = session.run(&[TensorRef::from_slice(&[4], &x)]).unwrap();
+    let y = state.output(0).unwrap().as_slice::<f32>().unwrap().to_vec();
+    for (y, x) in y.iter().zip(x) {
+        let expected = x / (1.0 + (-x).exp());
+        assert!(
+            (y - expected).abs() < 1e-6,
+            "swish({x}) = {y}, expected {expected}"
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! Writing small ONNX models from the tests, with the runtime's own protobuf messages.
+
+use opal_runtime::onnx::proto::{
+    tensor_shape_proto::{dimension::Value as DimValue, Dimension},
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use prost::Message;
+use std::path::{Path, PathBuf};
+
+/// A graph under construction; `write` saves it as an .onnx file.
+#[derive(Default)]
+pub struct ModelBuilder {
+    graph: GraphProto,
+    opsets: Vec<OperatorSetIdProto>,
+}
+
+impl ModelBuilder {
+    /// A model importing the default domain at `opset`.
+    pub fn new(opset: i64) -> Self {
+        ModelBuilder {
+            graph: GraphProto {
+                name: "test".into(),
+                ..Default::default()
+            },
+            opsets: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: opset,
+            }],
+        }
+    }
+
+    /// Also imports `domain` at `version`.
+    pub fn opset(mut self, domain: &str, version: i64) -> Self {
+        self.opsets.push(OperatorSetIdProto {
+            domain: domain.into(),
+            version,
+        });
+        self
+    }
+
+    /// A graph input of f32 with the given dims.
+    pub fn input(mut self, name: &str, dims: &[i64]) -> Self {
+        self.graph.input.push(value_info(name, dims));
+        self
+    }
+
+    /// A graph output of f32 with the given dims.
+    pub fn output(mut self, name: &str, dims: &[i64]) -> Self {
+        self.graph.output.push(value_info(name, dims));
+        self
+    }
+
+    /// An f32 initializer.
+    pub fn initializer(mut self, name: &str, dims: &[i64], values: &[f32]) -> Self {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            float_data: values.to_vec(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// A node of `domain`/`op_type` with integer attributes.
+    pub fn node(
+        mut self,
+        name: &str,
+        domain: &str,
+        op_type: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        int_attributes: &[(&str, i64)],
+    ) -> Self {
+        self.graph.node.push(NodeProto {
+            name: name.into(),
+            domain: domain.into(),
+            op_type: op_type.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: int_attributes
+                .iter()
+                .map(|(n, v)| AttributeProto {
+                    name: n.to_string(),
+                    r#type: 2,
+                    i: *v,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// The encoded model.
+    pub fn encode(self) -> Vec<u8> {
+        ModelProto {
+            ir_version: 8,
+            opset_import: self.opsets,
+            producer_name: "opal-tests".into(),
+            graph: Some(self.graph),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// Writes the model to `dir/name` and returns the path.
+    pub fn write(self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, self.encode()).expect("the test can write its model");
+        path
+    }
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(if d >= 0 {
+                                DimValue::DimValue(d)
+                            } else {
+                                DimValue::DimParam(format!("d{}", -d))
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
