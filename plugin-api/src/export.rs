@@ -53,6 +53,7 @@ impl<O: Operator> VTableOf<O> {
         since_version: O::SINCE_VERSION,
         until_version: O::UNTIL_VERSION,
         value_inputs: bitmask(O::VALUE_INPUTS),
+        shape_inputs: bitmask(O::SHAPE_INPUTS),
         infer: infer_trampoline::<O>,
         compute: compute_trampoline::<O>,
     });

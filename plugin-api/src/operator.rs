@@ -52,6 +52,9 @@ pub struct OperatorVTable {
     pub infer: extern "C" fn(&InferCall<'_>) -> RResult<RVec<OutputType>, RString>,
     #[sabi(last_prefix_field)]
     pub compute: extern "C" fn(&mut KernelCall<'_>) -> RResult<(), RString>,
+    /// Since ABI 1.2. Bit `i` set: compute reads only the shape of input `i` (as Shape and Size
+    /// do), so the host may run the node before that input's data exists.
+    pub shape_inputs: u64,
 }
 
 /// An ONNX operator implemented by a plugin, written in plain safe Rust.
@@ -68,6 +71,9 @@ pub trait Operator: 'static {
     const UNTIL_VERSION: i64 = i64::MAX;
     /// Indices of inputs whose values (not only shapes) inference needs, such as Reshape's shape.
     const VALUE_INPUTS: &'static [usize] = &[];
+    /// Indices of inputs of which compute reads only the shape, never the data (Shape, Size).
+    /// The host then folds the node into a constant when those shapes are known.
+    const SHAPE_INPUTS: &'static [usize] = &[];
 
     /// Output dtypes and shapes from the inputs' dtypes and shapes. The default gives every
     /// output the dtype and shape of input 0, which suits elementwise unary operators.

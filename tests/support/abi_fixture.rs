@@ -2,21 +2,15 @@
 //! process, each variant copied to a file of its own. (Its default build, of the current ABI, is
 //! a workspace member like any plugin: `crate::plugin("opal_abi_fixture")`.)
 
-use std::{
-    ffi::OsString,
-    fs,
-    path::PathBuf,
-    process::Command,
-    sync::OnceLock,
-};
+use std::{ffi::OsString, fs, path::PathBuf, process::Command, sync::OnceLock};
 
 /// Which ABI the fixture plugin claims; each is a cargo feature of `opal-abi-fixture`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AbiVariant {
     /// ABI 1.0: the module ends at `last_prefix_field`, without `heap_allocations`.
     V1_0,
-    /// ABI 1.2: one module field appended after those of 1.1.
-    V1_2,
+    /// ABI 1.3: one module field appended after those of 1.2.
+    V1_3,
     /// ABI 2.0: a major version the host does not speak.
     V2_0,
     /// Claims ABI 1.1, but the module's `version` field is a `u64`.
@@ -28,7 +22,7 @@ impl AbiVariant {
     pub fn feature(self) -> &'static str {
         match self {
             AbiVariant::V1_0 => "abi-1-0",
-            AbiVariant::V1_2 => "abi-1-2",
+            AbiVariant::V1_3 => "abi-1-3",
             AbiVariant::V2_0 => "abi-2-0",
             AbiVariant::ChangedField => "abi-changed-field",
         }

@@ -2,6 +2,8 @@
 //! fields is passed to abi_stable's checker as the interface, so a newer host accepts an older
 //! plugin and an older host a newer one, while any changed field type is refused.
 
+use std::collections::HashSet;
+
 use abi_stable::{
     abi_stability::abi_checking::{
         check_layout_compatibility_with_globals, AbiInstabilityErrors, CheckingGlobals,
@@ -95,19 +97,21 @@ fn describe(item: &TLFieldOrFunction) -> String {
     }
 }
 
-/// The number of fields of the first prefix type reachable from `layout`.
+/// The fields of every prefix type reachable from `layout` (the module, operator and host
+/// tables), summed. Every prefix type only grows from one ABI minor to the next, so the older
+/// side has the smaller sum, and equal sums mean equal counts everywhere.
 fn prefix_fields(layout: &'static TypeLayout) -> usize {
+    let mut seen = HashSet::new();
     let mut stack = vec![layout];
-    let mut seen = 0;
+    let mut total = 0;
     while let Some(layout) = stack.pop() {
-        if let TLData::PrefixType(prefix) = layout.data() {
-            return prefix.fields.len();
+        if !seen.insert(std::ptr::from_ref(layout)) {
+            continue;
         }
-        seen += 1;
-        if seen > 64 {
-            break;
+        if let TLData::PrefixType(prefix) = layout.data() {
+            total += prefix.fields.len();
         }
         stack.extend(layout.shared_vars().type_layouts().iter().map(|get| get()));
     }
-    0
+    total
 }

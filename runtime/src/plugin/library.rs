@@ -43,6 +43,7 @@ struct OperatorFns {
     since_version: i64,
     until_version: i64,
     value_inputs: u64,
+    shape_inputs: u64,
     infer: InferFn,
     compute: ComputeFn,
 }
@@ -202,6 +203,8 @@ fn read_operators(path: &Path, module: PluginModuleRef) -> Result<Vec<OperatorFn
                 since_version: op.since_version(),
                 until_version: op.until_version(),
                 value_inputs: op.value_inputs(),
+                // Absent before ABI 1.2: no input is shape-only.
+                shape_inputs: op.shape_inputs().unwrap_or(0),
                 infer: op.infer(),
                 compute: op.compute(),
             };
@@ -239,6 +242,11 @@ impl OperatorEntry {
     /// Whether inference needs the value of input `index`.
     pub fn needs_value(&self, index: usize) -> bool {
         index < 64 && self.fns.value_inputs & (1 << index) != 0
+    }
+
+    /// Whether compute reads only the shape of input `index`, never its data.
+    pub fn reads_only_shape(&self, index: usize) -> bool {
+        index < 64 && self.fns.shape_inputs & (1 << index) != 0
     }
 
     pub fn library(&self) -> &Arc<PluginLibrary> {
