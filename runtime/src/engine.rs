@@ -41,6 +41,7 @@ pub struct Engine {
     config: EngineConfig,
     tracker: Arc<MemoryTracker>,
     pool: TensorPool,
+    tensors: Owner,
     scratch: Owner,
     weights: Owner,
     registry: RwLock<Arc<Registry>>,
@@ -115,7 +116,8 @@ impl Engine {
         };
         Ok(Engine {
             config,
-            pool: TensorPool::new(pool, tensors, pooled),
+            pool: TensorPool::new(pool, tensors.clone(), pooled),
+            tensors,
             tracker,
             scratch,
             weights,
@@ -144,6 +146,11 @@ impl Engine {
 
     pub fn pool(&self) -> &TensorPool {
         &self.pool
+    }
+
+    /// The owner of intermediate tensors (pooled and slab).
+    pub fn tensor_owner(&self) -> &Owner {
+        &self.tensors
     }
 
     /// The owner of scratch arenas.

@@ -7,7 +7,9 @@
 //! - [`plugin`]: loading `.so` plugins, the operator registry, services lent to kernels.
 //! - [`onnx`]: model files.
 //! - [`plan`], [`run_state`], [`session`]: compiling a model and running it.
+//! - [`tensor_file`], [`compare`], [`synthetic`]: inputs and outputs of the CLI's runs and checks.
 
+pub mod compare;
 pub mod config;
 pub mod engine;
 pub mod memory;
@@ -18,6 +20,7 @@ pub mod run_state;
 pub mod session;
 pub mod synthetic;
 pub mod tensor;
+pub mod tensor_file;
 
 pub use config::Deployment;
 pub use engine::{Engine, EngineError};

@@ -1,15 +1,20 @@
 //! The mutable half of execution: one run's intermediates and scratch arena over a shared
-//! [`Plan`]. Intermediates come from the engine's pool and go back to it after their last
-//! reader, so once the pool is warm a run allocates nothing.
+//! [`Plan`]. Intermediates whose shapes the plan knows live in the run's slab; graph outputs and
+//! tensors shaped at run time come from the engine's pool and go back after their last reader.
+//! Once the pool is warm, a run of a plan without run-time shapes allocates nothing.
 
 use crate::{
     engine::Engine,
-    memory::ScratchArena,
-    plan::{invoke, Plan, ValueRef},
-    tensor::{Tensor, TensorRef},
+    memory::{ScratchArena, Slab},
+    plan::{invoke, Place, Plan, Step, ValueRef},
+    tensor::{byte_size, Tensor, TensorRef},
+};
+use abi_stable::std_types::{RNone, RSome};
+use opal_plugin_api::{
+    infer::InferInput, operator::InferCall, tensor::TensorViewMut, DType, OutputType,
 };
 use smallvec::SmallVec;
-use std::{cell::RefCell, path::PathBuf, sync::Arc};
+use std::{cell::RefCell, ops::Range, path::PathBuf, sync::Arc};
 
 /// Why a run failed. The state stays usable: the next run starts clean.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,19 +41,30 @@ pub enum RunError {
     },
 }
 
+/// What a slot holds during a run.
+enum SlotValue {
+    Empty,
+    /// Written to its place in the slab.
+    InSlab,
+    Pooled(Tensor),
+}
+
 /// One run's intermediates over a plan; reuse it for the next run with the same shapes.
 pub struct RunState {
     plan: Arc<Plan>,
-    slots: Vec<Option<Tensor>>,
+    slab: Option<Slab>,
+    slots: Vec<SlotValue>,
     /// Graph outputs that are graph inputs, copied so they outlive the caller's inputs.
     passthrough: Vec<Option<Tensor>>,
     arena: RefCell<ScratchArena>,
 }
 
 impl RunState {
+    /// A state for `plan`, with its slab allocated (accounted to the tensors owner).
     pub fn new(engine: &Engine, plan: Arc<Plan>) -> Self {
         RunState {
-            slots: (0..plan.slots().len()).map(|_| None).collect(),
+            slab: Slab::new(plan.slab_bytes(), engine.tensor_owner()),
+            slots: (0..plan.slots().len()).map(|_| SlotValue::Empty).collect(),
             passthrough: (0..plan.outputs().len()).map(|_| None).collect(),
             arena: RefCell::new(ScratchArena::new(
                 engine.scratch_owner().clone(),
@@ -68,71 +84,192 @@ impl RunState {
         self.release(engine);
         self.check_inputs(inputs)?;
         let plan = self.plan.clone();
-        let model = plan.model();
         for step in plan.steps() {
-            let node = &model.nodes[step.node];
-            let mut outputs: SmallVec<[Tensor; 2]> = SmallVec::new();
-            for &slot in &step.outputs {
-                let info = &plan.slots()[slot];
-                let limit = engine.config().memory_limit;
-                if engine.tracker().current_bytes() as u64 + info.bytes as u64 > limit {
-                    self.release(engine);
-                    return Err(RunError::Memory {
-                        path: model.path().to_owned(),
-                        node: node.describe(),
-                        reason: format!(
-                            "an output of {} bytes would exceed the deployment's memory limit of {limit} bytes (engine.memory_limit)",
-                            info.bytes
-                        ),
-                    });
-                }
-                match engine.pool().get(info.dtype, &info.shape) {
-                    Ok(t) => outputs.push(t),
-                    Err(e) => {
-                        self.release(engine);
-                        return Err(RunError::Memory {
-                            path: model.path().to_owned(),
-                            node: node.describe(),
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-            }
-            let views: SmallVec<[Option<TensorRef<'_>>; 8]> = step
-                .inputs
-                .iter()
-                .map(|&at| self.resolve(&plan, inputs, at))
-                .collect();
-            let result = invoke(
-                engine,
-                &step.kernel,
-                &step.owner,
-                &step.attributes,
-                &views,
-                &mut outputs,
-                &self.arena,
-            );
-            drop(views);
-            for (&slot, tensor) in step.outputs.iter().zip(outputs) {
-                self.slots[slot] = Some(tensor);
-            }
-            if let Err(message) = result {
+            if let Err(e) = self.run_step(engine, &plan, step, inputs) {
                 self.release(engine);
-                return Err(RunError::Kernel {
-                    path: model.path().to_owned(),
-                    node: node.describe(),
-                    plugin: step.kernel.plugin_name().to_owned(),
-                    operator: format!("{:?}", step.kernel),
-                    message,
-                });
+                return Err(e);
             }
             for &slot in &step.release {
-                if let Some(t) = self.slots[slot].take() {
+                if let SlotValue::Pooled(t) =
+                    std::mem::replace(&mut self.slots[slot], SlotValue::Empty)
+                {
                     engine.pool().put(t);
                 }
             }
         }
-        for (k, &at) in plan.outputs().iter().enumerate() {
+        self.copy_passthrough_outputs(engine, inputs)
+    }
+
+    fn run_step(
+        &mut self,
+        engine: &Engine,
+        plan: &Plan,
+        step: &Step,
+        inputs: &[TensorRef<'_>],
+    ) -> Result<(), RunError> {
+        let model = plan.model();
+        let node = || model.nodes[step.node].describe();
+        let RunState {
+            slab, slots, arena, ..
+        } = self;
+        let slab_range = |slot: usize| match &plan.slots()[slot].place {
+            Place::Slab(range) => Some(range.clone()),
+            Place::Pool => None,
+        };
+        let reads: SmallVec<[Range<usize>; 8]> = step
+            .inputs
+            .iter()
+            .filter_map(|&at| match at {
+                ValueRef::Slot(s) => slab_range(s),
+                _ => None,
+            })
+            .collect();
+        let writes: SmallVec<[Range<usize>; 4]> =
+            step.outputs.iter().filter_map(|&s| slab_range(s)).collect();
+        let (slab_reads, slab_writes) = match slab {
+            Some(slab) => slab
+                .split(&reads, &writes)
+                .ok_or_else(|| RunError::Memory {
+                    path: model.path().to_owned(),
+                    node: node(),
+                    reason: "the plan placed an output over a live tensor".to_owned(),
+                })?,
+            None if reads.is_empty() && writes.is_empty() => Default::default(),
+            None => {
+                return Err(RunError::Memory {
+                    path: model.path().to_owned(),
+                    node: node(),
+                    reason: format!(
+                        "the run's slab of {} bytes could not be allocated",
+                        plan.slab_bytes()
+                    ),
+                })
+            }
+        };
+        let mut slab_reads = slab_reads.into_iter();
+        let views: SmallVec<[Option<TensorRef<'_>>; 8]> = step
+            .inputs
+            .iter()
+            .map(|&at| match at {
+                ValueRef::Absent => None,
+                ValueRef::Input(i) => Some(inputs[i]),
+                ValueRef::Constant(c) => Some(plan.constant(c)),
+                ValueRef::Slot(s) => {
+                    let info = &plan.slots()[s];
+                    match (&slots[s], &info.shape) {
+                        (SlotValue::Pooled(t), _) => Some(t.as_ref()),
+                        (SlotValue::InSlab, Some(shape)) => slab_reads
+                            .next()
+                            .map(|bytes| TensorRef::new(info.dtype, shape, bytes)),
+                        _ => None,
+                    }
+                }
+            })
+            .collect();
+
+        let inferred = if step.infer_at_run_time {
+            Some(infer_now(step, &views).map_err(|message| kernel_error(plan, step, message))?)
+        } else {
+            None
+        };
+        let mut pooled: SmallVec<[Option<Tensor>; 2]> = SmallVec::new();
+        for (k, &slot) in step.outputs.iter().enumerate() {
+            let info = &plan.slots()[slot];
+            if let Place::Slab(_) = info.place {
+                pooled.push(None);
+                continue;
+            }
+            let (dtype, shape) = match &inferred {
+                Some(types) => {
+                    let ty = types.get(k).ok_or_else(|| {
+                        kernel_error(
+                            plan,
+                            step,
+                            format!("inference at run time gave no output {k}"),
+                        )
+                    })?;
+                    let shape: SmallVec<[usize; 8]> = ty
+                        .shape
+                        .iter()
+                        .map(|&d| usize::try_from(d))
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| {
+                            kernel_error(
+                                plan,
+                                step,
+                                format!(
+                                    "inference at run time left output {k} with shape {:?}",
+                                    ty.shape.as_slice()
+                                ),
+                            )
+                        })?;
+                    (ty.dtype, shape)
+                }
+                None => (info.dtype, info.shape.clone().unwrap_or_default()),
+            };
+            let bytes = byte_size(dtype, &shape).unwrap_or(usize::MAX);
+            let limit = engine.config().memory_limit;
+            if (engine.tracker().current_bytes() as u64).saturating_add(bytes as u64) > limit {
+                return Err(RunError::Memory {
+                    path: model.path().to_owned(),
+                    node: node(),
+                    reason: format!(
+                        "an output of {dtype} {shape:?} would exceed the deployment's memory limit of {limit} bytes (engine.memory_limit)"
+                    ),
+                });
+            }
+            let tensor = engine
+                .pool()
+                .get(dtype, &shape)
+                .map_err(|e| RunError::Memory {
+                    path: model.path().to_owned(),
+                    node: node(),
+                    reason: e.to_string(),
+                })?;
+            pooled.push(Some(tensor));
+        }
+
+        let mut slab_writes = slab_writes.into_iter();
+        let output_views: SmallVec<[TensorViewMut<'_>; 4]> = step
+            .outputs
+            .iter()
+            .zip(pooled.iter_mut())
+            .map(|(&slot, tensor)| match tensor {
+                Some(t) => t.to_abi_mut(),
+                None => {
+                    let info = &plan.slots()[slot];
+                    let shape = info.shape.as_deref().unwrap_or_default();
+                    TensorViewMut::new(info.dtype, shape, slab_writes.next().unwrap_or_default())
+                }
+            })
+            .collect();
+        let result = invoke(
+            engine,
+            &step.kernel,
+            &step.owner,
+            &step.attributes,
+            &views,
+            &output_views,
+            arena,
+        );
+        drop(output_views);
+        drop(views);
+        for (&slot, tensor) in step.outputs.iter().zip(pooled) {
+            slots[slot] = match tensor {
+                Some(t) => SlotValue::Pooled(t),
+                None => SlotValue::InSlab,
+            };
+        }
+        result.map_err(|message| kernel_error(plan, step, message))
+    }
+
+    fn copy_passthrough_outputs(
+        &mut self,
+        engine: &Engine,
+        inputs: &[TensorRef<'_>],
+    ) -> Result<(), RunError> {
+        let model = self.plan.model();
+        for (k, &at) in self.plan.outputs().iter().enumerate() {
             if let ValueRef::Input(i) = at {
                 let input = inputs[i];
                 let mut copy =
@@ -154,7 +291,10 @@ impl RunState {
     /// Graph output `k` of the last run.
     pub fn output(&self, k: usize) -> Option<TensorRef<'_>> {
         match *self.plan.outputs().get(k)? {
-            ValueRef::Slot(s) => self.slots[s].as_ref().map(Tensor::as_ref),
+            ValueRef::Slot(s) => match &self.slots[s] {
+                SlotValue::Pooled(t) => Some(t.as_ref()),
+                _ => None,
+            },
             ValueRef::Constant(c) => Some(self.plan.constant(c)),
             ValueRef::Input(_) => self.passthrough[k].as_ref().map(Tensor::as_ref),
             ValueRef::Absent => None,
@@ -166,26 +306,15 @@ impl RunState {
         (0..self.plan.outputs().len()).filter_map(|k| self.output(k))
     }
 
-    /// Returns every tensor the state holds to the pool.
+    /// Returns every pooled tensor the state holds to the pool.
     pub fn release(&mut self, engine: &Engine) {
-        for t in self.slots.iter_mut().chain(&mut self.passthrough) {
-            if let Some(t) = t.take() {
+        for slot in &mut self.slots {
+            if let SlotValue::Pooled(t) = std::mem::replace(slot, SlotValue::Empty) {
                 engine.pool().put(t);
             }
         }
-    }
-
-    fn resolve<'a>(
-        &'a self,
-        plan: &'a Plan,
-        inputs: &[TensorRef<'a>],
-        at: ValueRef,
-    ) -> Option<TensorRef<'a>> {
-        match at {
-            ValueRef::Absent => None,
-            ValueRef::Input(i) => Some(inputs[i]),
-            ValueRef::Constant(c) => Some(plan.constant(c)),
-            ValueRef::Slot(s) => self.slots[s].as_ref().map(Tensor::as_ref),
+        for t in self.passthrough.iter_mut().filter_map(Option::take) {
+            engine.pool().put(t);
         }
     }
 
@@ -221,7 +350,7 @@ impl RunState {
                     ),
                 ));
             }
-            if Some(input.data.len()) != crate::tensor::byte_size(input.dtype, input.shape) {
+            if Some(input.data.len()) != byte_size(input.dtype, input.shape) {
                 return Err(error(
                     k,
                     format!("{} bytes do not match {dtype} {shape:?}", input.data.len()),
@@ -229,5 +358,52 @@ impl RunState {
             }
         }
         Ok(())
+    }
+}
+
+/// Output types from the kernel's inference function, on the actual inputs.
+fn infer_now(step: &Step, inputs: &[Option<TensorRef<'_>>]) -> Result<Vec<OutputType>, String> {
+    let shapes: Vec<Vec<i64>> = inputs
+        .iter()
+        .map(|t| t.map_or(Vec::new(), |t| t.shape.iter().map(|&d| d as i64).collect()))
+        .collect();
+    let infer_inputs: Vec<InferInput<'_>> = inputs
+        .iter()
+        .zip(&shapes)
+        .enumerate()
+        .map(|(i, (t, shape))| match t {
+            None => InferInput {
+                dtype: DType::UNDEFINED,
+                shape: shape.as_slice().into(),
+                value: RNone,
+            },
+            Some(t) => InferInput {
+                dtype: t.dtype,
+                shape: shape.as_slice().into(),
+                value: if step.kernel.needs_value(i) {
+                    RSome(t.to_abi())
+                } else {
+                    RNone
+                },
+            },
+        })
+        .collect();
+    step.attributes.with_abi(|attributes| {
+        step.kernel.infer(&InferCall {
+            inputs: infer_inputs.as_slice().into(),
+            attributes: attributes.into(),
+            output_count: step.outputs.len(),
+        })
+    })
+}
+
+fn kernel_error(plan: &Plan, step: &Step, message: String) -> RunError {
+    let model = plan.model();
+    RunError::Kernel {
+        path: model.path().to_owned(),
+        node: model.nodes[step.node].describe(),
+        plugin: step.kernel.plugin_name().to_owned(),
+        operator: format!("{:?}", step.kernel),
+        message,
     }
 }

@@ -1,5 +1,6 @@
 //! The command line: argument parsing and one module per subcommand.
 
+mod check;
 mod plugins;
 mod run;
 
@@ -21,16 +22,19 @@ enum Command {
     Plugins(plugins::Args),
     /// Run a model several times and print its outputs and the memory statistics.
     Run(run::Args),
+    /// Run ONNX backend-test cases and compare their outputs with the references.
+    Check(check::Args),
 }
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plugins(args) => plugins::main(args),
-        Command::Run(args) => run::main(args),
+        Command::Plugins(args) => plugins::main(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run::main(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => check::main(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         // The reader went away (`opal run | head`): nothing left to say to it.
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {

@@ -6,6 +6,7 @@ mod buffer;
 mod counting;
 mod mapped;
 mod pool;
+mod slab;
 mod stats;
 mod tracker;
 
@@ -14,5 +15,6 @@ pub use buffer::{AlignedBuffer, ALIGNMENT};
 pub use counting::{heap_allocations, CountingAllocator};
 pub use mapped::{contains, map_file};
 pub use pool::{PoolConfig, PoolStats, TensorPool};
+pub use slab::{Reads, Slab, Writes};
 pub use stats::{MemoryReport, OwnerReport};
 pub use tracker::{MemoryTracker, Owner, OwnerUsage};

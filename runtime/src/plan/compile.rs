@@ -1,17 +1,24 @@
 //! Compiling a model into a [`Plan`] for concrete input types: resolve each node's kernel, infer
-//! its outputs through the plugin, fold nodes whose inputs are all constant, and record each
-//! intermediate's last reader.
+//! its outputs through the plugin, fold nodes whose inputs are constant (or read only for their
+//! known shapes), and place each intermediate in the slab or the pool.
 
-use super::{invoke, order::topological_order, Plan, PlanConstant, SlotInfo, Step, ValueRef};
+use super::{
+    invoke,
+    memory_plan::{place, Lifetime},
+    order::topological_order,
+    Place, Plan, PlanConstant, SlotInfo, Step, ValueRef,
+};
 use crate::{
     engine::Engine,
-    memory::{AlignedBuffer, ScratchArena},
+    memory::{AlignedBuffer, Owner, ScratchArena},
     onnx::{Constant, ConstantData, Dim, Model, Node, NodeAttributes},
     plugin::{OperatorEntry, Registry},
     tensor::{byte_size, Shape, Tensor, TensorRef},
 };
 use abi_stable::std_types::{RNone, RSome};
-use opal_plugin_api::{infer::InferInput, operator::InferCall, DType, OutputType};
+use opal_plugin_api::{
+    infer::InferInput, operator::InferCall, tensor::TensorViewMut, DType, OutputType,
+};
 use smallvec::SmallVec;
 use std::{cell::RefCell, fmt, path::PathBuf, sync::Arc};
 
@@ -36,13 +43,31 @@ impl fmt::Display for PlanError {
 
 impl std::error::Error for PlanError {}
 
-/// What compilation knows of a value.
+/// What compilation knows of a value: where it is, its dtype, and its dims (-1: known only at
+/// run time).
 #[derive(Clone)]
 struct Known {
     at: ValueRef,
     dtype: DType,
-    shape: Shape,
+    shape: Vec<i64>,
 }
+
+impl Known {
+    /// The dims, when all are known.
+    fn fixed_shape(&self) -> Option<Shape> {
+        self.shape
+            .iter()
+            .map(|&d| usize::try_from(d).ok())
+            .collect()
+    }
+}
+
+fn dims_of(shape: &[usize]) -> Vec<i64> {
+    shape.iter().map(|&d| d as i64).collect()
+}
+
+/// An output as inference left it: its value, dtype, and shape if known ahead.
+type InferredOutput = (Option<usize>, DType, Option<Shape>);
 
 impl Plan {
     /// Compiles `model` for graph inputs of `input_types`, with the engine's current registry.
@@ -92,7 +117,7 @@ impl<'e> Compiler<'e> {
             self.known[id] = Some(Known {
                 at: ValueRef::Constant(self.constants.len()),
                 dtype: constant.dtype,
-                shape: constant.shape.clone(),
+                shape: dims_of(&constant.shape),
             });
             self.constants.push(PlanConstant::Model(id));
         }
@@ -101,7 +126,7 @@ impl<'e> Compiler<'e> {
         for index in order {
             self.add_node(index)?;
         }
-        self.release_after_last_use();
+        let (slab_bytes, liveness_lower_bound) = self.place_intermediates();
         let outputs = self
             .model
             .outputs
@@ -125,6 +150,8 @@ impl<'e> Compiler<'e> {
             slots: self.slots,
             steps: self.steps,
             outputs,
+            slab_bytes,
+            liveness_lower_bound,
         })
     }
 
@@ -170,7 +197,7 @@ impl<'e> Compiler<'e> {
             self.known[id] = Some(Known {
                 at: ValueRef::Input(k),
                 dtype: *dtype,
-                shape: shape.clone(),
+                shape: dims_of(shape),
             });
         }
         Ok(())
@@ -189,16 +216,21 @@ impl<'e> Compiler<'e> {
             .map_err(|e| self.error(Some(node), e))?;
         let types = self.infer(node, &kernel, &attributes, &inputs)?;
         let owner = self.engine.plugin_owner(kernel.plugin_name());
-        let mut outputs = Vec::with_capacity(node.outputs.len());
+        let mut outputs: Vec<InferredOutput> = Vec::with_capacity(node.outputs.len());
         for (out, ty) in node.outputs.iter().zip(&types) {
-            let shape = self.concrete_shape(node, out.map(|id| model.value_name(id)), ty)?;
+            let name = out.map(|id| model.value_name(id));
+            let shape = self.checked_shape(node, name, ty)?;
             outputs.push((*out, ty.dtype, shape));
         }
-        let all_constant = inputs.iter().all(|k| {
-            k.as_ref()
-                .is_none_or(|k| matches!(k.at, ValueRef::Constant(_)))
+        let foldable = inputs.iter().enumerate().all(|(i, k)| match k {
+            None => true,
+            Some(k) => {
+                matches!(k.at, ValueRef::Constant(_))
+                    || (kernel.reads_only_shape(i) && k.fixed_shape().is_some())
+            }
         });
-        if all_constant {
+        let shapes_known = outputs.iter().all(|(_, _, shape)| shape.is_some());
+        if foldable && shapes_known {
             return self.fold(node, &kernel, &owner, &attributes, &inputs, outputs);
         }
         let mut step = Step {
@@ -211,21 +243,24 @@ impl<'e> Compiler<'e> {
                 .map(|k| k.as_ref().map_or(ValueRef::Absent, |k| k.at))
                 .collect(),
             outputs: SmallVec::new(),
+            infer_at_run_time: !shapes_known,
             release: SmallVec::new(),
         };
-        for (out, dtype, shape) in outputs {
+        for ((out, dtype, shape), ty) in outputs.into_iter().zip(&types) {
             let slot = self.slots.len();
             self.slots.push(SlotInfo {
                 value: out,
                 dtype,
-                bytes: byte_size(dtype, &shape).unwrap_or(0),
-                shape: shape.clone(),
+                // When one output's shape waits for the run, all are inferred then.
+                shape: shape.filter(|_| shapes_known),
+                // Placed in the slab later, once every lifetime is known.
+                place: Place::Pool,
             });
             if let Some(id) = out {
                 self.known[id] = Some(Known {
                     at: ValueRef::Slot(slot),
                     dtype,
-                    shape,
+                    shape: ty.shape.to_vec(),
                 });
             }
             step.outputs.push(slot);
@@ -289,12 +324,9 @@ impl<'e> Compiler<'e> {
         attributes: &NodeAttributes,
         inputs: &[Option<Known>],
     ) -> Result<Vec<OutputType>, PlanError> {
-        let shapes: Vec<Vec<i64>> = inputs
+        let shapes: Vec<&[i64]> = inputs
             .iter()
-            .map(|k| {
-                k.as_ref()
-                    .map_or(Vec::new(), |k| k.shape.iter().map(|&d| d as i64).collect())
-            })
+            .map(|k| k.as_ref().map_or(&[][..], |k| k.shape.as_slice()))
             .collect();
         let infer_inputs: Vec<InferInput<'_>> = inputs
             .iter()
@@ -302,14 +334,16 @@ impl<'e> Compiler<'e> {
             .map(|(k, shape)| match k {
                 None => InferInput {
                     dtype: DType::UNDEFINED,
-                    shape: shape.as_slice().into(),
+                    shape: (*shape).into(),
                     value: RNone,
                 },
                 Some(k) => InferInput {
                     dtype: k.dtype,
-                    shape: shape.as_slice().into(),
+                    shape: (*shape).into(),
                     value: match k.at {
-                        ValueRef::Constant(c) => RSome(self.constant(c).to_abi()),
+                        ValueRef::Constant(c) => {
+                            RSome(self.constants[c].tensor(self.model).to_abi())
+                        }
                         _ => RNone,
                     },
                 },
@@ -343,32 +377,41 @@ impl<'e> Compiler<'e> {
         Ok(types)
     }
 
-    fn constant(&self, index: usize) -> TensorRef<'_> {
-        self.constants[index].tensor(self.model)
-    }
-
-    /// An inferred output shape, checked to be known, to fit in memory, and within the limit.
-    fn concrete_shape(
+    /// An inferred output shape: `None` if some dim is only known at run time; an error if
+    /// its size overflows or exceeds the deployment's memory limit.
+    fn checked_shape(
         &self,
         node: &Node,
         output: Option<&str>,
         ty: &OutputType,
-    ) -> Result<Shape, PlanError> {
+    ) -> Result<Option<Shape>, PlanError> {
         let name = output.unwrap_or("(omitted)");
-        let shape = ty
+        if ty.dtype.size().is_none() {
+            return Err(self.error(
+                Some(node),
+                format!(
+                    "output '{name}' has dtype {}, which opal does not support",
+                    ty.dtype
+                ),
+            ));
+        }
+        if ty.shape.iter().any(|&d| d < -1) {
+            return Err(self.error(
+                Some(node),
+                format!(
+                    "output '{name}' has an invalid shape {:?}",
+                    ty.shape.as_slice()
+                ),
+            ));
+        }
+        let Some(shape) = ty
             .shape
             .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Shape, _>>()
-            .map_err(|_| {
-                self.error(
-                    Some(node),
-                    format!(
-                        "the shape of output '{name}' ({:?}) depends on input values, which is not supported yet",
-                        ty.shape.as_slice()
-                    ),
-                )
-            })?;
+            .map(|&d| usize::try_from(d).ok())
+            .collect::<Option<Shape>>()
+        else {
+            return Ok(None);
+        };
         let bytes = byte_size(ty.dtype, &shape).ok_or_else(|| {
             self.error(
                 Some(node),
@@ -387,37 +430,45 @@ impl<'e> Compiler<'e> {
                 ),
             ));
         }
-        Ok(shape)
+        Ok(Some(shape))
     }
 
-    /// Runs a node whose inputs are all constant now, and records its outputs as constants.
+    /// Runs a node whose inputs are all constant (or read only for their known shapes) now,
+    /// and records its outputs as constants.
     fn fold(
         &mut self,
         node: &Node,
         kernel: &OperatorEntry,
-        owner: &crate::memory::Owner,
+        owner: &Owner,
         attributes: &NodeAttributes,
         inputs: &[Option<Known>],
-        outputs: Vec<(Option<usize>, DType, Shape)>,
+        outputs: Vec<InferredOutput>,
     ) -> Result<(), PlanError> {
         let weights = self.engine.weights_owner();
         let mut tensors = outputs
             .iter()
             .map(|(_, dtype, shape)| {
-                let bytes = byte_size(*dtype, shape).unwrap_or(0);
+                let shape = shape.clone().unwrap_or_default();
+                let bytes = byte_size(*dtype, &shape).unwrap_or(0);
                 AlignedBuffer::zeroed(bytes, weights)
-                    .map(|data| Tensor::from_parts(*dtype, shape.clone(), data))
+                    .map(|data| Tensor::from_parts(*dtype, shape, data))
                     .ok_or_else(|| {
                         self.error(Some(node), format!("out of memory folding {bytes} bytes"))
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let shapes: Vec<Shape> = inputs
+            .iter()
+            .map(|k| k.as_ref().and_then(Known::fixed_shape).unwrap_or_default())
+            .collect();
         let views: Vec<Option<TensorRef<'_>>> = inputs
             .iter()
-            .map(|k| {
+            .zip(&shapes)
+            .map(|(k, shape)| {
                 k.as_ref().map(|k| match k.at {
-                    ValueRef::Constant(c) => self.constant(c),
-                    _ => unreachable!("only nodes with constant inputs are folded"),
+                    ValueRef::Constant(c) => self.constants[c].tensor(self.model),
+                    // A shape-only input: the kernel reads its shape, never its data.
+                    _ => TensorRef::new(k.dtype, shape, &[]),
                 })
             })
             .collect();
@@ -425,13 +476,15 @@ impl<'e> Compiler<'e> {
             self.engine.scratch_owner().clone(),
             self.engine.config().scratch_limit as usize,
         ));
+        let output_views: Vec<TensorViewMut<'_>> =
+            tensors.iter_mut().map(Tensor::to_abi_mut).collect();
         invoke(
             self.engine,
             kernel,
             owner,
             attributes,
             &views,
-            &mut tensors,
+            &output_views,
             &arena,
         )
         .map_err(|e| {
@@ -443,13 +496,14 @@ impl<'e> Compiler<'e> {
                 ),
             )
         })?;
+        drop(output_views);
         for ((out, _, _), tensor) in outputs.into_iter().zip(tensors) {
             let Some(id) = out else { continue };
             let (dtype, shape, data) = tensor.into_parts();
             self.known[id] = Some(Known {
                 at: ValueRef::Constant(self.constants.len()),
                 dtype,
-                shape: shape.clone(),
+                shape: dims_of(&shape),
             });
             self.constants.push(PlanConstant::Folded(Constant {
                 dtype,
@@ -460,8 +514,10 @@ impl<'e> Compiler<'e> {
         Ok(())
     }
 
-    /// Marks each slot for release after its last reader; graph outputs are kept.
-    fn release_after_last_use(&mut self) {
+    /// Gives each intermediate its place: graph outputs and tensors of run-time shape come from
+    /// the pool, the latter released after their last reader; the rest share a slab by lifetime.
+    /// Returns the slab's size and the liveness lower bound.
+    fn place_intermediates(&mut self) -> (usize, usize) {
         let mut last_reader: Vec<Option<usize>> = vec![None; self.slots.len()];
         let mut producer = vec![0; self.slots.len()];
         for (s, step) in self.steps.iter().enumerate() {
@@ -474,13 +530,30 @@ impl<'e> Compiler<'e> {
                 producer[slot] = s;
             }
         }
+        let mut in_slab = Vec::new();
+        let mut lifetimes = Vec::new();
         for (slot, info) in self.slots.iter().enumerate() {
-            if info.value.is_some_and(|v| self.model.outputs.contains(&v)) {
-                continue;
+            let is_output = info.value.is_some_and(|v| self.model.outputs.contains(&v));
+            let last = last_reader[slot].unwrap_or(producer[slot]);
+            match &info.shape {
+                _ if is_output => {}
+                Some(shape) => {
+                    in_slab.push(slot);
+                    lifetimes.push(Lifetime {
+                        bytes: byte_size(info.dtype, shape).unwrap_or(0),
+                        first: producer[slot],
+                        last,
+                    });
+                }
+                None => self.steps[last].release.push(slot),
             }
-            let at = last_reader[slot].unwrap_or(producer[slot]);
-            self.steps[at].release.push(slot);
         }
+        let placement = place(&lifetimes);
+        for (k, &slot) in in_slab.iter().enumerate() {
+            let start = placement.offsets[k];
+            self.slots[slot].place = Place::Slab(start..start + lifetimes[k].bytes);
+        }
+        (placement.slab_bytes, placement.lower_bound)
     }
 }
 

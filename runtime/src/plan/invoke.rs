@@ -6,7 +6,7 @@ use crate::{
     memory::{Owner, ScratchArena},
     onnx::NodeAttributes,
     plugin::{CallHost, OperatorEntry},
-    tensor::{Tensor, TensorRef},
+    tensor::TensorRef,
 };
 use opal_plugin_api::{
     operator::KernelCall,
@@ -23,7 +23,7 @@ pub(crate) fn invoke(
     owner: &Owner,
     attributes: &NodeAttributes,
     inputs: &[Option<TensorRef<'_>>],
-    outputs: &mut [Tensor],
+    outputs: &[TensorViewMut<'_>],
     arena: &RefCell<ScratchArena>,
 ) -> Result<(), String> {
     let input_views: SmallVec<[TensorView<'_>; 8]> = inputs
@@ -36,12 +36,9 @@ pub(crate) fn invoke(
         threads: engine.threads(),
     };
     let result = attributes.with_abi(|attributes| {
-        // Built here: a call's views all share one lifetime, the attributes' (the shortest).
-        let output_views: SmallVec<[TensorViewMut<'_>; 4]> =
-            outputs.iter_mut().map(Tensor::to_abi_mut).collect();
         let mut call = KernelCall {
             inputs: input_views.as_slice().into(),
-            outputs: output_views.as_slice().into(),
+            outputs: outputs.into(),
             attributes: attributes.into(),
             host: host.services(),
         };

@@ -1,9 +1,11 @@
 //! Plans: a model compiled once for concrete input shapes into an immutable, shareable schedule —
 //! nodes in topological order, kernels resolved through a registry snapshot, every value's dtype
-//! and shape inferred by the plugins, constant nodes folded, and each intermediate's last use.
+//! and shape inferred by the plugins, constant nodes folded, and each intermediate given a place:
+//! an offset in the run's slab (when its shape is known ahead) or a tensor from the pool.
 
 mod compile;
 mod invoke;
+mod memory_plan;
 mod order;
 
 pub use compile::PlanError;
@@ -17,7 +19,7 @@ use crate::{
 };
 use opal_plugin_api::DType;
 use smallvec::SmallVec;
-use std::sync::Arc;
+use std::{ops::Range, sync::Arc};
 
 /// Where a node input or graph output comes from at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,14 +50,25 @@ impl PlanConstant {
     }
 }
 
-/// An intermediate tensor's type.
+/// Where an intermediate lives during a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// At these bytes of the run's slab; the shape is known ahead.
+    Slab(Range<usize>),
+    /// In a tensor from the engine's pool: graph outputs, which outlive the run, and tensors
+    /// whose shape is only known at run time.
+    Pool,
+}
+
+/// An intermediate tensor.
 #[derive(Debug, Clone)]
 pub struct SlotInfo {
     /// The value it holds; `None` for an optional output the node omits.
     pub value: Option<ValueId>,
     pub dtype: DType,
-    pub shape: Shape,
-    pub bytes: usize,
+    /// The shape, when known before the run.
+    pub shape: Option<Shape>,
+    pub place: Place,
 }
 
 /// One kernel call of a run.
@@ -70,7 +83,9 @@ pub struct Step {
     pub inputs: SmallVec<[ValueRef; 4]>,
     /// The slot each output is written to.
     pub outputs: SmallVec<[usize; 2]>,
-    /// Slots whose last reader is this step: returned to the pool after it.
+    /// Output shapes depend on input values only known at run time: infer before the call.
+    pub infer_at_run_time: bool,
+    /// Pool slots whose last reader is this step: returned to the pool after it.
     pub release: SmallVec<[usize; 4]>,
 }
 
@@ -84,6 +99,8 @@ pub struct Plan {
     slots: Vec<SlotInfo>,
     steps: Vec<Step>,
     outputs: Vec<ValueRef>,
+    slab_bytes: usize,
+    liveness_lower_bound: usize,
 }
 
 impl Plan {
@@ -124,13 +141,13 @@ impl Plan {
         self.model.nodes.len() - self.steps.len()
     }
 
-    /// Whether the plan was compiled for inputs of these shapes.
-    pub fn accepts(&self, shapes: &[&[usize]]) -> bool {
-        self.input_types.len() == shapes.len()
-            && self
-                .input_types
-                .iter()
-                .zip(shapes)
-                .all(|((_, s), t)| s.as_slice() == *t)
+    /// Bytes of the slab holding the intermediates whose shapes are known ahead.
+    pub fn slab_bytes(&self) -> usize {
+        self.slab_bytes
+    }
+
+    /// The largest total of slab intermediates alive at one step: no placement can use less.
+    pub fn liveness_lower_bound(&self) -> usize {
+        self.liveness_lower_bound
     }
 }

@@ -1,0 +1,163 @@
+//! Comparing a computed tensor with a reference, as the ONNX backend tests do: same dtype and
+//! shape, floats within `atol + rtol * |expected|` (NaN equals NaN), everything else exactly.
+
+use crate::tensor::TensorRef;
+use opal_plugin_api::DType;
+
+/// Tolerances for floating-point elements.
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerance {
+    pub rtol: f64,
+    pub atol: f64,
+}
+
+impl Default for Tolerance {
+    /// The backend tests' defaults.
+    fn default() -> Self {
+        Tolerance {
+            rtol: 1e-3,
+            atol: 1e-7,
+        }
+    }
+}
+
+/// `Ok` if `actual` matches `expected`, otherwise why not (the first differing element).
+pub fn compare(
+    actual: TensorRef<'_>,
+    expected: TensorRef<'_>,
+    tol: Tolerance,
+) -> Result<(), String> {
+    if actual.dtype != expected.dtype {
+        return Err(format!(
+            "dtype {} where {} was expected",
+            actual.dtype, expected.dtype
+        ));
+    }
+    if actual.shape != expected.shape {
+        return Err(format!(
+            "shape {:?} where {:?} was expected",
+            actual.shape, expected.shape
+        ));
+    }
+    let floats = |a: Vec<f64>, e: Vec<f64>| -> Result<(), String> {
+        let bad = a.iter().zip(&e).position(|(&a, &e)| {
+            let same = (a.is_nan() && e.is_nan()) || a == e;
+            let close = (a - e).abs() <= tol.atol + tol.rtol * e.abs();
+            !same && !close
+        });
+        match bad {
+            None => Ok(()),
+            Some(i) => Err(format!(
+                "element {i} is {} where {} was expected (rtol {}, atol {})",
+                a[i], e[i], tol.rtol, tol.atol
+            )),
+        }
+    };
+    match actual.dtype {
+        DType::F32 => floats(
+            to_f64::<4>(actual.data, |b| f32::from_le_bytes(b) as f64),
+            to_f64::<4>(expected.data, |b| f32::from_le_bytes(b) as f64),
+        ),
+        DType::F64 => floats(
+            to_f64::<8>(actual.data, f64::from_le_bytes),
+            to_f64::<8>(expected.data, f64::from_le_bytes),
+        ),
+        DType::F16 => floats(
+            to_f64::<2>(actual.data, f16_to_f64),
+            to_f64::<2>(expected.data, f16_to_f64),
+        ),
+        DType::BF16 => floats(
+            to_f64::<2>(actual.data, bf16_to_f64),
+            to_f64::<2>(expected.data, bf16_to_f64),
+        ),
+        _ => {
+            let size = actual.dtype.size().unwrap_or(1).max(1);
+            match actual
+                .data
+                .chunks(size)
+                .zip(expected.data.chunks(size))
+                .position(|(a, e)| a != e)
+            {
+                None => Ok(()),
+                Some(i) => Err(format!(
+                    "element {i} is {:?} where {:?} was expected (bytes, {})",
+                    &actual.data[i * size..(i + 1) * size],
+                    &expected.data[i * size..(i + 1) * size],
+                    actual.dtype
+                )),
+            }
+        }
+    }
+}
+
+fn to_f64<const N: usize>(bytes: &[u8], convert: impl Fn([u8; N]) -> f64) -> Vec<f64> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| convert(c.try_into().expect("chunks are N bytes")))
+        .collect()
+}
+
+fn f16_to_f64(bytes: [u8; 2]) -> f64 {
+    let bits = u16::from_le_bytes(bytes);
+    let sign = if bits >> 15 == 1 { -1.0 } else { 1.0 };
+    let exponent = i32::from((bits >> 10) & 0x1f);
+    let fraction = f64::from(bits & 0x3ff);
+    sign * match exponent {
+        0 => fraction * 2f64.powi(-24),
+        0x1f if fraction == 0.0 => f64::INFINITY,
+        0x1f => f64::NAN,
+        e => (1.0 + fraction / 1024.0) * 2f64.powi(e - 15),
+    }
+}
+
+fn bf16_to_f64(bytes: [u8; 2]) -> f64 {
+    f64::from(f32::from_bits(u32::from(u16::from_le_bytes(bytes)) << 16))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_compare_within_tolerance_and_nan_equals_nan() {
+        let tol = Tolerance::default();
+        let e = [1.0f32, f32::NAN, -3.0];
+        assert!(compare(
+            TensorRef::from_slice(&[3], &[1.0005f32, f32::NAN, -3.0]),
+            TensorRef::from_slice(&[3], &e),
+            tol
+        )
+        .is_ok());
+        let err = compare(
+            TensorRef::from_slice(&[3], &[1.01f32, f32::NAN, -3.0]),
+            TensorRef::from_slice(&[3], &e),
+            tol,
+        )
+        .unwrap_err();
+        assert!(err.contains("element 0"), "{err}");
+    }
+
+    #[test]
+    fn integers_must_be_equal_and_shapes_match() {
+        let tol = Tolerance::default();
+        assert!(compare(
+            TensorRef::from_slice(&[2], &[1i64, 2]),
+            TensorRef::from_slice(&[2], &[1i64, 3]),
+            tol
+        )
+        .is_err());
+        assert!(compare(
+            TensorRef::from_slice(&[2], &[1i64, 2]),
+            TensorRef::from_slice(&[1, 2], &[1i64, 2]),
+            tol
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn half_floats_decode() {
+        assert_eq!(f16_to_f64(0x3c00u16.to_le_bytes()), 1.0);
+        assert_eq!(f16_to_f64(0xc000u16.to_le_bytes()), -2.0);
+        assert_eq!(bf16_to_f64(0x3f80u16.to_le_bytes()), 1.0);
+    }
+}
