@@ -33,7 +33,7 @@ fn read_npy(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
         return Err("Fortran-ordered arrays are not supported; save it in C order".into());
     }
     let descr = header.dtype().descr();
-    let dtype = match descr.trim_start_matches(['<', '|', '=']) {
+    let dtype = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
         "f4" => DType::F32,
         "f8" => DType::F64,
         "f2" => DType::F16,
