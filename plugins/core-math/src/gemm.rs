@@ -177,7 +177,7 @@ impl Operator for Gemm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sgemm::tests::{reference, values};
+    use opal_kernel_support::testutil::{reference, values};
     use opal_plugin_api::testing::{
         assert_close, float_attr, infer_input, infer_operator, int_attr, run_operator, OwnedTensor,
         TestHost,

@@ -2,19 +2,17 @@
 //! dtype-agnostic shape operators, as ONNX operators behind the plugin ABI.
 //!
 //! No kernel allocates on the heap: temporaries come from the host's scratch arena, index
-//! arithmetic uses fixed arrays (rank ≤ [`MAX_RANK`](broadcast::MAX_RANK)), and parallel work
+//! arithmetic uses fixed arrays (rank ≤ `MAX_RANK`), and parallel work
 //! goes through the host's `parallel_for`.
 
 mod binary;
-mod broadcast;
-mod check;
 mod gemm;
 mod matmul;
-mod parallel;
-mod sgemm;
 mod shape;
 mod softmax;
 mod unary;
+
+use opal_kernel_support::{broadcast, check, parallel, sgemm};
 
 pub use binary::{Add, Div, Mul, Sub};
 pub use gemm::Gemm;

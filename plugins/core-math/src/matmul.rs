@@ -155,7 +155,7 @@ impl Operator for MatMul {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sgemm::tests::{reference, values};
+    use opal_kernel_support::testutil::{reference, values};
     use opal_plugin_api::testing::{
         assert_close, infer_input, infer_operator, OwnedTensor, TestHost,
     };

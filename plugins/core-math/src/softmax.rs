@@ -151,7 +151,7 @@ fn softmax_strided(x: &[f32], y: &mut [f32], inner: usize, scratch: &mut [f32]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sgemm::tests::values;
+    use opal_kernel_support::testutil::values;
     use opal_plugin_api::testing::{
         assert_close, infer_input, infer_operator, int_attr, OwnedTensor, TestHost,
     };

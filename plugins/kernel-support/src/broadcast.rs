@@ -6,10 +6,10 @@ use opal_plugin_api::KernelResult;
 use std::ops::Range;
 
 /// The highest rank the kernels' fixed-size index arrays hold.
-pub(crate) const MAX_RANK: usize = 8;
+pub const MAX_RANK: usize = 8;
 
 /// The broadcast of two inference shapes (a dim of -1 is unknown), or an error naming both.
-pub(crate) fn broadcast_shapes(op: &str, a: &[i64], b: &[i64]) -> KernelResult<Vec<i64>> {
+pub fn broadcast_shapes(op: &str, a: &[i64], b: &[i64]) -> KernelResult<Vec<i64>> {
     let rank = a.len().max(b.len());
     let dim = |shape: &[i64], i: usize| (i + shape.len()).checked_sub(rank).map_or(1, |j| shape[j]);
     (0..rank)
@@ -28,7 +28,7 @@ pub(crate) fn broadcast_shapes(op: &str, a: &[i64], b: &[i64]) -> KernelResult<V
 }
 
 /// The broadcast of two known shapes into a fixed array, for kernels.
-pub(crate) fn broadcast_dims(op: &str, a: &[usize], b: &[usize]) -> KernelResult<Dims> {
+pub fn broadcast_dims(op: &str, a: &[usize], b: &[usize]) -> KernelResult<Dims> {
     let rank = a.len().max(b.len());
     crate::check::check_rank(op, rank)?;
     let mut out = Dims {
@@ -55,13 +55,13 @@ pub(crate) fn broadcast_dims(op: &str, a: &[usize], b: &[usize]) -> KernelResult
 
 /// A shape of rank ≤ [`MAX_RANK`] without heap allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Dims {
+pub struct Dims {
     rank: usize,
     dims: [usize; MAX_RANK],
 }
 
 impl Dims {
-    pub(crate) fn as_slice(&self) -> &[usize] {
+    pub fn as_slice(&self) -> &[usize] {
         &self.dims[..self.rank]
     }
 }
@@ -69,7 +69,7 @@ impl Dims {
 /// How to walk an output of some shape and `N` operands broadcast (or permuted) into it:
 /// collapsed dims and each operand's element strides (0 along broadcast dims).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Plan<const N: usize> {
+pub struct Plan<const N: usize> {
     /// At least 1 after [`Plan::collapse`]; the last dim is the run length.
     rank: usize,
     dims: [usize; MAX_RANK],
@@ -79,11 +79,7 @@ pub(crate) struct Plan<const N: usize> {
 impl<const N: usize> Plan<N> {
     /// A plan for operands broadcast into `out` (their shapes aligned at the right, each dim
     /// equal to the output's or 1), collapsed.
-    pub(crate) fn broadcast(
-        op: &str,
-        out: &[usize],
-        operands: [&[usize]; N],
-    ) -> KernelResult<Self> {
+    pub fn broadcast(op: &str, out: &[usize], operands: [&[usize]; N]) -> KernelResult<Self> {
         crate::check::check_rank(op, out.len())?;
         let mut strides = [[0; MAX_RANK]; N];
         for (k, shape) in operands.iter().enumerate() {
@@ -120,7 +116,7 @@ impl<const N: usize> Plan<N> {
 
     /// A plan with explicit operand strides (one per output dim), collapsed. `out.len()` must
     /// be at most [`MAX_RANK`].
-    pub(crate) fn with_strides(out: &[usize], strides: [[usize; MAX_RANK]; N]) -> Self {
+    pub fn with_strides(out: &[usize], strides: [[usize; MAX_RANK]; N]) -> Self {
         let mut dims = [1; MAX_RANK];
         dims[..out.len()].copy_from_slice(out);
         let mut plan = Plan {
@@ -164,7 +160,7 @@ impl<const N: usize> Plan<N> {
     }
 
     /// The operands' strides along the innermost (run) dim.
-    pub(crate) fn run_strides(&self) -> [usize; N] {
+    pub fn run_strides(&self) -> [usize; N] {
         let mut out = [0; N];
         for (k, s) in out.iter_mut().enumerate() {
             *s = self.strides[k][self.rank - 1];
@@ -174,7 +170,7 @@ impl<const N: usize> Plan<N> {
 
     /// Calls `f(output_start, len, operand_starts)` for the contiguous runs of output that cover
     /// `elements` in order; along a run operand `k` advances by `run_strides()[k]`.
-    pub(crate) fn for_each_run(
+    pub fn for_each_run(
         &self,
         elements: Range<usize>,
         mut f: impl FnMut(usize, usize, [usize; N]),
@@ -224,7 +220,7 @@ impl<const N: usize> Plan<N> {
     }
 
     /// Operand offsets of output element `element` (its flat row-major index).
-    pub(crate) fn offsets(&self, element: usize) -> [usize; N] {
+    pub fn offsets(&self, element: usize) -> [usize; N] {
         let mut offsets = [0; N];
         let mut rest = element;
         for d in (0..self.rank).rev() {

@@ -5,7 +5,7 @@ use opal_plugin_api::{infer::InferTensor, DType, KernelError, KernelResult};
 use std::fmt;
 
 /// A shape as messages print it: `[2,3]`, with unknown dims (negative) as `?`.
-pub(crate) struct Shape<'a, T>(pub(crate) &'a [T]);
+pub struct Shape<'a, T>(pub &'a [T]);
 
 impl<T: Copy + TryInto<i64>> fmt::Display for Shape<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -24,12 +24,12 @@ impl<T: Copy + TryInto<i64>> fmt::Display for Shape<'_, T> {
 }
 
 /// An error prefixed with the operator's name.
-pub(crate) fn error(op: &str, message: impl fmt::Display) -> KernelError {
+pub fn error(op: &str, message: impl fmt::Display) -> KernelError {
     KernelError::new(format!("{op}: {message}"))
 }
 
 /// Fails unless input `index` has dtype f32.
-pub(crate) fn expect_f32(op: &str, index: usize, input: &InferTensor<'_>) -> KernelResult<()> {
+pub fn expect_f32(op: &str, index: usize, input: &InferTensor<'_>) -> KernelResult<()> {
     if input.dtype != DType::F32 {
         return Err(error(
             op,
@@ -43,14 +43,14 @@ pub(crate) fn expect_f32(op: &str, index: usize, input: &InferTensor<'_>) -> Ker
 }
 
 /// Fails if a tensor of this dtype has no fixed element size (strings, unknown types).
-pub(crate) fn expect_fixed_size(op: &str, dtype: DType) -> KernelResult<usize> {
+pub fn expect_fixed_size(op: &str, dtype: DType) -> KernelResult<usize> {
     dtype
         .size()
         .ok_or_else(|| error(op, format_args!("dtype {dtype} has no fixed element size")))
 }
 
 /// Fails if `rank` exceeds what the kernels' fixed-size index arrays hold.
-pub(crate) fn check_rank(op: &str, rank: usize) -> KernelResult<()> {
+pub fn check_rank(op: &str, rank: usize) -> KernelResult<()> {
     if rank > MAX_RANK {
         return Err(error(
             op,
@@ -61,7 +61,7 @@ pub(crate) fn check_rank(op: &str, rank: usize) -> KernelResult<()> {
 }
 
 /// `axis` (which may count from the end) as an index into `0..bound`.
-pub(crate) fn normalize_axis(op: &str, axis: i64, bound: usize) -> KernelResult<usize> {
+pub fn normalize_axis(op: &str, axis: i64, bound: usize) -> KernelResult<usize> {
     let bound_i = bound as i64;
     let normalized = if axis < 0 { axis + bound_i } else { axis };
     if (0..bound_i).contains(&normalized) {

@@ -6,16 +6,23 @@ use opal_plugin_api::KernelContext;
 use std::sync::Mutex;
 
 /// The most pieces one kernel call splits its work into.
-pub(crate) const MAX_TASKS: usize = 64;
+pub const MAX_TASKS: usize = 64;
 
 /// Up to [`MAX_TASKS`] pieces of work, each run once by [`Tasks::run`].
-pub(crate) struct Tasks<T> {
+pub struct Tasks<T> {
     slots: [Mutex<Option<T>>; MAX_TASKS],
     len: usize,
 }
 
+impl<T: Send> Default for Tasks<T> {
+    fn default() -> Self {
+        Tasks::new()
+    }
+}
+
 impl<T: Send> Tasks<T> {
-    pub(crate) fn new() -> Self {
+    /// No pieces yet.
+    pub fn new() -> Self {
         Tasks {
             slots: std::array::from_fn(|_| Mutex::new(None)),
             len: 0,
@@ -23,7 +30,7 @@ impl<T: Send> Tasks<T> {
     }
 
     /// Adds a piece. Panics beyond [`MAX_TASKS`] (callers size their split with [`task_count`]).
-    pub(crate) fn push(&mut self, task: T) {
+    pub fn push(&mut self, task: T) {
         let slot = self.slots[self.len]
             .get_mut()
             .unwrap_or_else(|e| e.into_inner());
@@ -32,7 +39,7 @@ impl<T: Send> Tasks<T> {
     }
 
     /// Runs `f` on every piece, on the host's threads when there are several pieces.
-    pub(crate) fn run(mut self, cx: &KernelContext<'_>, f: impl Fn(T) + Sync) {
+    pub fn run(mut self, cx: &KernelContext<'_>, f: impl Fn(T) + Sync) {
         if self.len <= 1 {
             if let Some(task) = self.slots[0]
                 .get_mut()
@@ -57,7 +64,7 @@ impl<T: Send> Tasks<T> {
 
 /// How many pieces to split `work` units into so that each has at least `grain` units: one per
 /// host thread at most, and one when the host has a single thread.
-pub(crate) fn task_count(cx: &KernelContext<'_>, work: usize, grain: usize) -> usize {
+pub fn task_count(cx: &KernelContext<'_>, work: usize, grain: usize) -> usize {
     let threads = cx.threads().clamp(1, MAX_TASKS);
     (work / grain.max(1)).clamp(1, threads)
 }
@@ -65,7 +72,7 @@ pub(crate) fn task_count(cx: &KernelContext<'_>, work: usize, grain: usize) -> u
 /// Runs `f(first_index, chunk)` over consecutive chunks of `data` covering all of it, each a
 /// multiple of `granule` elements (but the last) and, when split at all, at least `grain`
 /// elements; in parallel when the host lends several threads.
-pub(crate) fn for_each_chunk<T: Send>(
+pub fn for_each_chunk<T: Send>(
     cx: &KernelContext<'_>,
     data: &mut [T],
     granule: usize,

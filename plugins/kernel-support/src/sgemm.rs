@@ -28,10 +28,10 @@ const PARALLEL_GRAIN: usize = 1 << 18;
 /// A strided matrix operand: element `(i, j)` is `data[offset + i * row_stride + j * col_stride]`,
 /// where `offset` is the batch's.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Operand<'a> {
-    pub(crate) data: &'a [f32],
-    pub(crate) row_stride: usize,
-    pub(crate) col_stride: usize,
+pub struct Operand<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+    pub col_stride: usize,
 }
 
 impl Operand<'_> {
@@ -42,28 +42,28 @@ impl Operand<'_> {
 
 /// A batch of products `C[b] = alpha * A[b] * B[b] + beta * C[b]`, `A[b]` of `m x k` and `B[b]`
 /// of `k x n`; `C` is `batches` row-major `m x n` matrices back to back.
-pub(crate) struct Product<'a> {
-    pub(crate) m: usize,
-    pub(crate) n: usize,
-    pub(crate) k: usize,
-    pub(crate) alpha: f32,
+pub struct Product<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
     /// When 0, C is only written, never read.
-    pub(crate) beta: f32,
-    pub(crate) a: Operand<'a>,
-    pub(crate) b: Operand<'a>,
-    pub(crate) batches: usize,
+    pub beta: f32,
+    pub a: Operand<'a>,
+    pub b: Operand<'a>,
+    pub batches: usize,
     /// The offsets of batch `b`'s A and B in their data.
-    pub(crate) batch_offsets: &'a (dyn Fn(usize) -> (usize, usize) + Sync),
+    pub batch_offsets: &'a (dyn Fn(usize) -> (usize, usize) + Sync),
 }
 
 /// The offsets of a single product: zero.
-pub(crate) fn single_batch(_: usize) -> (usize, usize) {
+pub fn single_batch(_: usize) -> (usize, usize) {
     (0, 0)
 }
 
 /// Computes `product` into `c` (`batches * m * n` elements), with packing buffers from the
 /// host's scratch, on the host's threads when the work is large.
-pub(crate) fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelResult<()> {
+pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelResult<()> {
     let rows = p.batches * p.m;
     debug_assert_eq!(c.len(), rows * p.n);
     if c.is_empty() {
@@ -300,58 +300,13 @@ fn store(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::testutil::{reference, values};
     use opal_plugin_api::{
         testing::{assert_close, OwnedTensor, TestHost},
         Operator,
     };
-
-    /// Deterministic values in [-1, 1).
-    pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
-
-    /// `alpha * op(A) * op(B) + beta * C` in f64, the slow way.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn reference(
-        m: usize,
-        n: usize,
-        k: usize,
-        alpha: f32,
-        a: &[f32],
-        a_strides: (usize, usize),
-        b: &[f32],
-        b_strides: (usize, usize),
-        beta: f32,
-        c: &[f32],
-    ) -> Vec<f32> {
-        let mut out = vec![0.0; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                let mut sum = 0.0f64;
-                for p in 0..k {
-                    sum += a[i * a_strides.0 + p * a_strides.1] as f64
-                        * b[p * b_strides.0 + j * b_strides.1] as f64;
-                }
-                let c = if beta == 0.0 {
-                    0.0
-                } else {
-                    beta as f64 * c[i * n + j] as f64
-                };
-                out[i * n + j] = (alpha as f64 * sum + c) as f32;
-            }
-        }
-        out
-    }
 
     /// Runs one product through `sgemm` inside a kernel call. Inputs: A, B, C (all flat), and
     /// a 1-D tensor `[m, n, k, trans_a, trans_b]` as f32; attributes alpha and beta.
