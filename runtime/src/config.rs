@@ -103,6 +103,8 @@ pub struct ModelSpec {
     pub path: PathBuf,
     /// Values for symbolic dims of the model's inputs.
     pub dims: BTreeMap<String, usize>,
+    /// Whole shapes for inputs, by name, where the model leaves dims unnamed or unknown.
+    pub shapes: BTreeMap<String, Vec<usize>>,
 }
 
 /// `[run]`: what `opal run` does without arguments.
@@ -157,6 +159,8 @@ struct RawModel {
     path: String,
     #[serde(default)]
     dims: BTreeMap<String, usize>,
+    #[serde(default)]
+    shapes: BTreeMap<String, Vec<usize>>,
 }
 
 /// A deployment file that cannot be used.
@@ -246,6 +250,7 @@ impl Deployment {
                     path: normalize(&dir.join(&m.path)),
                     name: m.name,
                     dims: m.dims,
+                    shapes: m.shapes,
                 })
                 .collect(),
             run: raw.run,

@@ -26,6 +26,8 @@ pub struct Session {
     model: Arc<Model>,
     /// Values of symbolic input dims.
     dims: BTreeMap<String, usize>,
+    /// Whole input shapes by input name, overriding what the model declares.
+    shapes: BTreeMap<String, Vec<usize>>,
     state: Option<RunState>,
 }
 
@@ -35,8 +37,15 @@ impl Session {
             engine,
             model,
             dims,
+            shapes: BTreeMap::new(),
             state: None,
         }
+    }
+
+    /// Gives inputs whole shapes (by input name), for models that leave dims unnamed.
+    pub fn with_shapes(mut self, shapes: BTreeMap<String, Vec<usize>>) -> Self {
+        self.shapes = shapes;
+        self
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -63,6 +72,16 @@ impl Session {
                 let dtype = value
                     .dtype
                     .ok_or_else(|| error(format!("input '{}' declares no dtype", value.name)))?;
+                if let Some(shape) = self.shapes.get(&value.name) {
+                    let declared = value.shape.as_ref().map_or(shape.len(), Vec::len);
+                    if declared != shape.len() {
+                        return Err(error(format!(
+                            "input '{}' has rank {declared}, but the shape given for it is {shape:?}",
+                            value.name
+                        )));
+                    }
+                    return Ok((dtype, Shape::from_slice(shape)));
+                }
                 let dims = value
                     .shape
                     .as_ref()
@@ -78,7 +97,7 @@ impl Session {
                             ))
                         }),
                         Dim::Unknown => Err(error(format!(
-                            "input '{}' has a dim of unknown size; pass an input",
+                            "input '{}' has a dim of unknown size; pass an input or give its shape (shapes in the deployment)",
                             value.name
                         ))),
                     })

@@ -1,6 +1,8 @@
 //! opal integration tests, one binary with a module per area.
 
+mod bad_models;
 mod cli;
+mod conformance;
 mod example_plugin;
 mod models;
 mod plugin_loading;

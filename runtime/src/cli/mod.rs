@@ -1,8 +1,11 @@
 //! The command line: argument parsing and one module per subcommand.
 
+mod bench;
 mod check;
+mod inspect;
 mod plugins;
 mod run;
+mod setup;
 
 use clap::{Parser, Subcommand};
 use opal_runtime::Deployment;
@@ -24,6 +27,10 @@ enum Command {
     Run(run::Args),
     /// Run ONNX backend-test cases and compare their outputs with the references.
     Check(check::Args),
+    /// Time a model: latency percentiles, heap allocations per run, peak memory.
+    Bench(bench::Args),
+    /// Show a model's inputs, outputs, opsets and operators, and which plugin serves each.
+    Inspect(inspect::Args),
 }
 
 pub(crate) fn main() -> ExitCode {
@@ -32,6 +39,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Plugins(args) => plugins::main(args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run::main(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check::main(args),
+        Command::Bench(args) => bench::main(args).map(|()| ExitCode::SUCCESS),
+        Command::Inspect(args) => inspect::main(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

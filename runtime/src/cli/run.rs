@@ -1,25 +1,23 @@
-//! `opal run`: run a model (the deployment's default without arguments) several times on
-//! synthetic inputs, then print its outputs, timings, heap allocations per run after warm-up,
-//! and the seed's statistics block.
+//! `opal run`: run a model (the deployment's default without arguments) several times on given
+//! or synthetic inputs, then print its outputs, timings, heap allocations per run after
+//! warm-up, and the seed's statistics block — or all of it as one JSON object.
 
+use super::setup::{allocations, ModelArgs, Prepared};
 use anyhow::Context;
-use opal_runtime::{
-    config::ModelSpec, memory::heap_allocations, synthetic::synthetic_tensor, Engine, Session,
-    Tensor, TensorRef,
-};
-use std::{collections::BTreeMap, io::Write as _, path::PathBuf, time::Instant};
+use opal_runtime::{tensor_file::write_npy, TensorRef};
+use serde_json::json;
+use std::{io::Write as _, path::PathBuf, time::Instant};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// An .onnx file, or the name of a model in the deployment; the deployment's default model
-    /// when absent.
-    model: Option<String>,
-    /// Deployment file; the embedded default when absent.
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Write the k-th graph output to DIR/output_<k>.npy.
     #[arg(long)]
-    config: Option<PathBuf>,
-    /// Size of a symbolic input dim, as SYMBOL=N (repeatable).
-    #[arg(long = "dim", value_parser = parse_dim)]
-    dims: Vec<(String, usize)>,
+    output_dir: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
     /// Runs measured (default: the deployment's run.iterations).
     #[arg(long)]
     iterations: Option<usize>,
@@ -28,86 +26,100 @@ pub(crate) struct Args {
     warmup: Option<usize>,
 }
 
-fn parse_dim(s: &str) -> Result<(String, usize), String> {
-    let (name, value) = s
-        .split_once('=')
-        .ok_or_else(|| format!("'{s}' is not SYMBOL=N"))?;
-    let value = value
-        .parse()
-        .map_err(|_| format!("'{value}' in '{s}' is not a non-negative integer"))?;
-    Ok((name.to_owned(), value))
-}
-
 pub(crate) fn main(args: Args) -> anyhow::Result<()> {
-    let out = &mut std::io::stdout().lock();
-    let deployment = super::deployment(args.config.as_ref())?;
-    let spec = pick_model(&deployment, args.model.as_deref())?;
-    let engine = Engine::new(&deployment)?;
-    let model = engine.load_model(&spec.path)?;
-    let mut dims = spec.dims.clone();
-    dims.extend(args.dims);
-    let mut session = Session::new(engine.clone(), model.clone(), dims);
-
-    let inputs: Vec<Tensor> = session
-        .declared_input_types()?
+    let mut prepared = Prepared::new(args.model)?;
+    let warmup = args.warmup.unwrap_or(prepared.deployment.run.warmup);
+    let iterations = args
+        .iterations
+        .unwrap_or(prepared.deployment.run.iterations)
+        .max(1);
+    let inputs = prepared
+        .inputs
         .iter()
-        .enumerate()
-        .map(|(k, (dtype, shape))| {
-            synthetic_tensor(
-                *dtype,
-                shape,
-                k as u64 + 1,
-                &engine.tracker().owner("inputs"),
-            )
-            .with_context(|| format!("cannot make a {dtype} {shape:?} input"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let views: Vec<TensorRef<'_>> = inputs.iter().map(Tensor::as_ref).collect();
-
-    let warmup = args.warmup.unwrap_or(deployment.run.warmup);
-    let iterations = args.iterations.unwrap_or(deployment.run.iterations).max(1);
+        .map(|c| c.as_ref())
+        .collect::<Vec<_>>();
+    let session = &mut prepared.session;
     for _ in 0..warmup {
-        session.run(&views)?;
+        session.run(&inputs)?;
     }
     let mut times = Vec::with_capacity(iterations);
-    let host_before = heap_allocations();
-    let plugins_before = plugin_heap_allocations(&engine);
+    let (host_before, plugins_before) = allocations(&prepared.engine);
     for _ in 0..iterations {
         let start = Instant::now();
-        session.run(&views)?;
+        session.run(&inputs)?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
-    let host_allocations = heap_allocations() - host_before;
-    let plugin_allocations = plugin_heap_allocations(&engine) - plugins_before;
-
-    let plan = session.plan().context("a run compiles a plan")?.clone();
-    let mapped: usize = model
-        .constants
-        .values()
-        .filter(|c| c.is_mapped())
-        .map(|c| c.bytes().len())
-        .sum();
-    let copied: usize = model
-        .constants
-        .values()
-        .filter(|c| !c.is_mapped())
-        .map(|c| c.bytes().len())
-        .sum();
-    writeln!(out, "Deployment: {}", deployment.source.display())?;
+    let (host_after, plugins_after) = allocations(&prepared.engine);
+    let (host, plugins) = (host_after - host_before, plugins_after - plugins_before);
+    times.sort_by(f64::total_cmp);
+    let state = session.run(&inputs)?;
+    let model = &prepared.model;
+    let outputs: Vec<(String, TensorRef<'_>)> = state
+        .outputs()
+        .enumerate()
+        .map(|(k, t)| (model.value_name(model.outputs[k]).to_owned(), t))
+        .collect();
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (k, (_, t)) in outputs.iter().enumerate() {
+            write_npy(&dir.join(format!("output_{k}.npy")), *t).map_err(anyhow::Error::msg)?;
+        }
+    }
+    let plan = state.plan().clone();
+    let report = prepared.engine.report();
+    let out = &mut std::io::stdout().lock();
+    let per_run = (host + plugins) / iterations as u64;
+    if args.json {
+        let value = json!({
+            "model": prepared.spec.name,
+            "path": prepared.spec.path,
+            "iterations": iterations,
+            "warmup": warmup,
+            "median_ms": times[times.len() / 2],
+            "min_ms": times[0],
+            "allocations_per_run": per_run,
+            "outputs": outputs.iter().map(|(name, t)| summary_json(name, t)).collect::<Vec<_>>(),
+            "memory": {
+                "current_bytes": report.current_bytes,
+                "peak_bytes": report.peak_bytes,
+                "pooled_tensors": report.pool.pooled_tensors,
+                "pool_hit_rate": report.pool.hit_rate(),
+                "active_operators": report.active_operators,
+            },
+        });
+        writeln!(out, "{value}")?;
+        return Ok(());
+    }
+    let weights = |mapped: bool| -> usize {
+        model
+            .constants
+            .values()
+            .filter(|c| c.is_mapped() == mapped)
+            .map(|c| c.bytes().len())
+            .sum()
+    };
+    writeln!(out, "Deployment: {}", prepared.deployment.source.display())?;
     writeln!(
         out,
         "Model: {} ({}): {} nodes, {} kernel calls per run, {} folded into constants",
-        spec.name,
-        spec.path.display(),
+        prepared.spec.name,
+        prepared.spec.path.display(),
         model.nodes.len(),
         plan.steps().len(),
         plan.folded_nodes()
     )?;
     writeln!(
         out,
-        "Weights: {mapped} bytes used in place from the mapped file, {copied} bytes decoded into host memory"
+        "Weights: {} bytes used in place from the mapped file, {} bytes decoded into host memory",
+        weights(true),
+        weights(false)
     )?;
-    times.sort_by(f64::total_cmp);
+    writeln!(
+        out,
+        "Intermediates: a slab of {} bytes (liveness lower bound {} bytes)",
+        plan.slab_bytes(),
+        plan.liveness_lower_bound()
+    )?;
     writeln!(
         out,
         "Ran {iterations} iterations after {warmup} warm-up: median {:.3} ms, min {:.3} ms, max {:.3} ms",
@@ -117,70 +129,51 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "Heap allocations per run after warm-up: {} (host {host_allocations}, plugins {plugin_allocations}, over {iterations} runs)",
-        (host_allocations + plugin_allocations) / iterations as u64
+        "Heap allocations per run after warm-up: {per_run} (host {host}, plugins {plugins}, over {iterations} runs)"
     )?;
-    let state = session.run(&views)?;
-    for (k, output) in state.outputs().enumerate() {
-        let name = model.value_name(model.outputs[k]);
-        writeln!(out, "Output '{name}': {}", summarize(&output))?;
+    for (name, t) in &outputs {
+        writeln!(out, "Output '{name}': {}", summarize(t))?;
     }
     writeln!(out)?;
-    write!(out, "{}", engine.report())?;
+    write!(out, "{report}")?;
     Ok(())
 }
 
-/// The deployment's model named `wanted`, or an ad-hoc entry for an .onnx path.
-fn pick_model(
-    deployment: &opal_runtime::Deployment,
-    wanted: Option<&str>,
-) -> anyhow::Result<ModelSpec> {
-    match wanted {
-        None => deployment.default_model().cloned().with_context(|| {
-            format!(
-                "deployment {} declares no model; give one: opal run MODEL.onnx",
-                deployment.source.display()
-            )
-        }),
-        Some(name) => match deployment.model(name) {
-            Some(spec) => Ok(spec.clone()),
-            None if name.ends_with(".onnx") || std::path::Path::new(name).exists() => {
-                Ok(ModelSpec {
-                    name: name.to_owned(),
-                    path: PathBuf::from(name),
-                    dims: BTreeMap::new(),
-                })
-            }
-            None => anyhow::bail!(
-                "'{name}' is neither an .onnx file nor a model of deployment {}",
-                deployment.source.display()
-            ),
-        },
-    }
-}
-
-fn plugin_heap_allocations(engine: &Engine) -> u64 {
-    engine
-        .registry()
-        .plugins()
-        .iter()
-        .filter_map(|p| p.own_heap_allocations())
-        .sum()
+/// Sum, min and max of a tensor's elements as f64, if it is a float tensor.
+fn float_stats(t: &TensorRef<'_>) -> Option<(f64, f64, f64)> {
+    let values: Vec<f64> = match t.dtype {
+        opal_plugin_api::DType::F32 => t.as_slice::<f32>()?.iter().map(|&v| f64::from(v)).collect(),
+        opal_plugin_api::DType::F64 => t.as_slice::<f64>()?.to_vec(),
+        _ => return None,
+    };
+    let sum = values.iter().sum();
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((sum, min, max))
 }
 
 /// `f32 [1, 10]: sum …, min …, max …, first [...]`.
 fn summarize(t: &TensorRef<'_>) -> String {
     let head = format!("{} {:?}", t.dtype, t.shape);
-    let Some(values) = t.as_slice::<f32>() else {
+    let (Some((sum, min, max)), Some(values)) = (float_stats(t), t.as_slice::<f32>()) else {
         return format!("{head}, {} bytes", t.data.len());
     };
-    let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
-    let min = values.iter().copied().fold(f32::INFINITY, f32::min);
-    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let first: Vec<String> = values.iter().take(6).map(|v| format!("{v:.5}")).collect();
     format!(
         "{head}: sum {sum:.5}, min {min:.5}, max {max:.5}, first [{}{}]",
         first.join(", "),
         if values.len() > 6 { ", …" } else { "" }
     )
+}
+
+fn summary_json(name: &str, t: &TensorRef<'_>) -> serde_json::Value {
+    let stats = float_stats(t);
+    json!({
+        "name": name,
+        "dtype": t.dtype.name(),
+        "shape": t.shape,
+        "sum": stats.map(|s| s.0),
+        "min": stats.map(|s| s.1),
+        "max": stats.map(|s| s.2),
+    })
 }

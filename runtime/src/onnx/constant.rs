@@ -5,7 +5,7 @@
 use super::proto::TensorProto;
 use crate::{
     memory::{AlignedBuffer, Owner},
-    tensor::{byte_size, Shape, TensorRef},
+    tensor::{byte_size, Shape, Tensor, TensorRef},
 };
 use bytes::Bytes;
 use opal_plugin_api::DType;
@@ -25,6 +25,18 @@ pub struct Constant {
     pub dtype: DType,
     pub shape: Shape,
     pub data: ConstantData,
+}
+
+impl From<Tensor> for Constant {
+    /// A constant taking over a host tensor's memory.
+    fn from(tensor: Tensor) -> Self {
+        let (dtype, shape, data) = tensor.into_parts();
+        Constant {
+            dtype,
+            shape,
+            data: ConstantData::Owned(data),
+        }
+    }
 }
 
 impl Constant {

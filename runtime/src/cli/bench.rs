@@ -1,0 +1,95 @@
+//! `opal bench`: times a model over many runs after warm-up and reports latency percentiles,
+//! heap allocations per run, and memory: peak bytes, the intermediates' slab and its liveness
+//! lower bound.
+
+use super::setup::{allocations, ModelArgs, Prepared};
+use serde_json::json;
+use std::{io::Write as _, time::Instant};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Runs before the measured ones.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Runs measured.
+    #[arg(long, default_value_t = 20)]
+    iterations: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn main(args: Args) -> anyhow::Result<()> {
+    let threads = args.model.threads;
+    let mut prepared = Prepared::new(args.model)?;
+    let iterations = args.iterations.max(1);
+    let inputs = prepared
+        .inputs
+        .iter()
+        .map(|c| c.as_ref())
+        .collect::<Vec<_>>();
+    let session = &mut prepared.session;
+    let load_start = Instant::now();
+    session.run(&inputs)?;
+    let first_run_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    for _ in 1..args.warmup {
+        session.run(&inputs)?;
+    }
+    let mut times = Vec::with_capacity(iterations);
+    let (host_before, plugins_before) = allocations(&prepared.engine);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        session.run(&inputs)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let (host_after, plugins_after) = allocations(&prepared.engine);
+    let allocations_per_run =
+        (host_after - host_before + plugins_after - plugins_before) as f64 / iterations as f64;
+    times.sort_by(f64::total_cmp);
+    let percentile = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    let plan = session.plan().expect("a run compiles a plan").clone();
+    let report = prepared.engine.report();
+    let threads = threads.unwrap_or(prepared.deployment.engine.threads);
+    let out = &mut std::io::stdout().lock();
+    if args.json {
+        let value = json!({
+            "model": prepared.spec.name,
+            "threads": threads,
+            "iterations": iterations,
+            "median_ms": percentile(0.5),
+            "p90_ms": percentile(0.9),
+            "min_ms": times[0],
+            "mean_ms": times.iter().sum::<f64>() / times.len() as f64,
+            "first_run_ms": first_run_ms,
+            "allocations_per_run": allocations_per_run,
+            "peak_bytes": report.peak_bytes,
+            "slab_bytes": plan.slab_bytes(),
+            "liveness_lower_bound_bytes": plan.liveness_lower_bound(),
+            "kernel_calls": plan.steps().len(),
+        });
+        writeln!(out, "{value}")?;
+    } else {
+        writeln!(
+            out,
+            "{}: {iterations} runs on {threads} thread(s): median {:.3} ms, p90 {:.3} ms, min {:.3} ms",
+            prepared.spec.name,
+            percentile(0.5),
+            percentile(0.9),
+            times[0]
+        )?;
+        writeln!(
+            out,
+            "Heap allocations per run after warm-up: {allocations_per_run}"
+        )?;
+        writeln!(
+            out,
+            "Peak {} bytes; intermediates' slab {} bytes, liveness lower bound {} bytes",
+            report.peak_bytes,
+            plan.slab_bytes(),
+            plan.liveness_lower_bound()
+        )?;
+    }
+    Ok(())
+}

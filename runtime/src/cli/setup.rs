@@ -1,0 +1,142 @@
+//! What `opal run` and `opal bench` share: picking the model (a file or a deployment's model),
+//! building the engine with the thread count asked for, and reading or generating inputs.
+
+use anyhow::{bail, Context};
+use opal_runtime::{
+    config::ModelSpec,
+    onnx::{Constant, Model},
+    synthetic::synthetic_tensor,
+    tensor_file::read_tensor,
+    Deployment, Engine, Session,
+};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+
+/// Options that say which model to run on what.
+#[derive(clap::Args)]
+pub(crate) struct ModelArgs {
+    /// An .onnx file, or the name of a model in the deployment; the deployment's default model
+    /// when absent.
+    pub(crate) model: Option<String>,
+    /// Deployment file; the embedded default when absent.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// An input from a .npy or ONNX TensorProto .pb file, as NAME=PATH (repeatable); inputs not
+    /// given are generated from their declared shapes.
+    #[arg(long = "input", value_parser = parse_pair::<PathBuf>)]
+    pub(crate) inputs: Vec<(String, PathBuf)>,
+    /// The size of a symbolic input dim, as SYMBOL=N (repeatable).
+    #[arg(long = "dim", value_parser = parse_pair::<usize>)]
+    pub(crate) dims: Vec<(String, usize)>,
+    /// Threads kernels may use (default: the deployment's engine.threads).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+}
+
+fn parse_pair<T: std::str::FromStr>(s: &str) -> Result<(String, T), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=VALUE"))?;
+    let value = value
+        .parse()
+        .map_err(|_| format!("'{value}' in '{s}' is not a valid value"))?;
+    Ok((name.to_owned(), value))
+}
+
+/// A model loaded on an engine, with its inputs ready.
+pub(crate) struct Prepared {
+    pub(crate) deployment: Deployment,
+    pub(crate) spec: ModelSpec,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) model: Arc<Model>,
+    pub(crate) session: Session,
+    pub(crate) inputs: Vec<Constant>,
+}
+
+impl Prepared {
+    pub(crate) fn new(args: ModelArgs) -> anyhow::Result<Self> {
+        let mut deployment = super::deployment(args.config.as_ref())?;
+        if let Some(threads) = args.threads {
+            anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+            deployment.engine.threads = threads;
+        }
+        let spec = pick_model(&deployment, args.model.as_deref())?;
+        let engine = Engine::new(&deployment)?;
+        let model = engine.load_model(&spec.path)?;
+        let mut dims = spec.dims.clone();
+        dims.extend(args.dims);
+        let session =
+            Session::new(engine.clone(), model.clone(), dims).with_shapes(spec.shapes.clone());
+        let declared = session.declared_input_types();
+        let owner = engine.tracker().owner("inputs");
+        let mut given: BTreeMap<String, PathBuf> = args.inputs.into_iter().collect();
+        let mut inputs = Vec::with_capacity(model.inputs.len());
+        for (k, &id) in model.inputs.iter().enumerate() {
+            let name = model.value_name(id);
+            let tensor = match given.remove(name) {
+                Some(path) => read_tensor(&path, &owner).map_err(anyhow::Error::msg)?,
+                None => {
+                    let types = declared.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let (dtype, shape) = &types[k];
+                    synthetic_tensor(*dtype, shape, k as u64 + 1, &owner)
+                        .with_context(|| format!("cannot make a {dtype} {shape:?} input '{name}'"))?
+                        .into()
+                }
+            };
+            inputs.push(tensor);
+        }
+        if let Some(name) = given.keys().next() {
+            let names: Vec<&str> = model
+                .inputs
+                .iter()
+                .map(|&id| model.value_name(id))
+                .collect();
+            bail!("the model has no input '{name}'; its inputs are {names:?}");
+        }
+        Ok(Prepared {
+            deployment,
+            spec,
+            engine,
+            model,
+            session,
+            inputs,
+        })
+    }
+}
+
+/// Heap allocations made so far by the process and by every plugin's own allocator.
+pub(crate) fn allocations(engine: &Engine) -> (u64, u64) {
+    let plugins = engine
+        .registry()
+        .plugins()
+        .iter()
+        .filter_map(|p| p.own_heap_allocations())
+        .sum();
+    (opal_runtime::memory::heap_allocations(), plugins)
+}
+
+/// The deployment's model named `wanted`, or an ad-hoc entry for an .onnx path.
+fn pick_model(deployment: &Deployment, wanted: Option<&str>) -> anyhow::Result<ModelSpec> {
+    match wanted {
+        None => deployment.default_model().cloned().with_context(|| {
+            format!(
+                "deployment {} declares no model; give one: opal run MODEL.onnx",
+                deployment.source.display()
+            )
+        }),
+        Some(name) => match deployment.model(name) {
+            Some(spec) => Ok(spec.clone()),
+            None if name.ends_with(".onnx") || std::path::Path::new(name).exists() => {
+                Ok(ModelSpec {
+                    name: name.to_owned(),
+                    path: PathBuf::from(name),
+                    dims: BTreeMap::new(),
+                    shapes: BTreeMap::new(),
+                })
+            }
+            None => bail!(
+                "'{name}' is neither an .onnx file nor a model of deployment {}",
+                deployment.source.display()
+            ),
+        },
+    }
+}

@@ -1,0 +1,122 @@
+//! The scoreboard: the ONNX backend node cases, the light model zoo and three real models, run
+//! through `opal check` on the test data `tests/data/prepare.py` writes (tests/run.sh makes it).
+//! Every node case on `tests/conformance/expected-pass.txt` must pass; the list only grows.
+
+use opal_tests::{opal_binary, workspace_root};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// The prepared test data (`$OPAL_TEST_DATA`, or `.cache/data` in the workspace).
+fn data_dir(kind: &str) -> PathBuf {
+    let root = std::env::var_os("OPAL_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".cache/data"));
+    let dir = root.join(kind);
+    assert!(
+        dir.join(".complete").is_file(),
+        "{} is not prepared: run tests/run.sh, which makes the Python venv and the test data \
+         (or: python tests/data/prepare.py {})",
+        dir.display(),
+        root.display()
+    );
+    dir
+}
+
+/// Runs `opal check` on every case directory under `dir`; returns (passed, failed lines).
+fn check_all(dir: &Path) -> (BTreeSet<String>, Vec<String>) {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    let output = Command::new(opal_binary())
+        .arg("check")
+        .args(&cases)
+        .output()
+        .expect("opal runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.code().is_some(),
+        "opal check was killed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.ends_with(" failed") && last.contains(" passed, "),
+        "opal check did not finish with its summary line:\n{stdout}"
+    );
+    let passed = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("PASS "))
+        .map(str::to_owned)
+        .collect();
+    let failed = stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL "))
+        .map(str::to_owned)
+        .collect();
+    (passed, failed)
+}
+
+#[test]
+fn every_node_case_on_the_expected_list_passes() {
+    let list =
+        std::fs::read_to_string(workspace_root().join("tests/conformance/expected-pass.txt"))
+            .unwrap();
+    let expected: BTreeSet<&str> = list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let (passed, failed) = check_all(&data_dir("node"));
+    let regressions: Vec<&String> = failed
+        .iter()
+        .filter(|l| {
+            let name = l["FAIL ".len()..].split(':').next().unwrap_or_default();
+            expected.contains(name)
+        })
+        .collect();
+    let new: Vec<&String> = passed
+        .iter()
+        .filter(|c| !expected.contains(c.as_str()))
+        .collect();
+    println!(
+        "{} of {} node cases pass ({} on the expected list); {} pass but are not listed yet",
+        passed.len(),
+        passed.len() + failed.len(),
+        expected.len(),
+        new.len()
+    );
+    assert!(
+        regressions.is_empty(),
+        "cases on the expected list failed:\n{}",
+        regressions
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let missing: Vec<&&str> = expected.iter().filter(|c| !passed.contains(**c)).collect();
+    assert!(
+        missing.is_empty(),
+        "expected cases not found in the data: {missing:?}"
+    );
+}
+
+#[test]
+fn the_light_model_zoo_passes() {
+    let (passed, failed) = check_all(&data_dir("light"));
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(passed.len(), 9, "{passed:?}");
+}
+
+#[test]
+fn the_real_models_pass() {
+    let (passed, failed) = check_all(&data_dir("real"));
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(passed.len(), 3, "{passed:?}");
+}
