@@ -29,6 +29,7 @@ pub struct Deployment {
     pub operators: BTreeMap<String, String>,
     pub models: Vec<ModelSpec>,
     pub run: RunSettings,
+    pub server: ServerSettings,
 }
 
 /// `[engine]`.
@@ -87,13 +88,37 @@ fn one() -> usize {
     1
 }
 
-/// One `[[plugins]]` entry.
+/// One plugin to load (a `[[plugins]]` path, or one file of a `[[plugins]]` dir).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
     /// As written in the file.
     pub path: String,
     /// Where it resolved to.
     pub resolved: PathBuf,
+    /// Reload the plugin when its file changes (`opal serve`).
+    pub watch: bool,
+}
+
+/// `[server]`: what `opal serve` listens on and accepts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address and port, e.g. `127.0.0.1:8000`.
+    pub listen: String,
+    /// The largest request body accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// How long a request may take, in milliseconds, before it is answered with an error.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8000".to_owned(),
+            max_request_bytes: 64 << 20,
+            request_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// One `[[models]]` entry.
@@ -105,6 +130,8 @@ pub struct ModelSpec {
     pub dims: BTreeMap<String, usize>,
     /// Whole shapes for inputs, by name, where the model leaves dims unnamed or unknown.
     pub shapes: BTreeMap<String, Vec<usize>>,
+    /// Requests for this model that run at once (`opal serve`); more wait.
+    pub max_concurrent: usize,
 }
 
 /// `[run]`: what `opal run` does without arguments.
@@ -144,12 +171,19 @@ struct RawDeployment {
     models: Vec<RawModel>,
     #[serde(default)]
     run: RunSettings,
+    #[serde(default)]
+    server: ServerSettings,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlugin {
-    path: String,
+    /// A plugin file.
+    path: Option<String>,
+    /// A directory: every `.so` file in it is a plugin.
+    dir: Option<String>,
+    #[serde(default)]
+    watch: bool,
 }
 
 #[derive(Deserialize)]
@@ -161,6 +195,12 @@ struct RawModel {
     dims: BTreeMap<String, usize>,
     #[serde(default)]
     shapes: BTreeMap<String, Vec<usize>>,
+    #[serde(default = "default_concurrency")]
+    max_concurrent: usize,
+}
+
+fn default_concurrency() -> usize {
+    4
 }
 
 /// A deployment file that cannot be used.
@@ -230,18 +270,49 @@ impl Deployment {
                 )));
             }
         }
+        let mut plugins = Vec::new();
+        for (k, p) in raw.plugins.into_iter().enumerate() {
+            match (p.path, p.dir) {
+                (Some(file), None) => plugins.push(PluginSpec {
+                    resolved: resolve_plugin_path(&file, dir),
+                    path: file,
+                    watch: p.watch,
+                }),
+                (None, Some(folder)) => {
+                    let folder_path = normalize(&dir.join(&folder));
+                    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder_path)
+                        .map_err(|e| invalid(format!("plugins[{k}].dir {}: {e}", folder_path.display())))?
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|f| f.extension().is_some_and(|x| x == "so"))
+                        .collect();
+                    files.sort();
+                    plugins.extend(files.into_iter().map(|f| PluginSpec {
+                        path: f.display().to_string(),
+                        resolved: f,
+                        watch: p.watch,
+                    }));
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "plugins[{k}] must have exactly one of `path` (a plugin file) or `dir` (a directory of them)"
+                    )))
+                }
+            }
+        }
+        for m in &raw.models {
+            if m.max_concurrent == 0 {
+                return Err(invalid(format!(
+                    "models '{}': max_concurrent must be at least 1",
+                    m.name
+                )));
+            }
+        }
         Ok(Deployment {
             source: path.to_owned(),
             engine: raw.engine,
             pool: raw.pool,
-            plugins: raw
-                .plugins
-                .into_iter()
-                .map(|p| PluginSpec {
-                    resolved: resolve_plugin_path(&p.path, dir),
-                    path: p.path,
-                })
-                .collect(),
+            plugins,
             operators: raw.operators,
             models: raw
                 .models
@@ -251,9 +322,11 @@ impl Deployment {
                     name: m.name,
                     dims: m.dims,
                     shapes: m.shapes,
+                    max_concurrent: m.max_concurrent,
                 })
                 .collect(),
             run: raw.run,
+            server: raw.server,
         })
     }
 

@@ -6,10 +6,17 @@ use crate::{
     config::{opal_dtype, Deployment, EngineConfig},
     memory::{MemoryReport, MemoryTracker, Owner, OwnerReport, PoolConfig, TensorPool},
     onnx::{Model, ModelError},
-    plugin::{OperatorKey, PluginError, PluginLibrary, Registry, RegistryError},
+    plugin::{load_shadow_copy, OperatorKey, PluginError, Registry, RegistryError},
 };
 use parking_lot::RwLock;
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 /// Host-side owners every engine has, in the order the statistics block lists them.
 const HOST_OWNERS: [&str; 4] = ["tensors", "pool", "scratch", "weights"];
@@ -45,15 +52,20 @@ pub struct Engine {
     scratch: Owner,
     weights: Owner,
     registry: RwLock<Arc<Registry>>,
+    /// Bumped each time a new registry snapshot is published.
+    generation: AtomicU64,
+    /// Which plugin wins where two provide an operator, as the deployment says.
+    winners: HashMap<OperatorKey, String>,
     threads: Option<rayon::ThreadPool>,
 }
 
 impl Engine {
-    /// Loads the deployment's plugins, builds the registry, and preallocates the pool.
+    /// Loads the deployment's plugins (each through a shadow copy, so the deployed files can be
+    /// replaced while loaded), builds the registry, and preallocates the pool.
     pub fn new(deployment: &Deployment) -> Result<Arc<Self>, EngineError> {
         let mut plugins = Vec::with_capacity(deployment.plugins.len());
         for spec in &deployment.plugins {
-            plugins.push(PluginLibrary::load(&spec.resolved)?);
+            plugins.push(load_shadow_copy(&spec.resolved)?);
         }
         let winners: HashMap<OperatorKey, String> = deployment
             .operators
@@ -71,8 +83,9 @@ impl Engine {
                 deployment: deployment.source.display().to_string(),
                 source: Box::new(source),
             })?;
-        let engine =
+        let mut engine =
             Engine::with_registry(deployment.engine.clone(), pool_config(deployment), registry)?;
+        engine.winners = winners;
         for p in &deployment.pool.preallocate {
             let fail = |reason: String| EngineError::Preallocate {
                 deployment: deployment.source.display().to_string(),
@@ -122,6 +135,8 @@ impl Engine {
             scratch,
             weights,
             registry: RwLock::new(Arc::new(registry)),
+            generation: AtomicU64::new(0),
+            winners: HashMap::new(),
             threads,
         })
     }
@@ -129,6 +144,27 @@ impl Engine {
     /// The current registry snapshot; plans hold the one they were compiled with.
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.read().clone()
+    }
+
+    /// How many snapshots were published before the current one: a plan compiled under an older
+    /// generation is recompiled before its next run.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The deployment's choices of which plugin wins an operator two provide.
+    pub fn winners(&self) -> &HashMap<OperatorKey, String> {
+        &self.winners
+    }
+
+    /// Makes `registry` the current snapshot. Runs holding the old one finish with it.
+    pub fn publish(&self, registry: Arc<Registry>) {
+        let mut current = self.registry.write();
+        for plugin in registry.plugins() {
+            self.tracker.owner(&plugin_owner_name(plugin.name()));
+        }
+        *current = registry;
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Loads an ONNX model; its weights stay mapped, and what must be copied is tracked.

@@ -12,6 +12,7 @@
 pub mod compare;
 pub mod config;
 pub mod engine;
+pub mod hot_swap;
 pub mod memory;
 pub mod onnx;
 pub mod plan;

@@ -1,6 +1,7 @@
-//! The `opal` command: list plugins, run models, and (later) serve them.
+//! The `opal` command: list plugins, run, check and benchmark models, and serve them.
 
 mod cli;
+mod server;
 
 use opal_runtime::memory::CountingAllocator;
 

@@ -29,6 +29,8 @@ pub struct Session {
     /// Whole input shapes by input name, overriding what the model declares.
     shapes: BTreeMap<String, Vec<usize>>,
     state: Option<RunState>,
+    /// The engine's registry generation the state's plan was compiled under.
+    generation: u64,
 }
 
 impl Session {
@@ -39,6 +41,7 @@ impl Session {
             dims,
             shapes: BTreeMap::new(),
             state: None,
+            generation: 0,
         }
     }
 
@@ -107,17 +110,19 @@ impl Session {
             .collect()
     }
 
-    /// Runs the model on `inputs`, compiling a plan first if their shapes are new. The outputs
-    /// are read from the returned state.
+    /// Runs the model on `inputs`, compiling a plan first if their shapes are new or a new
+    /// registry snapshot was published. The outputs are read from the returned state.
     pub fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<&RunState, SessionError> {
-        let fits = self.state.as_ref().is_some_and(|s| {
-            let types = s.plan().input_types();
-            types.len() == inputs.len()
-                && types
-                    .iter()
-                    .zip(inputs)
-                    .all(|((d, s), i)| *d == i.dtype && s.as_slice() == i.shape)
-        });
+        let generation = self.engine.generation();
+        let fits = generation == self.generation
+            && self.state.as_ref().is_some_and(|s| {
+                let types = s.plan().input_types();
+                types.len() == inputs.len()
+                    && types
+                        .iter()
+                        .zip(inputs)
+                        .all(|((d, s), i)| *d == i.dtype && s.as_slice() == i.shape)
+            });
         if !fits {
             let types: Vec<(DType, Shape)> = inputs
                 .iter()
@@ -128,10 +133,17 @@ impl Session {
             }
             let plan = Arc::new(Plan::compile(&self.engine, &self.model, &types)?);
             self.state = Some(RunState::new(&self.engine, plan));
+            self.generation = generation;
         }
         let state = self.state.as_mut().expect("a state was just made");
         state.run(&self.engine, inputs)?;
         Ok(state)
+    }
+
+    /// Whether the session's plan was compiled with the engine's current registry snapshot (a
+    /// stale one still holds the libraries of replaced plugins).
+    pub fn is_current(&self) -> bool {
+        self.state.is_some() && self.generation == self.engine.generation()
     }
 
     /// The plan of the last run.

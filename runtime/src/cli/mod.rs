@@ -5,6 +5,7 @@ mod check;
 mod inspect;
 mod plugins;
 mod run;
+mod serve;
 mod setup;
 
 use clap::{Parser, Subcommand};
@@ -31,16 +32,41 @@ enum Command {
     Bench(bench::Args),
     /// Show a model's inputs, outputs, opsets and operators, and which plugin serves each.
     Inspect(inspect::Args),
+    /// Serve the deployment's models over the KServe v2 / Triton HTTP protocol.
+    Serve(serve::ServeArgs),
+    /// Ask a running server to reload a plugin from its file.
+    Reload(serve::ReloadArgs),
+    /// Deployment files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a deployment file: parse it, load its plugins and models, serve nothing.
+    Check(serve::ConfigCheckArgs),
 }
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OPAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
         Command::Plugins(args) => plugins::main(args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run::main(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check::main(args),
         Command::Bench(args) => bench::main(args).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => inspect::main(args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Reload(args) => serve::reload(args).map(|()| ExitCode::SUCCESS),
+        Command::Config(ConfigCommand::Check(args)) => {
+            serve::config_check(args).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -131,6 +131,7 @@ fn pick_model(deployment: &Deployment, wanted: Option<&str>) -> anyhow::Result<M
                     path: PathBuf::from(name),
                     dims: BTreeMap::new(),
                     shapes: BTreeMap::new(),
+                    max_concurrent: 1,
                 })
             }
             None => bail!(

@@ -76,7 +76,18 @@ impl Plan {
         model: &Arc<Model>,
         input_types: &[(DType, Shape)],
     ) -> Result<Plan, PlanError> {
-        Compiler::new(engine, model).compile(input_types)
+        Plan::compile_with(engine, model, input_types, engine.registry())
+    }
+
+    /// Compiles with the kernels of `registry` rather than the engine's current snapshot (to
+    /// try a candidate registry before it is published).
+    pub fn compile_with(
+        engine: &Engine,
+        model: &Arc<Model>,
+        input_types: &[(DType, Shape)],
+        registry: Arc<Registry>,
+    ) -> Result<Plan, PlanError> {
+        Compiler::new(engine, model, registry).compile(input_types)
     }
 }
 
@@ -91,11 +102,11 @@ struct Compiler<'e> {
 }
 
 impl<'e> Compiler<'e> {
-    fn new(engine: &'e Engine, model: &'e Arc<Model>) -> Self {
+    fn new(engine: &'e Engine, model: &'e Arc<Model>, registry: Arc<Registry>) -> Self {
         Compiler {
             engine,
             model,
-            registry: engine.registry(),
+            registry,
             known: vec![None; model.values.len()],
             constants: Vec::new(),
             slots: Vec::new(),

@@ -28,7 +28,10 @@ pub struct PluginLibrary {
     name: String,
     version: String,
     abi: (u32, u32),
+    /// The file loaded (a shadow copy when loaded through one).
     path: PathBuf,
+    /// The file the deployment names.
+    source: PathBuf,
     module: PluginModuleRef,
     operators: Vec<OperatorFns>,
     // Dropped last: everything above that points into the library is gone by then.
@@ -59,16 +62,21 @@ impl PluginLibrary {
     /// Loads the plugin at `path`: checks the descriptor, the ABI version and the module layout,
     /// then reads its name, version and operators.
     pub fn load(path: &Path) -> Result<Arc<Self>, PluginError> {
+        Self::load_as(path, path)
+    }
+
+    /// Loads the library file `path`, a copy of `source`; errors and listings name `source`.
+    pub(crate) fn load_as(path: &Path, source: &Path) -> Result<Arc<Self>, PluginError> {
         if !path.is_file() {
             return Err(PluginError::NotFound {
-                path: path.to_owned(),
+                path: source.to_owned(),
             });
         }
         // SAFETY: loading a library runs its initialisers. opal plugins are trusted code by
         // design (a deployment names them); the checks below guard against mistakes, not malice.
         let library =
             unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::NotALibrary {
-                path: path.to_owned(),
+                path: source.to_owned(),
                 reason: e.to_string(),
             })?;
         // SAFETY: the symbol, when present, is the `static PluginDescriptor` that
@@ -78,18 +86,19 @@ impl PluginLibrary {
             let symbol = library
                 .get::<*const PluginDescriptor>(DESCRIPTOR_SYMBOL)
                 .map_err(|_| PluginError::MissingDescriptor {
-                    path: path.to_owned(),
+                    path: source.to_owned(),
                 })?;
             &**symbol
         };
-        check_descriptor(path, descriptor)?;
+        check_descriptor(source, descriptor)?;
         let module = descriptor.module;
-        let operators = read_operators(path, module)?;
+        let operators = read_operators(source, module)?;
         Ok(Arc::new(PluginLibrary {
             name: module.name().as_str().to_owned(),
             version: module.version().as_str().to_owned(),
             abi: (descriptor.abi_major, descriptor.abi_minor),
             path: path.to_owned(),
+            source: source.to_owned(),
             module,
             operators,
             _library: library,
@@ -109,9 +118,14 @@ impl PluginLibrary {
         self.abi
     }
 
-    /// The file the library was loaded from.
+    /// The file the library was loaded from (a shadow copy when loaded through one).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file the deployment names, which a reload reads again.
+    pub fn source(&self) -> &Path {
+        &self.source
     }
 
     /// The plugin's operators, each holding this library loaded.

@@ -6,8 +6,10 @@ mod host_services;
 mod layout;
 mod library;
 mod registry;
+mod shadow;
 
 pub use error::PluginError;
 pub use host_services::{CallHost, HOST_VTABLE};
 pub use library::{OperatorEntry, PluginLibrary};
 pub use registry::{OperatorKey, Registry, RegistryError};
+pub use shadow::{load_shadow_copy, shadow_dir};

@@ -1,0 +1,94 @@
+//! `opal serve`, `opal reload` and `opal config check`: serving a deployment over HTTP, asking
+//! a running server to reload a plugin, and validating a deployment file without serving it.
+
+use anyhow::{bail, Context};
+use opal_runtime::{Deployment, Engine};
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::PathBuf,
+    time::Duration,
+};
+
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Deployment file; the embedded default when absent.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (default: the deployment's server.listen).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let deployment = super::deployment(args.config.as_ref())?;
+    crate::server::serve(deployment, args.listen)
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ReloadArgs {
+    /// The plugin's name.
+    name: String,
+    /// The server's address, e.g. 127.0.0.1:8000.
+    #[arg(long)]
+    server: String,
+}
+
+/// Asks the server to reload the plugin and prints its answer.
+pub(crate) fn reload(args: ReloadArgs) -> anyhow::Result<()> {
+    let address = args
+        .server
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let mut stream = TcpStream::connect(address)
+        .with_context(|| format!("cannot reach the server at {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    write!(
+        stream,
+        "POST /v2/plugins/{}/reload HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        args.name
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).unwrap_or("?").to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .trim();
+    println!("{body}");
+    if status != "200" {
+        bail!("the server refused the reload (HTTP {status})");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ConfigCheckArgs {
+    /// The deployment file.
+    file: PathBuf,
+}
+
+/// Parses the deployment, loads its plugins and models, and reports what it would serve.
+pub(crate) fn config_check(args: ConfigCheckArgs) -> anyhow::Result<()> {
+    let deployment = Deployment::from_file(&args.file)?;
+    let engine = Engine::new(&deployment)?;
+    for spec in &deployment.models {
+        engine.load_model(&spec.path).with_context(|| {
+            format!(
+                "model '{}' of deployment {}",
+                spec.name,
+                args.file.display()
+            )
+        })?;
+    }
+    let registry = engine.registry();
+    println!(
+        "{}: OK: {} plugin(s) with {} kernels, {} model(s), serving on {}",
+        args.file.display(),
+        registry.plugins().len(),
+        registry.operator_count(),
+        deployment.models.len(),
+        deployment.server.listen
+    );
+    Ok(())
+}

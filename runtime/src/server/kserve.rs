@@ -1,0 +1,209 @@
+//! The KServe v2 inference protocol as Triton speaks it over HTTP: request and response bodies,
+//! datatype names, JSON tensor data, and the binary-tensor extension (a JSON header of
+//! `Inference-Header-Content-Length` bytes followed by raw tensor bytes).
+
+use opal_plugin_api::DType;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The header that says how long the JSON part of a binary request or response is.
+pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// The protocol's name for a dtype.
+pub(crate) fn datatype_name(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::BOOL => "BOOL",
+        DType::U8 => "UINT8",
+        DType::U16 => "UINT16",
+        DType::U32 => "UINT32",
+        DType::U64 => "UINT64",
+        DType::I8 => "INT8",
+        DType::I16 => "INT16",
+        DType::I32 => "INT32",
+        DType::I64 => "INT64",
+        DType::F16 => "FP16",
+        DType::F32 => "FP32",
+        DType::F64 => "FP64",
+        DType::BF16 => "BF16",
+        _ => return None,
+    })
+}
+
+/// The dtype a protocol datatype name stands for.
+pub(crate) fn dtype_of(name: &str) -> Option<DType> {
+    (0..=16)
+        .map(DType)
+        .find(|&d| datatype_name(d) == Some(name))
+}
+
+/// An inference request's JSON part.
+#[derive(Debug, Deserialize)]
+pub(crate) struct InferRequest {
+    #[serde(default)]
+    pub(crate) id: Option<String>,
+    pub(crate) inputs: Vec<RequestInput>,
+    #[serde(default)]
+    pub(crate) outputs: Option<Vec<RequestedOutput>>,
+    #[serde(default)]
+    pub(crate) parameters: Map<String, Value>,
+}
+
+/// One input tensor of a request.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RequestInput {
+    pub(crate) name: String,
+    pub(crate) shape: Vec<i64>,
+    pub(crate) datatype: String,
+    #[serde(default)]
+    pub(crate) parameters: Map<String, Value>,
+    /// Row-major elements, flat or nested; absent when the bytes come in the binary part.
+    #[serde(default)]
+    pub(crate) data: Option<Value>,
+}
+
+/// An output the client asks for.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RequestedOutput {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) parameters: Map<String, Value>,
+}
+
+/// One output tensor of a response.
+#[derive(Debug, Serialize)]
+pub(crate) struct ResponseOutput {
+    pub(crate) name: String,
+    pub(crate) datatype: &'static str,
+    pub(crate) shape: Vec<usize>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub(crate) parameters: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) data: Option<Vec<Value>>,
+}
+
+/// An inference response's JSON part.
+#[derive(Debug, Serialize)]
+pub(crate) struct InferResponse {
+    pub(crate) model_name: String,
+    pub(crate) model_version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<String>,
+    pub(crate) outputs: Vec<ResponseOutput>,
+}
+
+/// Whether a parameter map sets `key` to true.
+pub(crate) fn flag(parameters: &Map<String, Value>, key: &str) -> bool {
+    parameters
+        .get(key)
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// Little-endian bytes of JSON `data` (flat or nested) for `count` elements of `dtype`.
+pub(crate) fn json_to_bytes(data: &Value, dtype: DType, count: usize) -> Result<Vec<u8>, String> {
+    let mut flat = Vec::with_capacity(count);
+    flatten(data, &mut flat);
+    if flat.len() != count {
+        return Err(format!(
+            "has {} elements of data, its shape needs {count}",
+            flat.len()
+        ));
+    }
+    let size = dtype.size().unwrap_or(1);
+    let mut out = Vec::with_capacity(count * size);
+    for (i, v) in flat.iter().enumerate() {
+        let bad = || {
+            format!(
+                "element {i} ({v}) is not a valid {}",
+                datatype_name(dtype).unwrap_or("value")
+            )
+        };
+        match dtype {
+            DType::BOOL => out.push(u8::from(v.as_bool().ok_or_else(bad)?)),
+            DType::F32 => out.extend((v.as_f64().ok_or_else(bad)? as f32).to_le_bytes()),
+            DType::F64 => out.extend(v.as_f64().ok_or_else(bad)?.to_le_bytes()),
+            DType::I8 | DType::I16 | DType::I32 | DType::I64 => {
+                let x = v.as_i64().ok_or_else(bad)?;
+                out.extend(&x.to_le_bytes()[..size]);
+            }
+            DType::U8 | DType::U16 | DType::U32 | DType::U64 => {
+                let x = v.as_u64().ok_or_else(bad)?;
+                out.extend(&x.to_le_bytes()[..size]);
+            }
+            other => {
+                return Err(format!(
+                    "datatype {other} cannot be sent as JSON; use binary data"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+        other => out.push(other),
+    }
+}
+
+/// JSON values of little-endian `bytes` of `dtype`.
+pub(crate) fn bytes_to_json(bytes: &[u8], dtype: DType) -> Result<Vec<Value>, String> {
+    fn each<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> Value) -> Vec<Value> {
+        bytes
+            .chunks_exact(N)
+            .map(|c| f(c.try_into().expect("chunks are N bytes")))
+            .collect()
+    }
+    Ok(match dtype {
+        DType::BOOL => bytes.iter().map(|&b| Value::Bool(b != 0)).collect(),
+        DType::F32 => each::<4>(bytes, |b| Value::from(f64::from(f32::from_le_bytes(b)))),
+        DType::F64 => each::<8>(bytes, |b| Value::from(f64::from_le_bytes(b))),
+        DType::I8 => bytes.iter().map(|&b| Value::from(b as i8)).collect(),
+        DType::I16 => each::<2>(bytes, |b| Value::from(i16::from_le_bytes(b))),
+        DType::I32 => each::<4>(bytes, |b| Value::from(i32::from_le_bytes(b))),
+        DType::I64 => each::<8>(bytes, |b| Value::from(i64::from_le_bytes(b))),
+        DType::U8 => bytes.iter().map(|&b| Value::from(b)).collect(),
+        DType::U16 => each::<2>(bytes, |b| Value::from(u16::from_le_bytes(b))),
+        DType::U32 => each::<4>(bytes, |b| Value::from(u32::from_le_bytes(b))),
+        DType::U64 => each::<8>(bytes, |b| Value::from(u64::from_le_bytes(b))),
+        other => {
+            return Err(format!(
+                "datatype {other} cannot be sent as JSON; ask for binary data"
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datatypes_round_trip() {
+        for dtype in [DType::F32, DType::I64, DType::BOOL, DType::U8, DType::F16] {
+            assert_eq!(dtype_of(datatype_name(dtype).unwrap()), Some(dtype));
+        }
+        assert_eq!(dtype_of("BYTES"), None);
+    }
+
+    #[test]
+    fn nested_json_data_flattens_row_major() {
+        let data: Value = serde_json::from_str("[[1, 2], [3, 4]]").unwrap();
+        let bytes = json_to_bytes(&data, DType::I32, 4).unwrap();
+        assert_eq!(
+            bytes_to_json(&bytes, DType::I32).unwrap(),
+            vec![
+                Value::from(1),
+                Value::from(2),
+                Value::from(3),
+                Value::from(4)
+            ]
+        );
+        let err = json_to_bytes(&data, DType::I32, 6).unwrap_err();
+        assert!(
+            err.contains("4 elements") && err.contains("needs 6"),
+            "{err}"
+        );
+    }
+}

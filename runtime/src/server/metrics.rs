@@ -1,0 +1,202 @@
+//! `/metrics`: request counts and a latency histogram per model, plugin reloads, and the
+//! engine's memory figures, in the Prometheus text format.
+
+use opal_runtime::Engine;
+use parking_lot::Mutex;
+use std::{collections::BTreeMap, fmt::Write as _};
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+struct ModelFigures {
+    succeeded: u64,
+    failed: u64,
+    /// Requests per bucket (not cumulative; summed when rendered).
+    buckets: [u64; BUCKETS.len()],
+    seconds: f64,
+    count: u64,
+}
+
+/// The server's counters.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    models: Mutex<BTreeMap<String, ModelFigures>>,
+    /// (plugin, outcome) → reloads.
+    reloads: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Metrics {
+    /// Counts a request for `model` that took `seconds`.
+    pub(crate) fn record_request(&self, model: &str, succeeded: bool, seconds: f64) {
+        let mut models = self.models.lock();
+        let figures = models.entry(model.to_owned()).or_default();
+        if succeeded {
+            figures.succeeded += 1;
+        } else {
+            figures.failed += 1;
+        }
+        if let Some(bucket) = BUCKETS.iter().position(|&le| seconds <= le) {
+            figures.buckets[bucket] += 1;
+        }
+        figures.seconds += seconds;
+        figures.count += 1;
+    }
+
+    /// Counts a plugin reload.
+    pub(crate) fn record_reload(&self, plugin: &str, succeeded: bool) {
+        let outcome = if succeeded { "success" } else { "failure" };
+        *self
+            .reloads
+            .lock()
+            .entry((plugin.to_owned(), outcome))
+            .or_default() += 1;
+    }
+
+    /// Everything, as Prometheus text.
+    pub(crate) fn render(&self, engine: &Engine) -> String {
+        let mut out = String::new();
+        let models = self.models.lock();
+        header(
+            &mut out,
+            "opal_requests_total",
+            "counter",
+            "Inference requests by model and outcome.",
+        );
+        for (model, f) in models.iter() {
+            for (outcome, n) in [("success", f.succeeded), ("failure", f.failed)] {
+                let _ = writeln!(
+                    out,
+                    "opal_requests_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(model)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "opal_request_duration_seconds",
+            "histogram",
+            "Inference request latency.",
+        );
+        for (model, f) in models.iter() {
+            let model = escape(model);
+            let mut cumulative = 0;
+            for (le, n) in BUCKETS.iter().zip(f.buckets) {
+                cumulative += n;
+                let _ = writeln!(out, "opal_request_duration_seconds_bucket{{model=\"{model}\",le=\"{le}\"}} {cumulative}");
+            }
+            let _ = writeln!(
+                out,
+                "opal_request_duration_seconds_bucket{{model=\"{model}\",le=\"+Inf\"}} {}",
+                f.count
+            );
+            let _ = writeln!(
+                out,
+                "opal_request_duration_seconds_sum{{model=\"{model}\"}} {}",
+                f.seconds
+            );
+            let _ = writeln!(
+                out,
+                "opal_request_duration_seconds_count{{model=\"{model}\"}} {}",
+                f.count
+            );
+        }
+        drop(models);
+        header(
+            &mut out,
+            "opal_plugin_reloads_total",
+            "counter",
+            "Plugin reloads by plugin and outcome.",
+        );
+        for ((plugin, outcome), n) in self.reloads.lock().iter() {
+            let _ = writeln!(
+                out,
+                "opal_plugin_reloads_total{{plugin=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(plugin)
+            );
+        }
+        let report = engine.report();
+        let gauges = [
+            (
+                "opal_memory_current_bytes",
+                "Bytes the host holds now.",
+                report.current_bytes as f64,
+            ),
+            (
+                "opal_memory_peak_bytes",
+                "Most bytes the host held at once.",
+                report.peak_bytes as f64,
+            ),
+            (
+                "opal_pool_tensors",
+                "Idle tensors in the pool.",
+                report.pool.pooled_tensors as f64,
+            ),
+            (
+                "opal_pool_bytes",
+                "Bytes of idle tensors in the pool.",
+                report.pool.pooled_bytes as f64,
+            ),
+            (
+                "opal_pool_hit_ratio",
+                "Pool requests served by a pooled tensor.",
+                report.pool.hit_rate(),
+            ),
+            (
+                "opal_active_operators",
+                "Kernels registered by the loaded plugins.",
+                report.active_operators as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            header(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        header(
+            &mut out,
+            "opal_plugin_bytes",
+            "gauge",
+            "Bytes each plugin holds through the host allocator.",
+        );
+        for p in &report.plugins {
+            let _ = writeln!(
+                out,
+                "opal_plugin_bytes{{plugin=\"{}\"}} {}",
+                escape(&p.usage.name),
+                p.usage.current_bytes
+            );
+        }
+        header(
+            &mut out,
+            "opal_plugin_info",
+            "gauge",
+            "Loaded plugins, their versions and files.",
+        );
+        for plugin in engine.registry().plugins() {
+            let (major, minor) = plugin.abi_version();
+            let _ = writeln!(
+                out,
+                "opal_plugin_info{{plugin=\"{}\",version=\"{}\",abi=\"{major}.{minor}\",file=\"{}\"}} 1",
+                escape(plugin.name()),
+                escape(plugin.version()),
+                escape(&plugin.source().display().to_string())
+            );
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}

@@ -1,0 +1,90 @@
+//! `opal serve`: the KServe v2 / Triton HTTP protocol over a deployment, with plugin reloads
+//! (on request or when a watched file changes) and graceful shutdown on SIGINT or SIGTERM.
+
+mod kserve;
+mod metrics;
+mod routes;
+mod state;
+mod watch;
+
+use anyhow::Context;
+use opal_runtime::{Deployment, Engine};
+use state::{AppState, ServedModel};
+use std::{collections::BTreeMap, sync::Arc};
+
+/// Serves `deployment` until a shutdown signal; requests in flight are finished first.
+pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::Result<()> {
+    let engine = Engine::new(&deployment)?;
+    let mut models = BTreeMap::new();
+    for spec in &deployment.models {
+        let model = engine.load_model(&spec.path).with_context(|| {
+            format!(
+                "model '{}' of deployment {}",
+                spec.name,
+                deployment.source.display()
+            )
+        })?;
+        models.insert(
+            spec.name.clone(),
+            ServedModel::new(&engine, spec.clone(), model),
+        );
+    }
+    let listen = listen.unwrap_or_else(|| deployment.server.listen.clone());
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        models,
+        metrics: Default::default(),
+        settings: deployment.server.clone(),
+    });
+    let watched: BTreeMap<String, std::path::PathBuf> = engine
+        .registry()
+        .plugins()
+        .iter()
+        .filter(|p| {
+            deployment
+                .plugins
+                .iter()
+                .any(|s| s.watch && s.resolved == p.source())
+        })
+        .map(|p| (p.name().to_owned(), p.source().to_owned()))
+        .collect();
+    let _watcher =
+        watch::watch_plugins(state.clone(), watched).context("cannot watch plugin files")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("opal-server")
+        .build()
+        .context("cannot start the server's runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, models = state.models.len(), "opal serving");
+        println!(
+            "opal serving {} model(s) on http://{address}",
+            state.models.len()
+        );
+        axum::serve(listener, routes::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the server failed")?;
+        println!("opal stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return interrupt.await.unwrap_or(()),
+        };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,534 @@
+//! The HTTP routes: KServe v2 health, metadata, repository index and inference (JSON and
+//! binary tensors), plugin listing and reloads, and Prometheus metrics. Every error is a 4xx or
+//! 5xx with a body `{"error": "..."}` naming the problem.
+
+use super::{
+    kserve::{
+        bytes_to_json, datatype_name, dtype_of, flag, json_to_bytes, InferRequest, InferResponse,
+        ResponseOutput, HEADER_LENGTH,
+    },
+    state::{AppState, OutputTensor, ServedModel},
+};
+use axum::{
+    body::Body,
+    extract::{Path, State},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use opal_runtime::{
+    memory::AlignedBuffer,
+    onnx::{Constant, ConstantData, Dim},
+    tensor::{byte_size, Shape},
+    SessionError,
+};
+use serde_json::{json, Map, Value};
+use std::{sync::Arc, time::Instant};
+
+/// An error answer: a status and a message, sent as `{"error": message}`.
+pub(crate) struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type Shared = State<Arc<AppState>>;
+
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(|| async { StatusCode::OK }))
+        .route("/v2", get(server_metadata))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(model_metadata_version))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(model_ready_version))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/plugins", get(plugins))
+        .route("/v2/plugins/{name}/reload", post(reload))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such route; opal serves the KServe v2 protocol under /v2 and metrics at /metrics".into(),
+            )
+        })
+        .with_state(state)
+}
+
+fn served<'a>(state: &'a AppState, name: &str) -> Result<&'a ServedModel, ApiError> {
+    state.models.get(name).ok_or_else(|| {
+        let known: Vec<&String> = state.models.keys().collect();
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown model '{name}'; this server has {known:?}"),
+        )
+    })
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "opal",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data", "model_repository", "metrics"],
+    }))
+}
+
+/// A model's inputs or outputs as the protocol describes them (-1 for a dim of any size).
+fn tensor_metadata(m: &ServedModel, ids: &[usize]) -> Vec<Value> {
+    ids.iter()
+        .map(|&id| {
+            let value = &m.model.values[id];
+            let shape: Vec<i64> = match m.spec.shapes.get(&value.name) {
+                Some(shape) => shape.iter().map(|&d| d as i64).collect(),
+                None => value.shape.as_ref().map_or_else(Vec::new, |dims| {
+                    dims.iter()
+                        .map(|d| match d {
+                            Dim::Fixed(n) => *n as i64,
+                            Dim::Symbol(s) => m.spec.dims.get(s).map_or(-1, |&n| n as i64),
+                            Dim::Unknown => -1,
+                        })
+                        .collect()
+                }),
+            };
+            json!({
+                "name": value.name,
+                "datatype": value.dtype.and_then(datatype_name).unwrap_or("UNKNOWN"),
+                "shape": shape,
+            })
+        })
+        .collect()
+}
+
+async fn model_metadata(
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let m = served(&state, &name)?;
+    Ok(Json(json!({
+        "name": name,
+        "versions": ["1"],
+        "platform": "onnx",
+        "inputs": tensor_metadata(m, &m.model.inputs),
+        "outputs": tensor_metadata(m, &m.model.outputs),
+    })))
+}
+
+async fn model_metadata_version(
+    state: Shared,
+    Path((name, _version)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    model_metadata(state, Path(name)).await
+}
+
+async fn model_ready(
+    State(state): Shared,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    served(&state, &name).map(|_| StatusCode::OK)
+}
+
+async fn model_ready_version(
+    state: Shared,
+    Path((name, _version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    model_ready(state, Path(name)).await
+}
+
+async fn repository_index(State(state): Shared) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .models
+            .keys()
+            .map(|name| json!({ "name": name, "version": "1", "state": "READY", "reason": "" }))
+            .collect(),
+    ))
+}
+
+async fn plugins(State(state): Shared) -> Json<Value> {
+    let registry = state.engine.registry();
+    let list = registry
+        .plugins()
+        .iter()
+        .map(|p| {
+            let (major, minor) = p.abi_version();
+            let operators: Vec<Value> = registry
+                .all()
+                .into_iter()
+                .filter(|(_, e)| e.plugin_name() == p.name())
+                .map(|(key, e)| {
+                    json!({
+                        "domain": if key.domain.is_empty() { "ai.onnx" } else { &key.domain },
+                        "op_type": key.op_type,
+                        "since_version": e.since_version(),
+                        "until_version": (e.until_version() != i64::MAX).then_some(e.until_version()),
+                    })
+                })
+                .collect();
+            json!({
+                "name": p.name(),
+                "version": p.version(),
+                "abi": format!("{major}.{minor}"),
+                "file": p.source(),
+                "operators": operators,
+            })
+        })
+        .collect();
+    Json(Value::Array(list))
+}
+
+async fn reload(State(state): Shared, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let worker = state.clone();
+    let plugin = name.clone();
+    let result = tokio::task::spawn_blocking(move || worker.reload(&plugin))
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload of '{name}' failed: {e}"),
+            )
+        })?;
+    match result {
+        Ok(r) => Ok(Json(json!({
+            "plugin": r.plugin,
+            "old_version": r.old_version,
+            "new_version": r.new_version,
+            "file": r.file,
+            "models_checked": r.models_checked,
+        }))),
+        Err(opal_runtime::hot_swap::ReloadError::UnknownPlugin(p)) => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no loaded plugin is named '{p}'"),
+        )),
+        Err(e) => Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("plugin '{name}' was not replaced, the current one keeps serving: {e}"),
+        )),
+    }
+}
+
+async fn metrics(State(state): Shared) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&state.engine),
+    )
+}
+
+async fn infer_version(
+    state: Shared,
+    Path((name, _version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    infer(state, Path(name), headers, body).await
+}
+
+async fn infer(
+    State(state): Shared,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let known = state.models.contains_key(&name);
+    let result = infer_request(&state, &name, &headers, body).await;
+    if known {
+        state
+            .metrics
+            .record_request(&name, result.is_ok(), started.elapsed().as_secs_f64());
+    }
+    if let Err(ApiError(status, message)) = &result {
+        tracing::debug!(model = %name, %status, %message, "request refused");
+    }
+    result
+}
+
+async fn infer_request(
+    state: &Arc<AppState>,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let served_model = served(state, name)?;
+    let limit = state.settings.max_request_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than the server's limit of {limit} bytes (server.max_request_bytes)"),
+        )
+    })?;
+    let json_length = match headers.get(HEADER_LENGTH) {
+        None => body.len(),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n <= body.len())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Inference-Header-Content-Length must be a byte count within the body's {} bytes",
+                    body.len()
+                ))
+            })?,
+    };
+    let request: InferRequest = serde_json::from_slice(&body[..json_length])
+        .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))?;
+    let inputs = read_inputs(served_model, &request, &body[json_length..])?;
+
+    let _permit = served_model.permits.acquire().await.map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down".into(),
+        )
+    })?;
+    let worker = state.clone();
+    let model_name = name.to_owned();
+    let run = tokio::task::spawn_blocking(move || {
+        let model = &worker.models[&model_name];
+        let views: Vec<_> = inputs.iter().map(Constant::as_ref).collect();
+        model.run(&worker.engine, &views)
+    });
+    let timeout = std::time::Duration::from_millis(state.settings.request_timeout_ms);
+    let outputs = tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the inference did not finish within {} ms (server.request_timeout_ms)",
+                    timeout.as_millis()
+                ),
+            )
+        })?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the inference task failed: {e}"),
+            )
+        })?
+        .map_err(|e| match e {
+            SessionError::Plan(e) => ApiError::bad_request(e.to_string()),
+            SessionError::Run(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })?;
+    respond(name, &request, outputs)
+}
+
+/// The request's tensors, checked against the model's inputs, in the model's input order.
+fn read_inputs(
+    m: &ServedModel,
+    request: &InferRequest,
+    mut binary: &[u8],
+) -> Result<Vec<Constant>, ApiError> {
+    let model = &m.model;
+    let names: Vec<&str> = model
+        .inputs
+        .iter()
+        .map(|&id| model.value_name(id))
+        .collect();
+    if let Some(extra) = request
+        .inputs
+        .iter()
+        .find(|i| !names.contains(&i.name.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "model '{}' has no input '{}'; its inputs are {names:?}",
+            m.spec.name, extra.name
+        )));
+    }
+    let mut tensors = Vec::with_capacity(names.len());
+    for &id in &model.inputs {
+        let value = &model.values[id];
+        let input = request
+            .inputs
+            .iter()
+            .find(|i| i.name == value.name)
+            .ok_or_else(|| ApiError::bad_request(format!("input '{}' is missing", value.name)))?;
+        let bad =
+            |message: String| ApiError::bad_request(format!("input '{}': {message}", value.name));
+        let dtype = dtype_of(&input.datatype)
+            .ok_or_else(|| bad(format!("datatype '{}' is not supported", input.datatype)))?;
+        if let Some(expected) = value.dtype.filter(|&d| d != dtype) {
+            return Err(bad(format!(
+                "the model takes {}, the request sends {}",
+                datatype_name(expected).unwrap_or("another datatype"),
+                input.datatype
+            )));
+        }
+        let shape = input
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<Shape, _>>()
+            .map_err(|_| bad(format!("shape {:?} has a negative dim", input.shape)))?;
+        check_shape(m, value, &shape).map_err(bad)?;
+        let size =
+            byte_size(dtype, &shape).ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
+        let bytes: Vec<u8> = match input.parameters.get("binary_data_size") {
+            Some(n) => {
+                let n = n
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| bad("binary_data_size must be a byte count".into()))?;
+                if n != size {
+                    return Err(bad(format!(
+                        "{n} bytes of binary data, but {} {shape:?} needs {size}",
+                        input.datatype
+                    )));
+                }
+                if binary.len() < n {
+                    return Err(bad(format!(
+                        "the body holds {} bytes of binary data, {n} were announced",
+                        binary.len()
+                    )));
+                }
+                let (mine, rest) = binary.split_at(n);
+                binary = rest;
+                mine.to_vec()
+            }
+            None => {
+                let data = input
+                    .data
+                    .as_ref()
+                    .ok_or_else(|| bad("has neither data nor binary_data_size".into()))?;
+                json_to_bytes(data, dtype, size / dtype.size().unwrap_or(1).max(1)).map_err(bad)?
+            }
+        };
+        let buffer = AlignedBuffer::copy_of(&bytes, m.request_owner())
+            .ok_or_else(|| ApiError(StatusCode::INSUFFICIENT_STORAGE, "out of memory".into()))?;
+        tensors.push(Constant {
+            dtype,
+            shape,
+            data: ConstantData::Owned(buffer),
+        });
+    }
+    Ok(tensors)
+}
+
+/// Checks a request shape against what the model (and the deployment) declare.
+fn check_shape(
+    m: &ServedModel,
+    value: &opal_runtime::onnx::Value,
+    shape: &[usize],
+) -> Result<(), String> {
+    if let Some(fixed) = m.spec.shapes.get(&value.name) {
+        if fixed.as_slice() != shape {
+            return Err(format!(
+                "the model takes shape {fixed:?}, the request sends {shape:?}"
+            ));
+        }
+        return Ok(());
+    }
+    let Some(dims) = &value.shape else {
+        return Ok(());
+    };
+    let fits = dims.len() == shape.len()
+        && dims.iter().zip(shape).all(|(d, &n)| match d {
+            Dim::Fixed(f) => *f == n,
+            Dim::Symbol(s) => m.spec.dims.get(s).is_none_or(|&f| f == n),
+            Dim::Unknown => true,
+        });
+    if fits {
+        Ok(())
+    } else {
+        let declared: Vec<String> = dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => n.to_string(),
+                Dim::Symbol(s) => m
+                    .spec
+                    .dims
+                    .get(s)
+                    .map_or_else(|| s.clone(), |n| n.to_string()),
+                Dim::Unknown => "?".into(),
+            })
+            .collect();
+        Err(format!(
+            "the model takes shape [{}], the request sends {shape:?}",
+            declared.join(", ")
+        ))
+    }
+}
+
+/// The response: outputs asked for (all by default), each as JSON data or binary.
+fn respond(
+    name: &str,
+    request: &InferRequest,
+    outputs: Vec<OutputTensor>,
+) -> Result<Response, ApiError> {
+    let all_binary = flag(&request.parameters, "binary_data_output");
+    let wanted: Vec<(&OutputTensor, bool)> = match &request.outputs {
+        None => outputs.iter().map(|o| (o, all_binary)).collect(),
+        Some(asked) => asked
+            .iter()
+            .map(|a| {
+                let output = outputs.iter().find(|o| o.name == a.name).ok_or_else(|| {
+                    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+                    ApiError::bad_request(format!(
+                        "model '{name}' has no output '{}'; its outputs are {names:?}",
+                        a.name
+                    ))
+                })?;
+                Ok((output, flag(&a.parameters, "binary_data") || all_binary))
+            })
+            .collect::<Result<_, ApiError>>()?,
+    };
+    let mut binary = Vec::new();
+    let mut described = Vec::with_capacity(wanted.len());
+    for (output, as_binary) in wanted {
+        let datatype = datatype_name(output.dtype).unwrap_or("UNKNOWN");
+        let mut parameters = Map::new();
+        let data = if as_binary {
+            parameters.insert("binary_data_size".into(), json!(output.bytes.len()));
+            binary.extend_from_slice(&output.bytes);
+            None
+        } else {
+            Some(bytes_to_json(&output.bytes, output.dtype).map_err(ApiError::bad_request)?)
+        };
+        described.push(ResponseOutput {
+            name: output.name.clone(),
+            datatype,
+            shape: output.shape.to_vec(),
+            parameters,
+            data,
+        });
+    }
+    let response = InferResponse {
+        model_name: name.to_owned(),
+        model_version: "1",
+        id: request.id.clone(),
+        outputs: described,
+    };
+    let header_json = serde_json::to_vec(&response)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if binary.is_empty() {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], header_json).into_response());
+    }
+    let json_length = HeaderValue::from(header_json.len());
+    let mut body = header_json;
+    body.extend_from_slice(&binary);
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::HeaderName::from_static(HEADER_LENGTH), json_length),
+        ],
+        body,
+    )
+        .into_response())
+}
