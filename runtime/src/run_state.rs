@@ -403,7 +403,7 @@ fn kernel_error(plan: &Plan, step: &Step, message: String) -> RunError {
         path: model.path().to_owned(),
         node: model.nodes[step.node].describe(),
         plugin: step.kernel.plugin_name().to_owned(),
-        operator: format!("{:?}", step.kernel),
+        operator: step.kernel.describe(),
         message,
     }
 }

@@ -67,3 +67,43 @@ fn a_model_with_the_custom_operator_runs() {
         );
     }
 }
+
+#[test]
+fn opal_serve_serves_a_model_with_the_custom_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ModelBuilder::new(17)
+        .opset("com.example", 1)
+        .input("x", &[4])
+        .output("y", &[4])
+        .node("swish", "com.example", "Swish", &["x"], &["y"], &[])
+        .write(dir.path(), "swish.onnx");
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugins]]\npath = \"{}\"\n\n[[models]]\nname = \"swish\"\npath = \"{}\"\n",
+            plugin("opal_example_swish").display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    let server = opal_tests::Server::start(&config);
+    let reply = server.post(
+        "/v2/models/swish/infer",
+        &[],
+        br#"{"inputs":[{"name":"x","shape":[4],"datatype":"FP32","data":[-2.0,-0.5,0.0,3.0]}]}"#,
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let y: Vec<f64> = reply.json()["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (y, x) in y.iter().zip([-2.0f64, -0.5, 0.0, 3.0]) {
+        assert!(
+            (y - x / (1.0 + (-x).exp())).abs() < 1e-6,
+            "swish({x}) = {y}"
+        );
+    }
+}

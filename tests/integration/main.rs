@@ -4,8 +4,11 @@ mod bad_models;
 mod cli;
 mod conformance;
 mod example_plugin;
+mod hot_swap;
+mod kserve_client;
 mod models;
 mod plugin_loading;
+mod serve;
 
 /// Counts heap allocations, so tests can assert that steady-state runs make none.
 #[global_allocator]

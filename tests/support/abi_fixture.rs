@@ -2,7 +2,7 @@
 //! process, each variant copied to a file of its own. (Its default build, of the current ABI, is
 //! a workspace member like any plugin: `crate::plugin("opal_abi_fixture")`.)
 
-use std::{ffi::OsString, fs, path::PathBuf, process::Command, sync::OnceLock};
+use std::{path::PathBuf, sync::OnceLock};
 
 /// Which ABI the fixture plugin claims; each is a cargo feature of `opal-abi-fixture`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,8 +30,8 @@ impl AbiVariant {
 }
 
 /// The path of the fixture plugin built as `variant`, building it on first use in this process
-/// (`cargo build -p opal-abi-fixture --features <variant> --target-dir target/abi-fixtures`).
-/// Each variant is copied to `target/abi-fixtures/libopal_abi_fixture-<feature>.so`.
+/// (`cargo build -p opal-abi-fixture --features <variant> --target-dir target/fixtures`).
+/// Each variant is copied to `target/fixtures/libopal_abi_fixture-<feature>.so`.
 pub fn abi_fixture(variant: AbiVariant) -> PathBuf {
     static BUILT: [OnceLock<PathBuf>; 4] = [const { OnceLock::new() }; 4];
     BUILT[variant as usize]
@@ -40,51 +40,5 @@ pub fn abi_fixture(variant: AbiVariant) -> PathBuf {
 }
 
 fn build(variant: AbiVariant) -> PathBuf {
-    let root = crate::workspace_root();
-    let target_dir = root.join("target").join("abi-fixtures");
-    // Every variant is built into the same file, so one build and its copy must finish before
-    // the next starts, in this process and in the other test processes (nextest runs several).
-    fs::create_dir_all(&target_dir).expect("the fixture target directory can be made");
-    let lock = fs::File::create(target_dir.join("build.lock")).expect("the lock file opens");
-    lock.lock().expect("the fixture build lock can be taken");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let mut command = Command::new(cargo);
-    command
-        .current_dir(&root)
-        .args(["build", "--offline", "-p", "opal-abi-fixture"])
-        .args(["--features", variant.feature(), "--target-dir"])
-        .arg(&target_dir);
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build the ABI fixture: {e}"));
-    assert!(
-        output.status.success(),
-        "building the ABI fixture ({variant:?}) failed: {command:?}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-
-    let built = target_dir.join("debug").join("libopal_abi_fixture.so");
-    let name = variant.feature();
-    let copy = target_dir.join(format!("libopal_abi_fixture-{name}.so"));
-    // Copy, then rename over the old copy: a library another test process has loaded is
-    // replaced, never rewritten in place under its mapping.
-    let partial = target_dir.join(format!(
-        "libopal_abi_fixture-{name}.so.{}.partial",
-        std::process::id()
-    ));
-    fs::copy(&built, &partial).unwrap_or_else(|e| {
-        panic!(
-            "cannot copy {} to {}: {e}",
-            built.display(),
-            partial.display()
-        )
-    });
-    fs::rename(&partial, &copy).unwrap_or_else(|e| {
-        panic!(
-            "cannot rename {} to {}: {e}",
-            partial.display(),
-            copy.display()
-        )
-    });
-    copy
+    crate::fixture_build::build_variant("opal-abi-fixture", "opal_abi_fixture", variant.feature())
 }

@@ -1,13 +1,18 @@
-//! Shared helpers of the integration tests: where the built artifacts are, the ABI fixture
-//! plugins built on demand, and running one plugin operator through the host's services.
+//! Shared helpers of the integration tests: where the built artifacts are, fixture plugins built
+//! on demand, writing models, running one operator through the host's services, and running
+//! `opal serve`.
 
 mod abi_fixture;
+mod fixture_build;
 mod model_builder;
 mod run_operator;
+mod server;
 
 pub use abi_fixture::{abi_fixture, AbiVariant};
+pub use fixture_build::build_variant;
 pub use model_builder::ModelBuilder;
 pub use run_operator::{run_f32, F32Tensor};
+pub use server::{request, Reply, Server};
 
 use std::path::PathBuf;
 

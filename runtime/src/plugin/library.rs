@@ -3,7 +3,7 @@
 //! it (strings, function pointers) outlives that: names are copied, and functions are only
 //! reachable through an [`OperatorEntry`], which holds the `Arc`.
 
-use super::{layout::check_module_layout, PluginError};
+use super::{layout::check_module_layout, OperatorKey, PluginError};
 use abi_stable::{
     std_types::{RResult, RString, RVec},
     StableAbi,
@@ -265,6 +265,11 @@ impl OperatorEntry {
 
     pub fn library(&self) -> &Arc<PluginLibrary> {
         &self.library
+    }
+
+    /// `op_type`, or `domain:op_type` outside the default domain.
+    pub fn describe(&self) -> String {
+        OperatorKey::new(&self.fns.domain, &self.fns.op_type).to_string()
     }
 
     pub fn plugin_name(&self) -> &str {

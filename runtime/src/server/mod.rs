@@ -10,7 +10,7 @@ mod watch;
 use anyhow::Context;
 use opal_runtime::{Deployment, Engine};
 use state::{AppState, ServedModel};
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, io::Write as _, sync::Arc};
 
 /// Serves `deployment` until a shutdown signal; requests in flight are finished first.
 pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::Result<()> {
@@ -62,7 +62,9 @@ pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::R
             .with_context(|| format!("cannot listen on {listen}"))?;
         let address = listener.local_addr()?;
         tracing::info!(%address, models = state.models.len(), "opal serving");
-        println!(
+        // A closed stdout must not stop the server: the line is for whoever started it.
+        let _ = writeln!(
+            std::io::stdout(),
             "opal serving {} model(s) on http://{address}",
             state.models.len()
         );
@@ -70,7 +72,7 @@ pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::R
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the server failed")?;
-        println!("opal stopped");
+        let _ = writeln!(std::io::stdout(), "opal stopped");
         Ok(())
     })
 }

@@ -1,0 +1,294 @@
+//! Replacing a plugin in a running server: equal builds swap in, broken ones are refused with the
+//! old plugin still serving, and a swap under load fails no request and leaves no old library
+//! mapped.
+
+use opal_tests::{abi_fixture, build_variant, plugin, AbiVariant, ModelBuilder, Server};
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+/// The swap fixture built as `feature` (see tests/fixtures/swap-plugin).
+fn swap_build(feature: &str) -> PathBuf {
+    build_variant("opal-swap-fixture", "opal_swap_fixture", feature)
+}
+
+/// Puts `build` where the deployment expects the plugin: a new file renamed into place, as a
+/// build system or `install` would.
+fn install(build: &Path, deployed: &Path) {
+    let staged = deployed.with_extension("staged");
+    std::fs::copy(build, &staged).unwrap();
+    std::fs::rename(&staged, deployed).unwrap();
+}
+
+/// A served model using the plugin: y = Scale(Relu(x · W)), x of [1, 8].
+struct Setup {
+    _dir: tempfile::TempDir,
+    plugin: PathBuf,
+    server: Server,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin_path = dir.path().join("libswappable.so");
+    install(&swap_build("first"), &plugin_path);
+    let w: Vec<f32> = (0..32).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
+    let model = ModelBuilder::new(17)
+        .opset("opal.test", 1)
+        .input("x", &[1, 8])
+        .output("y", &[1, 4])
+        .initializer("W", &[8, 4], &w)
+        .node("fc", "", "MatMul", &["x", "W"], &["h"], &[])
+        .node("act", "", "Relu", &["h"], &["a"], &[])
+        .node("scale", "opal.test", "Scale", &["a"], &["y"], &[])
+        .write(dir.path(), "scaled.onnx");
+    let config = dir.path().join("swap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugins]]\npath = \"{}\"\n[[plugins]]\npath = \"{}\"\n[[models]]\nname = \"scaled\"\npath = \"{}\"\nmax_concurrent = 4\n",
+            plugin("opal_core_math").display(),
+            plugin_path.display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&config);
+    Setup {
+        _dir: dir,
+        plugin: plugin_path,
+        server,
+    }
+}
+
+const INPUT: [f32; 8] = [0.5, -1.0, 0.25, 2.0, -0.75, 1.5, 0.0, 1.0];
+
+fn infer_body() -> String {
+    let data: Vec<String> = INPUT.iter().map(|v| v.to_string()).collect();
+    format!(
+        r#"{{"inputs":[{{"name":"x","shape":[1,8],"datatype":"FP32","data":[{}]}}]}}"#,
+        data.join(",")
+    )
+}
+
+/// The model's output for [`INPUT`] with Scale doubling.
+fn expected() -> Vec<f64> {
+    let w: Vec<f32> = (0..32).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
+    (0..4)
+        .map(|j| {
+            let h: f32 = (0..8).map(|p| INPUT[p] * w[p * 4 + j]).sum();
+            f64::from(2.0 * h.max(0.0))
+        })
+        .collect()
+}
+
+/// Infers once and checks the result is the doubled one.
+fn assert_correct(server: &Server) {
+    let reply = server.post("/v2/models/scaled/infer", &[], infer_body().as_bytes());
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let got: Vec<f64> = reply.json()["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (g, e) in got.iter().zip(expected()) {
+        assert!(
+            (g - e).abs() < 1e-5,
+            "got {got:?}, expected {:?}",
+            expected()
+        );
+    }
+}
+
+fn plugin_version(server: &Server) -> String {
+    let plugins = server.get("/v2/plugins").json();
+    plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "swappable")
+        .map(|p| p["version"].as_str().unwrap().to_owned())
+        .expect("the swappable plugin is listed")
+}
+
+fn reload(server: &Server) -> opal_tests::Reply {
+    server.post("/v2/plugins/swappable/reload", &[], b"")
+}
+
+/// Installs `build`, asks for a reload, and checks it is refused for `reason` while the old
+/// plugin keeps serving.
+fn refused(build: &Path, reason: &str) {
+    let s = setup();
+    assert_correct(&s.server);
+    install(build, &s.plugin);
+    let reply = reload(&s.server);
+    assert_eq!(reply.status, 409, "{}", reply.text());
+    let error = reply.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("the current one keeps serving"), "{error}");
+    assert!(error.contains(reason), "'{reason}' not in: {error}");
+    assert_eq!(plugin_version(&s.server), "1.0.0");
+    assert_correct(&s.server);
+    let metrics = s.server.get("/metrics").text();
+    assert!(
+        metrics.contains(r#"opal_plugin_reloads_total{plugin="swappable",outcome="failure"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_equal_build_replaces_the_plugin() {
+    let s = setup();
+    install(&swap_build("second"), &s.plugin);
+    let reply = reload(&s.server);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["models_checked"],
+        serde_json::json!(["scaled"])
+    );
+    assert_eq!(plugin_version(&s.server), "1.0.0-second");
+    assert_correct(&s.server);
+}
+
+#[test]
+fn a_file_that_is_not_a_library_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.so");
+    std::fs::write(&junk, b"not a shared library").unwrap();
+    refused(&junk, "is not a loadable shared library");
+}
+
+#[test]
+fn a_wrong_abi_is_refused() {
+    refused(
+        &abi_fixture(AbiVariant::V2_0),
+        "built against opal plugin ABI 2.0",
+    );
+}
+
+#[test]
+fn a_plugin_missing_an_operator_in_use_is_refused() {
+    refused(
+        &swap_build("missing-operator"),
+        "does not provide node 'scale' (opal.test:Scale)",
+    );
+}
+
+#[test]
+fn a_kernel_whose_results_differ_is_refused() {
+    refused(&swap_build("different-results"), "gives different results");
+}
+
+#[test]
+fn a_kernel_that_panics_on_the_sample_run_is_refused() {
+    refused(&swap_build("panics"), "this build of Scale panics");
+}
+
+/// Latencies of one phase of the load test, in seconds.
+fn p99(latencies: &mut [f64]) -> f64 {
+    latencies.sort_by(f64::total_cmp);
+    latencies[((latencies.len() - 1) as f64 * 0.99).round() as usize]
+}
+
+/// Four clients send requests while nothing happens, then while the plugin is swapped back and
+/// forth between two equal builds; returns the latencies of the phase.
+fn load_phase(s: &Setup, duration: Duration, swaps: Option<(&Path, &Path)>) -> (Vec<f64>, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, failures) = (stop.clone(), failures.clone());
+            let address = s.server.address.clone();
+            std::thread::spawn(move || {
+                let body = infer_body();
+                let mut latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let reply = opal_tests::request(
+                        &address,
+                        "POST",
+                        "/v2/models/scaled/infer",
+                        &[],
+                        body.as_bytes(),
+                    );
+                    latencies.push(start.elapsed().as_secs_f64());
+                    let correct = reply.status == 200
+                        && reply.json()["outputs"][0]["data"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .zip(expected())
+                            .all(|(g, e)| (g.as_f64().unwrap() - e).abs() < 1e-5);
+                    if !correct {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed request: {} {}", reply.status, reply.text());
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut swapped = 0;
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        match swaps {
+            Some((first, second)) => {
+                let build = if swapped % 2 == 0 { second } else { first };
+                install(build, &s.plugin);
+                let reply = reload(&s.server);
+                assert_eq!(reply.status, 200, "swap {swapped} failed: {}", reply.text());
+                swapped += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let latencies = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed");
+    (latencies, swapped)
+}
+
+/// Lines of the server's memory map that belong to copies of the swap fixture.
+fn mapped_swap_libraries(pid: u32) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("opal-plugins/libswappable-"))
+        .filter_map(|l| l.split_whitespace().nth(5).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn swapping_under_load_fails_no_request_and_unmaps_old_libraries() {
+    let s = setup();
+    let (first, second) = (swap_build("first"), swap_build("second"));
+    assert_correct(&s.server);
+    let (mut calm, _) = load_phase(&s, Duration::from_secs(10), None);
+    let (mut busy, swaps) = load_phase(&s, Duration::from_secs(30), Some((&first, &second)));
+    assert!(swaps >= 20, "only {swaps} swaps in 30 s");
+    // Runs that finished on an old snapshot dropped it; one more request settles every session.
+    assert_correct(&s.server);
+    let mapped = mapped_swap_libraries(s.server.pid());
+    assert_eq!(
+        mapped.len(),
+        1,
+        "old plugin copies are still mapped: {mapped:?}"
+    );
+    let (calm_p99, busy_p99) = (p99(&mut calm), p99(&mut busy));
+    println!(
+        "load test: {} requests without swapping (p99 {:.2} ms), {} requests during {swaps} swaps (p99 {:.2} ms): ratio {:.2}, 0 failed",
+        calm.len(),
+        calm_p99 * 1e3,
+        busy.len(),
+        busy_p99 * 1e3,
+        busy_p99 / calm_p99
+    );
+}
