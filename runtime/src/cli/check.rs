@@ -1,6 +1,9 @@
 //! `opal check DIR...`: runs ONNX backend-test cases (`model.onnx` and `test_data_set_*/` of
 //! `input_<k>.pb` and `output_<k>.pb`) and compares the outputs with the references. Prints a
 //! line per case, then `N passed, M failed`; exits 1 if any failed.
+//!
+//! Tolerances are rtol 1e-3 and atol 1e-7 unless the case's `data.json` gives its own `rtol` and
+//! `atol` (as the ONNX backend tests' model cases do), or the command line does.
 
 use opal_runtime::{
     compare::{compare, Tolerance},
@@ -24,21 +27,17 @@ pub(crate) struct Args {
     /// Deployment file; the embedded default when absent.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Relative tolerance for floating-point outputs.
-    #[arg(long, default_value_t = 1e-3)]
-    rtol: f64,
-    /// Absolute tolerance for floating-point outputs.
-    #[arg(long, default_value_t = 1e-7)]
-    atol: f64,
+    /// Relative tolerance for floating-point outputs (default: the case's, else 1e-3).
+    #[arg(long)]
+    rtol: Option<f64>,
+    /// Absolute tolerance for floating-point outputs (default: the case's, else 1e-7).
+    #[arg(long)]
+    atol: Option<f64>,
 }
 
 pub(crate) fn main(args: Args) -> anyhow::Result<ExitCode> {
     let deployment = super::deployment(args.config.as_ref())?;
     let engine = Engine::new(&deployment)?;
-    let tolerance = Tolerance {
-        rtol: args.rtol,
-        atol: args.atol,
-    };
     let out = &mut std::io::stdout().lock();
     let (mut passed, mut failed) = (0, 0);
     for dir in &args.dirs {
@@ -46,6 +45,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<ExitCode> {
             || dir.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
+        let tolerance = case_tolerance(dir, args.rtol, args.atol);
         let outcome = catch_unwind(AssertUnwindSafe(|| check_case(&engine, dir, tolerance)))
             .unwrap_or_else(|_| Err("opal panicked on this case (a bug: please report it)".into()));
         match outcome {
@@ -65,6 +65,20 @@ pub(crate) fn main(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The tolerance for the case in `dir`: the command line's, else its `data.json`'s, else the
+/// backend tests' defaults.
+fn case_tolerance(dir: &Path, rtol: Option<f64>, atol: Option<f64>) -> Tolerance {
+    let declared: serde_json::Value = std::fs::read(dir.join("data.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    let defaults = Tolerance::default();
+    Tolerance {
+        rtol: rtol.or(declared["rtol"].as_f64()).unwrap_or(defaults.rtol),
+        atol: atol.or(declared["atol"].as_f64()).unwrap_or(defaults.atol),
+    }
 }
 
 /// Runs every data set of the case in `dir`.

@@ -172,15 +172,13 @@ impl Model {
         for info in &graph.input {
             let id = intern(&mut self.values, &info.name);
             if !self.constants.contains_key(&id) {
-                declare(&mut self.values[id], info)
-                    .map_err(|e| format!("graph input '{}': {e}", info.name))?;
+                declare(&mut self.values[id], info);
                 self.inputs.push(id);
             }
         }
         for info in graph.output.iter() {
             let id = intern(&mut self.values, &info.name);
-            declare(&mut self.values[id], info)
-                .map_err(|e| format!("graph output '{}': {e}", info.name))?;
+            declare(&mut self.values[id], info);
             self.outputs.push(id);
         }
         for (index, node) in graph.node.into_iter().enumerate() {
@@ -236,11 +234,11 @@ impl Model {
 }
 
 /// Records a `ValueInfoProto`'s declared tensor type on `value`.
-fn declare(value: &mut Value, info: &ValueInfoProto) -> Result<(), String> {
+fn declare(value: &mut Value, info: &ValueInfoProto) {
     let Some(type_proto::Value::TensorType(tensor)) =
         info.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
-        return Ok(());
+        return;
     };
     if tensor.elem_type != 0 {
         value.dtype = Some(DType(tensor.elem_type));
@@ -250,13 +248,13 @@ fn declare(value: &mut Value, info: &ValueInfoProto) -> Result<(), String> {
             .dim
             .iter()
             .map(|d| match &d.value {
-                Some(DimValue::DimValue(v)) if *v >= 0 => Ok(Dim::Fixed(*v as usize)),
-                Some(DimValue::DimValue(v)) => Err(format!("negative dim {v}")),
-                Some(DimValue::DimParam(p)) if !p.is_empty() => Ok(Dim::Symbol(p.clone())),
-                _ => Ok(Dim::Unknown),
+                Some(DimValue::DimValue(v)) if *v >= 0 => Dim::Fixed(*v as usize),
+                // Exporters write -1 for a dim of any size.
+                Some(DimValue::DimValue(_)) => Dim::Unknown,
+                Some(DimValue::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
+                _ => Dim::Unknown,
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         value.shape = Some(dims);
     }
-    Ok(())
 }
