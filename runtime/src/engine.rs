@@ -6,7 +6,7 @@ use crate::{
     config::{opal_dtype, Deployment, EngineConfig},
     memory::{MemoryReport, MemoryTracker, Owner, OwnerReport, PoolConfig, TensorPool},
     onnx::{Model, ModelError},
-    plugin::{load_shadow_copy, OperatorKey, PluginError, Registry, RegistryError},
+    plugin::{load_shadow_copy, KernelThreads, OperatorKey, PluginError, Registry, RegistryError},
 };
 use parking_lot::RwLock;
 use std::{
@@ -56,7 +56,7 @@ pub struct Engine {
     generation: AtomicU64,
     /// Which plugin wins where two provide an operator, as the deployment says.
     winners: HashMap<OperatorKey, String>,
-    threads: Option<rayon::ThreadPool>,
+    threads: Option<KernelThreads>,
 }
 
 impl Engine {
@@ -116,16 +116,10 @@ impl Engine {
         }
         let threads = match config.threads {
             0 | 1 => None,
-            n => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .thread_name(|i| format!("opal-kernel-{i}"))
-                    .build()
-                    .map_err(|e| EngineError::Threads {
-                        threads: n,
-                        reason: e.to_string(),
-                    })?,
-            ),
+            n => Some(KernelThreads::new(n).map_err(|e| EngineError::Threads {
+                threads: n,
+                reason: e.to_string(),
+            })?),
         };
         Ok(Engine {
             config,
@@ -205,7 +199,7 @@ impl Engine {
     }
 
     /// The threads lent to kernels, if more than one.
-    pub fn threads(&self) -> Option<&rayon::ThreadPool> {
+    pub fn threads(&self) -> Option<&KernelThreads> {
         self.threads.as_ref()
     }
 

@@ -1,10 +1,10 @@
 //! The services the host lends a kernel for one call: its tracked allocator (accounted to the
 //! plugin), the run's scratch arena, and `parallel_for` over the engine's threads.
 
+use super::KernelThreads;
 use crate::memory::{AlignedBuffer, Owner, ScratchArena, ALIGNMENT};
 use abi_stable::prefix_type::WithMetadata;
 use opal_plugin_api::host::{HostServices, HostVTable, HostVTableRef, ParallelTask};
-use rayon::prelude::*;
 use std::{cell::RefCell, ffi::c_void};
 
 /// What one kernel call may use; lent to the plugin as the context of [`HOST_VTABLE`].
@@ -13,7 +13,7 @@ pub struct CallHost<'a> {
     pub plugin: &'a Owner,
     pub arena: &'a RefCell<ScratchArena>,
     /// `None` runs `parallel_for` on the calling thread.
-    pub threads: Option<&'a rayon::ThreadPool>,
+    pub threads: Option<&'a KernelThreads>,
 }
 
 impl CallHost<'_> {
@@ -107,21 +107,13 @@ unsafe extern "C" fn host_parallel_for(
         unsafe { (send.task.run)(send.ctx, start, end) }
     };
     match host.threads {
-        Some(pool) if n > 1 && pool.current_num_threads() > 1 => {
-            let chunks = n.min(pool.current_num_threads() * 4);
-            pool.install(|| {
-                (0..chunks).into_par_iter().for_each(|c| {
-                    run(c * n / chunks, (c + 1) * n / chunks);
-                })
-            });
-        }
-        _ => run(0, n),
+        Some(pool) => pool.run(n, &run),
+        None => run(0, n),
     }
 }
 
 unsafe extern "C" fn host_threads(ctx: *const c_void) -> usize {
     // SAFETY: the plugin passes back the context it was lent for this call.
     let host = unsafe { call_host(ctx) };
-    host.threads
-        .map_or(1, rayon::ThreadPool::current_num_threads)
+    host.threads.map_or(1, KernelThreads::threads)
 }

@@ -3,6 +3,7 @@
 
 mod error;
 mod host_services;
+mod kernel_threads;
 mod layout;
 mod library;
 mod registry;
@@ -10,6 +11,7 @@ mod shadow;
 
 pub use error::PluginError;
 pub use host_services::{CallHost, HOST_VTABLE};
+pub use kernel_threads::KernelThreads;
 pub use library::{OperatorEntry, PluginLibrary};
 pub use registry::{OperatorKey, Registry, RegistryError};
 pub use shadow::{load_shadow_copy, shadow_dir};
