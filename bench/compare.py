@@ -1,0 +1,142 @@
+"""Compares opal with onnxruntime (and tract, where its Python package runs the model) on the
+same models, inputs and thread count, measured alternately in one run of this script.
+
+    .cache/venv/bin/python bench/compare.py [--threads N] [--rounds R] [--iterations K] [MODEL...]
+
+Models are the prepared test cases (tests/run.sh makes them under .cache/data): the light zoo's
+ResNet-50, SqueezeNet, VGG-19, Inception-v1, DenseNet-121 and the real YOLOv8n 320, PP-OCRv4 det
+and PP-OCR cls. For each round and model, onnxruntime (intra_op_num_threads=N,
+inter_op_num_threads=1, sequential execution) and `opal bench --json --threads N` each time K
+runs after warm-up; the table gives each runtime's median over all its runs, opal/onnxruntime,
+and the geometric mean of the ratios.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, ".cache", "data")
+OPAL = os.path.join(ROOT, "target", "release", "opal")
+MODELS = {
+    "resnet50": "light/resnet50",
+    "squeezenet": "light/squeezenet",
+    "vgg19": "light/vgg19",
+    "inception_v1": "light/inception_v1",
+    "densenet121": "light/densenet121",
+    "yolov8n_320": "real/yolov8n_320",
+    "ppocr_v4_det": "real/ppocr_v4_det",
+    "ppocr_cls": "real/ppocr_mobile_v2_cls",
+}
+
+
+def case(name):
+    directory = os.path.join(DATA, MODELS[name])
+    model = os.path.join(directory, "model.onnx")
+    input_pb = os.path.join(directory, "test_data_set_0", "input_0.pb")
+    graph = onnx.load(model, load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    input_name = next(i.name for i in graph.input if i.name not in inits)
+    value = numpy_helper.to_array(onnx.load_tensor(input_pb))
+    return model, input_name, input_pb, value
+
+
+def time_onnxruntime(model, input_name, value, threads, warmup, iterations):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    for _ in range(warmup):
+        session.run(None, {input_name: value})
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        session.run(None, {input_name: value})
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def time_opal(model, input_name, input_pb, threads, warmup, iterations):
+    out = subprocess.run(
+        [OPAL, "bench", model, "--input", f"{input_name}={input_pb}", "--threads", str(threads),
+         "--warmup", str(warmup), "--iterations", str(iterations), "--json"],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def time_tract(model, input_name, value, warmup, iterations):
+    """tract's Python package, single-threaded as it runs; None where it cannot run the model."""
+    try:
+        import tract
+    except ImportError:
+        return None
+    try:
+        runnable = tract.onnx().model_for_path(model).into_optimized().into_runnable()
+        for _ in range(warmup):
+            runnable.run([value])
+        times = []
+        for _ in range(iterations):
+            start = time.perf_counter()
+            runnable.run([value])
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+    except Exception:
+        return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", default=list(MODELS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--tract", action="store_true", help="also time tract (pip install tract)")
+    args = parser.parse_args()
+
+    results = {name: {"ort": [], "opal": [], "tract": [], "allocs": set()} for name in args.models}
+    for _ in range(args.rounds):
+        for name in args.models:
+            model, input_name, input_pb, value = case(name)
+            r = results[name]
+            r["ort"] += time_onnxruntime(model, input_name, value, args.threads, args.warmup, args.iterations)
+            bench = time_opal(model, input_name, input_pb, args.threads, args.warmup, args.iterations)
+            r["opal"].append(bench["median_ms"])
+            r["allocs"].add(bench["allocations_per_run"])
+            if args.tract and args.threads == 1:
+                r["tract"] += time_tract(model, input_name, value, args.warmup, args.iterations) or []
+
+    print(f"opal vs onnxruntime {ort.__version__}, {args.threads} thread(s), {args.rounds} rounds × "
+          f"{args.iterations} runs, {platform.machine()} {os.cpu_count()} cores, {datetime.date.today()}")
+    print()
+    print("| model | onnxruntime ms | opal ms | opal/onnxruntime | tract ms | opal allocations/run |")
+    print("|---|---:|---:|---:|---:|---:|")
+    ratios = []
+    for name in args.models:
+        r = results[name]
+        ort_ms, opal_ms = statistics.median(r["ort"]), statistics.median(r["opal"])
+        ratio = opal_ms / ort_ms
+        ratios.append(ratio)
+        tract_ms = f"{statistics.median(r['tract']):.1f}" if r["tract"] else "–"
+        allocs = ", ".join(f"{a:g}" for a in sorted(r["allocs"]))
+        print(f"| {name} | {ort_ms:.1f} | {opal_ms:.1f} | {ratio:.2f} | {tract_ms} | {allocs} |")
+    geomean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+    print()
+    print(f"geometric mean of opal/onnxruntime: {geomean:.2f}")
+
+
+if __name__ == "__main__":
+    main()
