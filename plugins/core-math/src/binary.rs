@@ -1,148 +1,279 @@
-//! Elementwise f32 arithmetic with multidirectional broadcasting: Add, Sub, Mul, Div.
+//! Broadcasting arithmetic on two inputs of any numeric dtype: Add, Sub, Mul, Div, Mod, Pow,
+//! PRelu. f32 takes the same loops as every other type, monomorphised; f16 and bf16 compute in
+//! f32.
 
 use crate::{
-    broadcast::{broadcast_dims, broadcast_shapes, Plan},
-    check::{check_rank, expect_f32},
-    parallel::for_each_chunk,
-    unary::ELEMENTWISE_GRAIN,
+    cast::f64_values,
+    check::error,
+    elementwise::{broadcast_binary, infer_broadcast_shape},
+    half::{widened, Narrow},
+    numeric::{is_half, is_numeric, with_numeric, Num},
 };
 use opal_plugin_api::prelude::*;
 
-/// The output of a broadcasting binary operator on f32 inputs.
-fn infer_binary(op: &str, cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
-    let (a, b) = (cx.input(0)?, cx.input(1)?);
-    expect_f32(op, 0, &a)?;
-    expect_f32(op, 1, &b)?;
-    let shape = broadcast_shapes(op, a.shape, b.shape)?;
-    check_rank(op, shape.len())?;
-    Ok(vec![OutputType::new(DType::F32, shape)])
-}
-
-/// Computes output 0 as `f(a, b)` elementwise, inputs broadcast to the output's shape.
-fn compute_binary(
-    op: &str,
-    cx: &mut KernelContext<'_>,
-    f: impl Fn(f32, f32) -> f32 + Copy + Sync,
-) -> KernelResult<()> {
-    let (a, b) = (cx.input(0)?, cx.input(1)?);
-    let (av, bv) = (a.f32()?, b.f32()?);
-    let out = cx.output(0)?;
-    let shape = out.shape();
-    let expected = broadcast_dims(op, a.shape(), b.shape())?;
-    if expected.as_slice() != shape {
-        return Err(crate::check::error(
+/// Fails unless `dtype` is numeric.
+pub(crate) fn expect_numeric(op: &str, index: usize, dtype: DType) -> KernelResult<()> {
+    if !is_numeric(dtype) {
+        return Err(error(
             op,
-            format_args!(
-                "output shape {} is not the broadcast {}",
-                crate::check::Shape(shape),
-                crate::check::Shape(expected.as_slice())
-            ),
+            format_args!("input {index} has dtype {dtype}, which is not numeric"),
         ));
     }
-    let y = out.f32_mut()?;
-
-    // Fast paths: same shape, or one operand a single value.
-    if av.len() == y.len() && bv.len() == y.len() {
-        for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |start, chunk| {
-            zip(chunk, &av[start..], &bv[start..], f)
-        });
-        return Ok(());
-    }
-    if bv.len() == 1 && av.len() == y.len() {
-        let b = bv[0];
-        for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |start, chunk| {
-            for (y, &a) in chunk.iter_mut().zip(&av[start..]) {
-                *y = f(a, b);
-            }
-        });
-        return Ok(());
-    }
-    if av.len() == 1 && bv.len() == y.len() {
-        let a = av[0];
-        for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |start, chunk| {
-            for (y, &b) in chunk.iter_mut().zip(&bv[start..]) {
-                *y = f(a, b);
-            }
-        });
-        return Ok(());
-    }
-
-    // General case: contiguous runs of output, each operand either walking or fixed along a run
-    // (trailing-dim broadcasts such as a bias give long runs).
-    let plan = Plan::broadcast(op, shape, [a.shape(), b.shape()])?;
-    let [sa, sb] = plan.run_strides();
-    for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |first, chunk| {
-        plan.for_each_run(first..first + chunk.len(), |start, len, [ia, ib]| {
-            let out = &mut chunk[start - first..start - first + len];
-            match (sa, sb) {
-                (0, 0) => out.fill(f(av[ia], bv[ib])),
-                (_, 0) => {
-                    let b = bv[ib];
-                    for (y, &a) in out.iter_mut().zip(&av[ia..ia + len]) {
-                        *y = f(a, b);
-                    }
-                }
-                (0, _) => {
-                    let a = av[ia];
-                    for (y, &b) in out.iter_mut().zip(&bv[ib..ib + len]) {
-                        *y = f(a, b);
-                    }
-                }
-                _ => zip(out, &av[ia..ia + len], &bv[ib..ib + len], f),
-            }
-        });
-    });
     Ok(())
 }
 
-fn zip(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-    for ((y, &a), &b) in out.iter_mut().zip(a).zip(b) {
-        *y = f(a, b);
-    }
+/// The output of a broadcasting operator whose inputs and output share a numeric dtype.
+pub(crate) fn infer_numeric_broadcast(
+    op: &str,
+    cx: &InferContext<'_>,
+) -> KernelResult<Vec<OutputType>> {
+    let dtype = cx.input(0)?.dtype;
+    expect_numeric(op, 0, dtype)?;
+    let shape = infer_broadcast_shape(op, cx, true)?;
+    Ok(vec![OutputType::new(dtype, shape)])
 }
 
-macro_rules! binary_operator {
-    ($(#[$doc:meta])* $name:ident, $op_type:literal, $f:expr) => {
+/// An operation on two values of one numeric type.
+pub(crate) trait Arithmetic {
+    fn apply<T: Num>(a: T, b: T) -> T;
+}
+
+/// Output 0 = `A::apply(input 0, input 1)`, broadcast, for any numeric dtype.
+pub(crate) fn compute_arithmetic<A: Arithmetic>(
+    op: &str,
+    cx: &mut KernelContext<'_>,
+) -> KernelResult<()> {
+    let (a, b) = (cx.input(0)?, cx.input(1)?);
+    if a.dtype() != b.dtype() {
+        return Err(error(
+            op,
+            format_args!("inputs have dtypes {} and {}", a.dtype(), b.dtype()),
+        ));
+    }
+    let out = cx.output(0)?;
+    let shape = out.shape();
+    with_numeric!(a.dtype(), T => broadcast_binary(
+        op,
+        cx,
+        (a.as_slice::<T>()?, a.shape()),
+        (b.as_slice::<T>()?, b.shape()),
+        (out.as_slice_mut::<T>()?, shape),
+        A::apply::<T>,
+    ), _ => {
+        if !is_half(a.dtype()) {
+            return Err(error(op, format_args!("dtype {} is not supported", a.dtype())));
+        }
+        let (av, bv) = (widened(op, cx, a)?, widened(op, cx, b)?);
+        let narrow = Narrow::new(cx, out)?;
+        broadcast_binary(
+            op,
+            cx,
+            (av, a.shape()),
+            (bv, b.shape()),
+            (&mut *narrow.values, shape),
+            A::apply::<f32>,
+        )?;
+        narrow.finish();
+        Ok(())
+    })
+}
+
+macro_rules! arithmetic_operator {
+    ($(#[$doc:meta])* $name:ident, $op_type:literal, since $since:literal, $apply:ident) => {
         $(#[$doc])*
         pub struct $name;
 
+        impl Arithmetic for $name {
+            fn apply<T: Num>(a: T, b: T) -> T {
+                a.$apply(b)
+            }
+        }
+
         impl Operator for $name {
             const OP_TYPE: &'static str = $op_type;
-            const SINCE_VERSION: i64 = 7;
+            const SINCE_VERSION: i64 = $since;
 
             fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
-                infer_binary(Self::OP_TYPE, cx)
+                infer_numeric_broadcast(Self::OP_TYPE, cx)
             }
 
             fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
-                compute_binary(Self::OP_TYPE, cx, $f)
+                compute_arithmetic::<Self>(Self::OP_TYPE, cx)
             }
         }
     };
 }
 
-binary_operator!(
-    /// `a + b`, broadcast.
-    Add, "Add", |a, b| a + b
+arithmetic_operator!(
+    /// `a + b`, broadcast; integers wrap.
+    Add, "Add", since 7, add
 );
-binary_operator!(
-    /// `a - b`, broadcast.
-    Sub, "Sub", |a, b| a - b
+arithmetic_operator!(
+    /// `a - b`, broadcast; integers wrap.
+    Sub, "Sub", since 7, sub
 );
-binary_operator!(
-    /// `a * b`, broadcast.
-    Mul, "Mul", |a, b| a * b
+arithmetic_operator!(
+    /// `a * b`, broadcast; integers wrap.
+    Mul, "Mul", since 7, mul
 );
-binary_operator!(
-    /// `a / b`, broadcast.
-    Div, "Div", |a, b| a / b
+arithmetic_operator!(
+    /// `a / b`, broadcast; integer division truncates toward zero.
+    Div, "Div", since 7, div
 );
+
+/// The remainder with the divisor's sign.
+struct FloorRemainder;
+
+impl Arithmetic for FloorRemainder {
+    fn apply<T: Num>(a: T, b: T) -> T {
+        a.rem_floor(b)
+    }
+}
+
+/// The remainder with the dividend's sign.
+struct TruncatedRemainder;
+
+impl Arithmetic for TruncatedRemainder {
+    fn apply<T: Num>(a: T, b: T) -> T {
+        a.rem_trunc(b)
+    }
+}
+
+/// The remainder of `a / b`, broadcast: with the divisor's sign (`fmod = 0`, Python's `%`) or
+/// the dividend's (`fmod = 1`, C's `fmod`).
+pub struct Mod;
+
+impl Operator for Mod {
+    const OP_TYPE: &'static str = "Mod";
+    const SINCE_VERSION: i64 = 10;
+
+    fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
+        infer_numeric_broadcast(Self::OP_TYPE, cx)
+    }
+
+    fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+        match cx.attributes().int("fmod", 0)? {
+            0 => compute_arithmetic::<FloorRemainder>(Self::OP_TYPE, cx),
+            1 => compute_arithmetic::<TruncatedRemainder>(Self::OP_TYPE, cx),
+            other => Err(error(
+                Self::OP_TYPE,
+                format_args!("fmod must be 0 or 1, got {other}"),
+            )),
+        }
+    }
+}
+
+/// `base ^ exponent` in the base's type, as numpy computes it before casting back: integers to
+/// a non-negative whole power by wrapping multiplication, everything else in f64.
+fn power<T: Num>(base: T, exponent: f64) -> T {
+    if !T::IS_FLOAT && exponent >= 0.0 && exponent.fract() == 0.0 && exponent < 128.0 {
+        let (mut result, mut square, mut e) = (T::ONE, base, exponent as u32);
+        while e > 0 {
+            if e & 1 == 1 {
+                result = result.mul(square);
+            }
+            square = square.mul(square);
+            e >>= 1;
+        }
+        return result;
+    }
+    T::from_f64(base.to_f64().powf(exponent))
+}
+
+/// `a ^ b`, broadcast, in the base's dtype; the exponent may have any numeric dtype.
+pub struct Pow;
+
+impl Operator for Pow {
+    const OP_TYPE: &'static str = "Pow";
+    const SINCE_VERSION: i64 = 7;
+
+    fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
+        let op = Self::OP_TYPE;
+        let (base, exponent) = (cx.input(0)?, cx.input(1)?);
+        expect_numeric(op, 0, base.dtype)?;
+        expect_numeric(op, 1, exponent.dtype)?;
+        let shape = infer_broadcast_shape(op, cx, false)?;
+        Ok(vec![OutputType::new(base.dtype, shape)])
+    }
+
+    fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+        let op = Self::OP_TYPE;
+        let (a, b) = (cx.input(0)?, cx.input(1)?);
+        let out = cx.output(0)?;
+        let shape = out.shape();
+        if a.dtype() == DType::F32 && b.dtype() == DType::F32 {
+            return broadcast_binary(
+                op,
+                cx,
+                (a.f32()?, a.shape()),
+                (b.f32()?, b.shape()),
+                (out.f32_mut()?, shape),
+                f32::powf,
+            );
+        }
+        let exponents = (f64_values(op, cx, b)?, b.shape());
+        with_numeric!(a.dtype(), T => broadcast_binary(
+            op,
+            cx,
+            (a.as_slice::<T>()?, a.shape()),
+            exponents,
+            (out.as_slice_mut::<T>()?, shape),
+            power::<T>,
+        ), _ => {
+            let av = widened(op, cx, a)?;
+            let narrow = Narrow::new(cx, out)?;
+            broadcast_binary(
+                op,
+                cx,
+                (av, a.shape()),
+                exponents,
+                (&mut *narrow.values, shape),
+                power::<f32>,
+            )?;
+            narrow.finish();
+            Ok(())
+        })
+    }
+}
+
+/// `x` where positive, `slope * x` elsewhere; the slope broadcasts to the input's shape.
+pub struct PRelu;
+
+impl Operator for PRelu {
+    const OP_TYPE: &'static str = "PRelu";
+    const SINCE_VERSION: i64 = 7;
+
+    fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
+        let op = Self::OP_TYPE;
+        let x = cx.input(0)?;
+        expect_numeric(op, 0, x.dtype)?;
+        let shape = infer_broadcast_shape(op, cx, true)?;
+        if shape.len() != x.shape.len() {
+            return Err(error(op, "the slope has a higher rank than the input"));
+        }
+        Ok(vec![OutputType::new(x.dtype, x.shape.to_vec())])
+    }
+
+    fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+        compute_arithmetic::<Self>(Self::OP_TYPE, cx)
+    }
+}
+
+impl Arithmetic for PRelu {
+    fn apply<T: Num>(x: T, slope: T) -> T {
+        if x < T::ZERO {
+            x.mul(slope)
+        } else {
+            x
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use opal_plugin_api::testing::{
-        assert_close, infer_input, infer_operator, run_operator, OwnedTensor, TestHost,
+        assert_close, infer_input, infer_operator, int_attr, run_operator, OwnedTensor, TestHost,
     };
 
     /// Deterministic values that are exact in f32 and never zero.
@@ -234,6 +365,46 @@ mod tests {
     fn large_broadcasts_split_across_threads() {
         check::<Add>(&[300, 257], &[257], |a, b| a + b);
         check::<Mul>(&[3, 1, 40_000], &[3, 2, 1], |a, b| a * b);
+    }
+
+    #[test]
+    fn integers_wrap_and_divide_toward_zero() {
+        let a = OwnedTensor::new::<i8>(&[4], &[-3, 3, 100, -128]);
+        let b = OwnedTensor::new::<i8>(&[4], &[2, -2, 100, -1]);
+        let sum = run_operator::<Add>(&[a.clone(), b.clone()], &[], 1).unwrap();
+        assert_eq!(sum[0].to_vec::<i8>(), [-1, 1, -56, 127]);
+        let quotient = run_operator::<Div>(&[a, b], &[], 1).unwrap();
+        assert_eq!(quotient[0].to_vec::<i8>(), [-1, -1, 1, -128]);
+    }
+
+    #[test]
+    fn mod_follows_the_fmod_attribute() {
+        let a = OwnedTensor::new::<i32>(&[3], &[-4, 7, 5]);
+        let b = OwnedTensor::new::<i32>(&[3], &[3, -3, 0]);
+        let floor = run_operator::<Mod>(&[a.clone(), b.clone()], &[], 1).unwrap();
+        assert_eq!(floor[0].to_vec::<i32>(), [2, -2, 0]);
+        let trunc = run_operator::<Mod>(&[a, b], &[int_attr("fmod", 1)], 1).unwrap();
+        assert_eq!(trunc[0].to_vec::<i32>(), [-1, 1, 0]);
+    }
+
+    #[test]
+    fn pow_mixes_dtypes_in_the_base_type() {
+        let base = OwnedTensor::new::<i32>(&[3], &[1, 2, 3]);
+        let exponent = OwnedTensor::f32(&[3], &[4.0, 5.0, 6.0]);
+        let y = run_operator::<Pow>(&[base, exponent], &[], 1).unwrap();
+        assert_eq!(y[0].to_vec::<i32>(), [1, 32, 729]);
+        let base = OwnedTensor::f32(&[2], &[2.0, 9.0]);
+        let exponent = OwnedTensor::i64(&[1], &[2]);
+        let y = run_operator::<Pow>(&[base, exponent], &[], 1).unwrap();
+        assert_eq!(y[0].to_vec::<f32>(), [4.0, 81.0]);
+    }
+
+    #[test]
+    fn prelu_scales_negatives_by_the_broadcast_slope() {
+        let x = OwnedTensor::f32(&[2, 2], &[-1.0, 2.0, -3.0, 4.0]);
+        let slope = OwnedTensor::f32(&[2], &[0.5, 0.25]);
+        let y = run_operator::<PRelu>(&[x, slope], &[], 1).unwrap();
+        assert_eq!(y[0].to_vec::<f32>(), [-0.5, 2.0, -1.5, 4.0]);
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! MatMul: numpy `matmul` on f32 (1-D operands promoted, batch dims broadcast), on [`sgemm`].
+//! MatMul: numpy `matmul` (1-D operands promoted, batch dims broadcast): f32 on [`sgemm`], f16
+//! and bf16 through it in f32, other numeric dtypes (f64, integers) by plain loops.
 
 use crate::{
+    binary::expect_numeric,
     broadcast::{broadcast_dims, broadcast_shapes, Plan},
-    check::{check_rank, error, expect_f32, Shape},
+    check::{check_rank, error, Shape},
+    half::{widened, Narrow},
+    numeric::{is_half, with_numeric, Num},
     sgemm::{sgemm, single_batch, Operand, Product},
 };
 use opal_plugin_api::prelude::*;
@@ -16,8 +20,13 @@ impl Operator for MatMul {
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let op = Self::OP_TYPE;
         let (a, b) = (cx.input(0)?, cx.input(1)?);
-        expect_f32(op, 0, &a)?;
-        expect_f32(op, 1, &b)?;
+        expect_numeric(op, 0, a.dtype)?;
+        if b.dtype != a.dtype {
+            return Err(error(
+                op,
+                format_args!("inputs have dtypes {} and {}", a.dtype, b.dtype),
+            ));
+        }
         let (sa, sb) = (a.shape, b.shape);
         if sa.is_empty() || sb.is_empty() {
             return Err(error(op, "operands must have rank 1 or more"));
@@ -57,7 +66,7 @@ impl Operator for MatMul {
             shape.push(sb[sb.len() - 1]);
         }
         check_rank(op, sa.len().max(sb.len()))?;
-        Ok(vec![OutputType::new(DType::F32, shape)])
+        Ok(vec![OutputType::new(a.dtype, shape)])
     }
 
     fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
@@ -93,7 +102,6 @@ impl Operator for MatMul {
         let batch_b = &sb[..sb.len().saturating_sub(2)];
         let batch = broadcast_dims(op, batch_a, batch_b)?;
         let batches: usize = batch.as_slice().iter().product();
-        let (av, bv) = (a.f32()?, b.f32()?);
         let out = cx.output(0)?;
         if out.len() != batches * m * n {
             return Err(error(
@@ -104,51 +112,126 @@ impl Operator for MatMul {
                 ),
             ));
         }
-        let c = out.f32_mut()?;
-        let a_operand = Operand {
-            data: av,
-            row_stride: k,
-            col_stride: 1,
-        };
-        let b_operand = Operand {
-            data: bv,
-            row_stride: n,
-            col_stride: 1,
-        };
-        let b_batches: usize = batch_b.iter().product();
-        if b_batches == 1 && av.len() == batches * m * k {
-            // One B for every batch of a contiguous A: a single product of `batches * m` rows.
-            let product = Product {
-                m: batches * m,
-                n,
-                k,
-                alpha: 1.0,
-                beta: 0.0,
-                a: a_operand,
-                b: b_operand,
-                batches: 1,
-                batch_offsets: &single_batch,
-            };
-            return sgemm(cx, &product, c);
-        }
         // Batch index -> offsets of A's and B's matrices, through broadcast strides (in matrices).
         let plan = Plan::broadcast(op, batch.as_slice(), [batch_a, batch_b])?;
         let offsets = |batch: usize| {
             let [ia, ib] = plan.offsets(batch);
             (ia * m * k, ib * k * n)
         };
-        let product = Product {
+        let dims = Dims {
             m,
+            n,
+            k,
+            batches,
+            b_batches: batch_b.iter().product(),
+        };
+        let dtype = a.dtype();
+        if dtype == DType::F32 {
+            return product_f32(cx, dims, a.f32()?, b.f32()?, out.f32_mut()?, &offsets);
+        }
+        if is_half(dtype) {
+            let (av, bv) = (widened(op, cx, a)?, widened(op, cx, b)?);
+            let narrow = Narrow::new(cx, out)?;
+            product_f32(cx, dims, av, bv, &mut *narrow.values, &offsets)?;
+            narrow.finish();
+            return Ok(());
+        }
+        with_numeric!(dtype, T => {
+            product_loops(dims, a.as_slice::<T>()?, b.as_slice::<T>()?, out.as_slice_mut::<T>()?, &offsets);
+            Ok(())
+        }, _ => Err(error(op, format_args!("dtype {dtype} is not supported"))))
+    }
+}
+
+/// The sizes of a batched product: `batches` products of `[m, k] x [k, n]`; B has `b_batches`.
+#[derive(Clone, Copy)]
+struct Dims {
+    m: usize,
+    n: usize,
+    k: usize,
+    batches: usize,
+    b_batches: usize,
+}
+
+/// The product on [`sgemm`]; `offsets(batch)` gives the offsets of A's and B's matrices.
+fn product_f32(
+    cx: &KernelContext<'_>,
+    dims: Dims,
+    av: &[f32],
+    bv: &[f32],
+    c: &mut [f32],
+    offsets: &(dyn Fn(usize) -> (usize, usize) + Sync),
+) -> KernelResult<()> {
+    let Dims {
+        m,
+        n,
+        k,
+        batches,
+        b_batches,
+    } = dims;
+    let a_operand = Operand {
+        data: av,
+        row_stride: k,
+        col_stride: 1,
+    };
+    let b_operand = Operand {
+        data: bv,
+        row_stride: n,
+        col_stride: 1,
+    };
+    if b_batches == 1 && av.len() == batches * m * k {
+        // One B for every batch of a contiguous A: a single product of `batches * m` rows.
+        let product = Product {
+            m: batches * m,
             n,
             k,
             alpha: 1.0,
             beta: 0.0,
             a: a_operand,
             b: b_operand,
-            batches,
-            batch_offsets: &offsets,
+            batches: 1,
+            batch_offsets: &single_batch,
         };
-        sgemm(cx, &product, c)
+        return sgemm(cx, &product, c);
+    }
+    let product = Product {
+        m,
+        n,
+        k,
+        alpha: 1.0,
+        beta: 0.0,
+        a: a_operand,
+        b: b_operand,
+        batches,
+        batch_offsets: offsets,
+    };
+    sgemm(cx, &product, c)
+}
+
+/// The product by plain loops, for f64 and integers (which wrap).
+fn product_loops<T: Num>(
+    dims: Dims,
+    av: &[T],
+    bv: &[T],
+    c: &mut [T],
+    offsets: &dyn Fn(usize) -> (usize, usize),
+) {
+    let Dims { m, n, k, .. } = dims;
+    if m * n == 0 {
+        return;
+    }
+    for (batch, c) in c.chunks_exact_mut(m * n).enumerate() {
+        let (oa, ob) = offsets(batch);
+        c.fill(T::ZERO);
+        for (i, row) in c.chunks_exact_mut(n).enumerate() {
+            for p in 0..k {
+                let a = av[oa + i * k + p];
+                let b_row = &bv[ob + p * n..ob + (p + 1) * n];
+                for (c, &b) in row.iter_mut().zip(b_row) {
+                    *c = c.add(a.mul(b));
+                }
+            }
+        }
     }
 }
 
@@ -260,6 +343,19 @@ mod tests {
         check(&[1, 3, 6, 4], &[2, 1, 4, 7]);
         check(&[5, 40, 70], &[70, 33]);
         check(&[2, 3, 130, 70], &[3, 70, 66]);
+    }
+
+    #[test]
+    fn other_dtypes_multiply_too() {
+        let a = OwnedTensor::new::<f64>(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let b = OwnedTensor::new::<f64>(&[2], &[1.0, -1.0]);
+        let y = TestHost::new().run::<MatMul>(&[a, b], &[], 1).unwrap();
+        assert_eq!(y[0].to_vec::<f64>(), [-1.0, -1.0]);
+        let a = OwnedTensor::new::<i32>(&[2, 1, 2], &[1, 2, 3, 4]);
+        let b = OwnedTensor::new::<i32>(&[2, 1], &[5, 6]);
+        let y = TestHost::new().run::<MatMul>(&[a, b], &[], 1).unwrap();
+        assert_eq!(y[0].shape(), [2, 1, 1]);
+        assert_eq!(y[0].to_vec::<i32>(), [17, 39]);
     }
 
     #[test]
