@@ -1,0 +1,295 @@
+//! Conv: N-d convolution (1 to 3 spatial axes) with every attribute (auto_pad, pads, strides,
+//! dilations, group) and an optional bias. Depthwise convolutions run a direct loop
+//! ([`crate::depthwise`]); the others are matrix products on [`sgemm`] over an im2col buffer
+//! ([`crate::im2col`]), or over the input itself for 1x1 convolutions without stride or padding.
+
+use crate::{
+    depthwise::depthwise,
+    float::{expect_float, input_f32, optional_input_f32, output_f32},
+    im2col::grouped_gemm,
+    window::{output_dims, window, Window, WindowAttributes},
+};
+use opal_kernel_support::check::{error, Shape};
+use opal_plugin_api::prelude::*;
+
+/// Conv of every opset (1, 11, 22): the semantics did not change, only the dtypes.
+pub struct Conv;
+
+/// The sizes of a convolution, known at compute time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvShape {
+    pub(crate) batch: usize,
+    pub(crate) in_channels: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) group: usize,
+    pub(crate) window: Window,
+}
+
+impl ConvShape {
+    pub(crate) fn in_per_group(&self) -> usize {
+        self.in_channels / self.group
+    }
+
+    pub(crate) fn out_per_group(&self) -> usize {
+        self.out_channels / self.group
+    }
+}
+
+const OP: &str = "Conv";
+
+/// Checks X, W and B of a Conv node (dims of -1 are unknown) and returns the group.
+fn check_inputs(cx: &InferContext<'_>) -> KernelResult<i64> {
+    let x = cx.input(0)?;
+    let w = cx.input(1)?;
+    expect_float(OP, 0, &x)?;
+    if w.dtype != x.dtype {
+        return Err(error(
+            OP,
+            format_args!("W has dtype {}, X has {}", w.dtype, x.dtype),
+        ));
+    }
+    if x.shape.len() < 3 || w.shape.len() != x.shape.len() {
+        return Err(error(
+            OP,
+            format_args!(
+                "X {} and W {} must have the same rank, at least 3",
+                Shape(x.shape),
+                Shape(w.shape)
+            ),
+        ));
+    }
+    let group = cx.attributes().int("group", 1)?;
+    if group < 1 {
+        return Err(error(OP, format_args!("group {group} is not positive")));
+    }
+    let (channels, per_group, outputs) = (x.shape[1], w.shape[1], w.shape[0]);
+    if channels >= 0 && per_group >= 0 && channels != per_group * group {
+        return Err(error(
+            OP,
+            format_args!(
+                "X has {channels} channels but W {} takes {per_group} per group for {group} groups",
+                Shape(w.shape)
+            ),
+        ));
+    }
+    if outputs >= 0 && outputs % group != 0 {
+        return Err(error(
+            OP,
+            format_args!("{outputs} output channels do not divide into {group} groups"),
+        ));
+    }
+    if let Some(b) = cx.optional_input(2)? {
+        if b.dtype != x.dtype
+            || b.shape.len() != 1
+            || (outputs >= 0 && b.shape[0] >= 0 && b.shape[0] != outputs)
+        {
+            return Err(error(
+                OP,
+                format_args!(
+                    "B must be 1-D of {outputs} {}, got {} {}",
+                    x.dtype,
+                    b.dtype,
+                    Shape(b.shape)
+                ),
+            ));
+        }
+    }
+    if let Some(kernel) = cx.attributes().ints("kernel_shape")? {
+        let matches = kernel.len() == w.shape.len() - 2
+            && kernel
+                .iter()
+                .zip(&w.shape[2..])
+                .all(|(&k, &w)| w < 0 || k == w);
+        if !matches {
+            return Err(error(
+                OP,
+                format_args!(
+                    "kernel_shape {} does not match W {}",
+                    Shape(kernel),
+                    Shape(w.shape)
+                ),
+            ));
+        }
+    }
+    Ok(group)
+}
+
+impl Operator for Conv {
+    const OP_TYPE: &'static str = OP;
+
+    fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
+        check_inputs(cx)?;
+        let (x, w) = (cx.input(0)?, cx.input(1)?);
+        let attributes = WindowAttributes::read(OP, &cx.attributes())?;
+        let kernel = &w.shape[2..];
+        if kernel.iter().any(|&k| k < 0) {
+            let mut shape = vec![x.shape[0], w.shape[0]];
+            shape.resize(x.shape.len(), -1);
+            return Ok(vec![OutputType::new(x.dtype, shape)]);
+        }
+        let spatial = output_dims(OP, &attributes, &x.shape[2..], kernel)?;
+        let mut shape = vec![x.shape[0], w.shape[0]];
+        shape.extend(spatial);
+        Ok(vec![OutputType::new(x.dtype, shape)])
+    }
+
+    fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+        let (x_shape, w_shape) = (cx.input(0)?.shape(), cx.input(1)?.shape());
+        let attributes = WindowAttributes::read(OP, &cx.attributes())?;
+        let shape = ConvShape {
+            batch: x_shape[0],
+            in_channels: x_shape[1],
+            out_channels: w_shape[0],
+            group: cx.attributes().int("group", 1)?.max(1) as usize,
+            window: window(OP, &attributes, &x_shape[2..], &w_shape[2..])?,
+        };
+        let x = input_f32(cx, OP, 0)?;
+        let w = input_f32(cx, OP, 1)?;
+        let bias = optional_input_f32(cx, OP, 2)?;
+        let (y, sink) = output_f32(cx, 0)?;
+        convolve(cx, &shape, x, w, bias, y)?;
+        sink.finish(OP, y)
+    }
+}
+
+/// `y = conv(x, w) + bias` on f32.
+pub(crate) fn convolve(
+    cx: &KernelContext<'_>,
+    shape: &ConvShape,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> KernelResult<()> {
+    let expected_y = shape.batch * shape.out_channels * shape.window.output_size();
+    let expected_w = shape.out_channels * shape.in_per_group() * shape.window.kernel_size();
+    if y.len() != expected_y
+        || w.len() != expected_w
+        || bias.is_some_and(|b| b.len() != shape.out_channels)
+    {
+        return Err(error(
+            OP,
+            "output, weight or bias sizes do not match the inputs",
+        ));
+    }
+    if y.is_empty() {
+        return Ok(());
+    }
+    if shape.in_per_group() == 1 && shape.group > 1 {
+        depthwise(cx, shape, x, w, bias, y);
+        return Ok(());
+    }
+    grouped_gemm(cx, shape, x, w, bias, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::conv_reference;
+    use opal_kernel_support::testutil::values;
+    use opal_plugin_api::testing::{
+        assert_close, int_attr, ints_attr, string_attr, OwnedTensor, TestHost,
+    };
+
+    fn check(
+        x_shape: &[usize],
+        w_shape: &[usize],
+        bias: bool,
+        attributes: &[opal_plugin_api::Attribute<'_>],
+    ) {
+        let x = values(x_shape.iter().product(), 1);
+        let w = values(w_shape.iter().product(), 2);
+        let b = values(w_shape[0], 3);
+        let mut inputs = vec![OwnedTensor::f32(x_shape, &x), OwnedTensor::f32(w_shape, &w)];
+        if bias {
+            inputs.push(OwnedTensor::f32(&[w_shape[0]], &b));
+        }
+        for threads in [1, 2] {
+            let y = TestHost::new()
+                .threads(threads)
+                .run::<Conv>(&inputs, attributes, 1)
+                .unwrap();
+            let (shape, expected) = conv_reference(&inputs, attributes);
+            assert_eq!(y[0].shape(), shape.as_slice());
+            assert_close(y[0].as_slice(), &expected, 1e-4);
+        }
+    }
+
+    #[test]
+    fn plain_padded_strided_and_dilated_2d() {
+        check(&[1, 3, 7, 8], &[4, 3, 3, 3], true, &[]);
+        check(
+            &[2, 3, 7, 8],
+            &[4, 3, 3, 2],
+            false,
+            &[ints_attr("pads", &[1, 0, 2, 1])],
+        );
+        check(
+            &[1, 2, 9, 9],
+            &[5, 2, 3, 3],
+            true,
+            &[
+                ints_attr("strides", &[2, 3]),
+                ints_attr("dilations", &[2, 1]),
+            ],
+        );
+        check(
+            &[1, 4, 5, 5],
+            &[3, 4, 3, 3],
+            false,
+            &[
+                string_attr("auto_pad", "SAME_LOWER"),
+                ints_attr("strides", &[2, 2]),
+            ],
+        );
+    }
+
+    #[test]
+    fn pointwise_grouped_and_depthwise() {
+        check(&[2, 6, 4, 5], &[8, 6, 1, 1], true, &[]);
+        check(
+            &[1, 6, 6, 5],
+            &[4, 3, 3, 3],
+            true,
+            &[int_attr("group", 2), ints_attr("pads", &[1, 1, 1, 1])],
+        );
+        check(
+            &[2, 4, 6, 7],
+            &[4, 1, 3, 3],
+            true,
+            &[
+                int_attr("group", 4),
+                ints_attr("pads", &[1, 1, 1, 1]),
+                ints_attr("strides", &[2, 1]),
+            ],
+        );
+        check(
+            &[1, 3, 6, 7],
+            &[6, 1, 3, 2],
+            false,
+            &[int_attr("group", 3), ints_attr("dilations", &[1, 2])],
+        );
+    }
+
+    #[test]
+    fn one_and_three_spatial_axes() {
+        check(
+            &[2, 3, 11],
+            &[4, 3, 3],
+            true,
+            &[ints_attr("pads", &[2, 1]), ints_attr("strides", &[2])],
+        );
+        check(
+            &[1, 2, 4, 5, 6],
+            &[3, 2, 2, 3, 3],
+            true,
+            &[ints_attr("pads", &[1, 0, 1, 0, 1, 1])],
+        );
+        check(
+            &[1, 3, 4, 5, 6],
+            &[3, 1, 3, 3, 3],
+            true,
+            &[int_attr("group", 3), ints_attr("pads", &[1, 1, 1, 1, 1, 1])],
+        );
+    }
+}
