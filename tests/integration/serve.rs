@@ -286,3 +286,19 @@ fn config_check_accepts_a_good_deployment() {
         "{out}"
     );
 }
+
+#[test]
+fn the_shipped_deployments_are_valid() {
+    for file in ["config/default.toml", "config/serve-example.toml"] {
+        let output = std::process::Command::new(opal_binary())
+            .args(["config", "check"])
+            .arg(workspace_root().join(file))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
