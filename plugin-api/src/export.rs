@@ -86,6 +86,11 @@ pub const fn module_ref(module: &'static WithMetadata<PluginModule>) -> PluginMo
 static HEAP_ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn heap_allocations() -> u64 {
+    heap_allocation_count()
+}
+
+/// Heap allocations made through [`CountingAllocator`] in this process so far.
+pub(crate) fn heap_allocation_count() -> u64 {
     HEAP_ALLOCATIONS.load(Ordering::Relaxed)
 }
 

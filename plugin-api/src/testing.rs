@@ -276,6 +276,28 @@ pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
     }
 }
 
+/// Heap allocations made so far through the counting allocator `export_plugin!` installs; in a
+/// plugin crate's own test binaries that is the binary's global allocator.
+pub fn heap_allocations() -> u64 {
+    crate::export::heap_allocation_count()
+}
+
+/// Fails unless operator `O`, warmed up, makes no heap allocation on `inputs`, with one and with
+/// two reported threads. The count is process-wide: call it from a test binary of its own.
+pub fn assert_no_heap<O: Operator>(
+    inputs: &[OwnedTensor],
+    attributes: &[Attribute<'_>],
+    output_count: usize,
+) {
+    for threads in [1, 2] {
+        TestHost::new()
+            .threads(threads)
+            .heap_probe(heap_allocations)
+            .run::<O>(inputs, attributes, output_count)
+            .unwrap_or_else(|e| panic!("{} with {threads} threads: {e}", O::OP_TYPE));
+    }
+}
+
 /// A configurable test host. [`run_operator`] uses the defaults.
 #[derive(Clone, Copy, Debug)]
 pub struct TestHost {

@@ -4,16 +4,11 @@
 
 use opal_nn::*;
 use opal_plugin_api::{
-    testing::{float_attr, int_attr, ints_attr, string_attr, OwnedTensor, TestHost},
+    testing::{
+        assert_no_heap, float_attr, heap_allocations, int_attr, ints_attr, string_attr, OwnedTensor,
+    },
     Attribute, DType, Operator,
 };
-
-fn heap_allocations() -> u64 {
-    OPAL_PLUGIN_DESCRIPTOR
-        .module
-        .heap_allocations()
-        .map_or(0, |count| count())
-}
 
 fn f32s(shape: &[usize]) -> OwnedTensor {
     let len: usize = shape.iter().product();
@@ -28,13 +23,7 @@ fn positive(shape: &[usize]) -> OwnedTensor {
 }
 
 fn check<O: Operator>(inputs: &[OwnedTensor], attributes: &[Attribute<'_>], outputs: usize) {
-    for threads in [1, 2] {
-        TestHost::new()
-            .threads(threads)
-            .heap_probe(heap_allocations)
-            .run::<O>(inputs, attributes, outputs)
-            .unwrap_or_else(|e| panic!("{} with {threads} threads: {e}", O::OP_TYPE));
-    }
+    assert_no_heap::<O>(inputs, attributes, outputs);
 }
 
 #[test]

@@ -3,17 +3,10 @@
 //! in its own binary, because the count is process-wide.
 
 use opal_plugin_api::{
-    testing::{int_attr, ints_attr, string_attr, OwnedTensor, TestHost},
+    testing::{assert_no_heap, heap_allocations, int_attr, ints_attr, string_attr, OwnedTensor},
     Attribute, Operator,
 };
 use opal_tensor_ops::*;
-
-fn heap_allocations() -> u64 {
-    OPAL_PLUGIN_DESCRIPTOR
-        .module
-        .heap_allocations()
-        .map_or(0, |count| count())
-}
 
 fn f32s(shape: &[usize]) -> OwnedTensor {
     let len: usize = shape.iter().product();
@@ -34,13 +27,7 @@ fn check_outputs<O: Operator>(
     attributes: &[Attribute<'_>],
     outputs: usize,
 ) {
-    for threads in [1, 2] {
-        TestHost::new()
-            .threads(threads)
-            .heap_probe(heap_allocations)
-            .run::<O>(inputs, attributes, outputs)
-            .unwrap_or_else(|e| panic!("{} with {threads} threads: {e}", O::OP_TYPE));
-    }
+    assert_no_heap::<O>(inputs, attributes, outputs);
 }
 
 fn check<O: Operator>(inputs: &[OwnedTensor], attributes: &[Attribute<'_>]) {
