@@ -264,3 +264,46 @@ fn a_kernel_that_returns_an_error_is_reported_with_its_message() {
     assert!(err.contains("opal.test:Fail"), "{err}");
     assert!(err.contains("fails on purpose"), "{err}");
 }
+
+/// y = x + W, with W's bytes at offset 64 of `weights.bin` beside the model.
+fn external_model(dir: &Path, location: &str) -> std::path::PathBuf {
+    let mut file = vec![0u8; 64];
+    for v in [1.0f32, 2.0, 3.0, 4.0] {
+        file.extend(v.to_le_bytes());
+    }
+    std::fs::write(dir.join("weights.bin"), file).unwrap();
+    ModelBuilder::new(17)
+        .input("x", &[4])
+        .output("y", &[4])
+        .external_initializer("W", &[4], location, 64)
+        .node("add", "", "Add", &["x", "W"], &["y"], &[])
+        .write(dir, "external.onnx")
+}
+
+#[test]
+fn external_data_is_mapped_and_used_in_place() {
+    let (_, engine) = default_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let model = engine
+        .load_model(&external_model(dir.path(), "weights.bin"))
+        .unwrap();
+    let w = &model.constants[&model.value_id("W").unwrap()];
+    assert!(w.is_mapped(), "the external bytes were copied");
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    let y = run_once(&mut session, &[4], &[0.5, 0.5, 0.5, 0.5]).unwrap();
+    assert_eq!(y, vec![1.5, 2.5, 3.5, 4.5]);
+}
+
+#[test]
+fn external_data_outside_the_model_directory_is_refused() {
+    let (_, engine) = default_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let path = external_model(dir.path(), "../weights.bin");
+    let err = engine.load_model(&path).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("initializer 'W'"), "{err}");
+    assert!(
+        err.contains("must be a path inside the model's directory"),
+        "{err}"
+    );
+}

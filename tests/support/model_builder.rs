@@ -2,8 +2,8 @@
 
 use opal_runtime::onnx::proto::{
     tensor_shape_proto::{dimension::Value as DimValue, Dimension},
-    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,35 @@ impl ModelBuilder {
             dims: dims.to_vec(),
             data_type: 1,
             float_data: values.to_vec(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// An f32 initializer whose bytes are in the external file `location` (relative to the
+    /// model) at `offset`.
+    pub fn external_initializer(
+        mut self,
+        name: &str,
+        dims: &[i64],
+        location: &str,
+        offset: usize,
+    ) -> Self {
+        let length: i64 = dims.iter().product::<i64>() * 4;
+        let entry = |key: &str, value: String| StringStringEntryProto {
+            key: key.into(),
+            value,
+        };
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            data_location: 1,
+            external_data: vec![
+                entry("location", location.into()),
+                entry("offset", offset.to_string()),
+                entry("length", length.to_string()),
+            ],
             ..Default::default()
         });
         self

@@ -68,8 +68,26 @@ impl Constant {
         })
     }
 
-    /// Decodes a `TensorProto`. `weights` owns whatever has to be copied.
+    /// Decodes a `TensorProto` that holds its data. `weights` owns whatever has to be copied.
     pub fn from_proto(proto: &TensorProto, weights: &Owner) -> Result<Self, String> {
+        Constant::decode(proto, None, weights)
+    }
+
+    /// Decodes a `TensorProto` whose data is stored outside it: `external` is its bytes, a view
+    /// into the mapped external-data file.
+    pub fn from_external(
+        proto: &TensorProto,
+        external: Bytes,
+        weights: &Owner,
+    ) -> Result<Self, String> {
+        Constant::decode(proto, Some(external), weights)
+    }
+
+    fn decode(
+        proto: &TensorProto,
+        external: Option<Bytes>,
+        weights: &Owner,
+    ) -> Result<Self, String> {
         let dtype = DType(proto.data_type);
         let elem = dtype.size().ok_or_else(|| {
             format!(
@@ -77,9 +95,14 @@ impl Constant {
                 proto.data_type
             )
         })?;
-        if proto.data_location == 1 || !proto.external_data.is_empty() {
-            return Err("external data is not supported yet".to_owned());
+        let stored_outside = proto.data_location == 1 || !proto.external_data.is_empty();
+        if stored_outside && external.is_none() {
+            return Err(
+                "its data is in an external file, which only a model's initializers may use"
+                    .to_owned(),
+            );
         }
+        let raw = external.as_ref().unwrap_or(&proto.raw_data);
         let shape = proto
             .dims
             .iter()
@@ -92,17 +115,17 @@ impl Constant {
                 .map(ConstantData::Owned)
                 .ok_or_else(|| format!("out of memory decoding {bytes} bytes"))
         };
-        let data = if !proto.raw_data.is_empty() || bytes == 0 {
-            if proto.raw_data.len() != bytes {
+        let data = if !raw.is_empty() || bytes == 0 || stored_outside {
+            if raw.len() != bytes {
                 return Err(format!(
-                    "raw_data holds {} bytes, but {dtype} {shape:?} needs {bytes}",
-                    proto.raw_data.len()
+                    "its raw data holds {} bytes, but {dtype} {shape:?} needs {bytes}",
+                    raw.len()
                 ));
             }
-            if (proto.raw_data.as_ptr() as usize).is_multiple_of(elem) {
-                ConstantData::Mapped(proto.raw_data.clone())
+            if (raw.as_ptr() as usize).is_multiple_of(elem) {
+                ConstantData::Mapped(raw.clone())
             } else {
-                owned(&proto.raw_data)?
+                owned(raw)?
             }
         } else {
             let decoded = typed_field_bytes(proto, dtype)?;

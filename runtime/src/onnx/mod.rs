@@ -3,6 +3,7 @@
 
 mod attributes;
 mod constant;
+mod external;
 mod model;
 pub mod proto;
 

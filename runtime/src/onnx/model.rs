@@ -1,9 +1,10 @@
 //! A loaded ONNX model: the file memory-mapped and decoded, its graph turned into numbered
-//! values and nodes, its initializers decoded into [`Constant`]s (views into the mapping where
-//! possible). Immutable once loaded, and shared by every plan compiled from it.
+//! values and nodes, its initializers decoded into [`Constant`]s (views into the mapping, or into
+//! mapped external-data files, where possible). Immutable once loaded, and shared by every plan compiled from it.
 
 use super::{
     constant::Constant,
+    external::ExternalFiles,
     proto::{
         tensor_shape_proto::dimension::Value as DimValue, type_proto, AttributeProto, GraphProto,
         ModelProto, ValueInfoProto,
@@ -147,6 +148,7 @@ impl Model {
     }
 
     fn read_graph(&mut self, graph: GraphProto, weights: &Owner) -> Result<(), String> {
+        let mut external = ExternalFiles::new(self.path.parent().unwrap_or(Path::new(".")));
         let mut ids: HashMap<String, ValueId> = HashMap::new();
         let mut intern = |values: &mut Vec<Value>, name: &str| -> ValueId {
             *ids.entry(name.to_owned()).or_insert_with(|| {
@@ -163,8 +165,14 @@ impl Model {
                 return Err("an initializer has no name".into());
             }
             let id = intern(&mut self.values, &init.name);
-            let constant = Constant::from_proto(init, weights)
-                .map_err(|e| format!("initializer '{}': {e}", init.name))?;
+            let constant = if init.data_location == 1 || !init.external_data.is_empty() {
+                external
+                    .bytes(init)
+                    .and_then(|bytes| Constant::from_external(init, bytes, weights))
+            } else {
+                Constant::from_proto(init, weights)
+            }
+            .map_err(|e| format!("initializer '{}': {e}", init.name))?;
             self.values[id].dtype = Some(constant.dtype);
             self.values[id].shape = Some(constant.shape.iter().map(|&d| Dim::Fixed(d)).collect());
             self.constants.insert(id, constant);
