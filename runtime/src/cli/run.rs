@@ -110,9 +110,10 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "Weights: {} bytes used in place from the mapped file, {} bytes decoded into host memory",
+        "Weights: {} bytes used in place from the mapped file, {} bytes decoded into host memory, {} bytes of constants folded at compile time",
         weights(true),
-        weights(false)
+        weights(false),
+        plan.folded_bytes()
     )?;
     writeln!(
         out,

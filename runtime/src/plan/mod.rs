@@ -141,6 +141,18 @@ impl Plan {
         self.model.nodes.len() - self.steps.len()
     }
 
+    /// Bytes of the constants made by folding nodes at compile time (Constant nodes' values,
+    /// shape computations, weights built by ConstantOfShape, …).
+    pub fn folded_bytes(&self) -> usize {
+        self.constants
+            .iter()
+            .map(|c| match c {
+                PlanConstant::Folded(c) => c.bytes().len(),
+                PlanConstant::Model(_) => 0,
+            })
+            .sum()
+    }
+
     /// Bytes of the slab holding the intermediates whose shapes are known ahead.
     pub fn slab_bytes(&self) -> usize {
         self.slab_bytes
