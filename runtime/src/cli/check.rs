@@ -102,6 +102,19 @@ fn check_case(engine: &Arc<Engine>, dir: &Path, tolerance: Tolerance) -> Result<
             dir.display()
         ));
     }
+    if let Some(&id) = model
+        .inputs
+        .iter()
+        .chain(&model.outputs)
+        .find(|&&id| model.values[id].non_tensor.is_some())
+    {
+        let value = &model.values[id];
+        return Err(format!(
+            "'{}' has type {}; opal runs models whose inputs and outputs are tensors",
+            value.name,
+            value.non_tensor.unwrap_or("non-tensor")
+        ));
+    }
     let owner = engine.tracker().owner("inputs");
     let mut session = Session::new(engine.clone(), model.clone(), BTreeMap::new());
     for set in sets {

@@ -39,6 +39,9 @@ pub struct Value {
     pub dtype: Option<DType>,
     /// The declared shape, when the model declares one.
     pub shape: Option<Vec<Dim>>,
+    /// What kind of value the model declares, when it is not a plain tensor (`sequence`,
+    /// `map`, `optional`, `sparse tensor`): opal runs tensors only.
+    pub non_tensor: Option<&'static str>,
 }
 
 /// A node of the graph, with inputs and outputs as value ids (`None`: an omitted optional one).
@@ -156,6 +159,7 @@ impl Model {
                     name: name.to_owned(),
                     dtype: None,
                     shape: None,
+                    non_tensor: None,
                 });
                 values.len() - 1
             })
@@ -243,9 +247,15 @@ impl Model {
 
 /// Records a `ValueInfoProto`'s declared tensor type on `value`.
 fn declare(value: &mut Value, info: &ValueInfoProto) {
-    let Some(type_proto::Value::TensorType(tensor)) =
-        info.r#type.as_ref().and_then(|t| t.value.as_ref())
-    else {
+    let kind = info.r#type.as_ref().and_then(|t| t.value.as_ref());
+    value.non_tensor = match kind {
+        Some(type_proto::Value::SequenceType(_)) => Some("sequence"),
+        Some(type_proto::Value::MapType(_)) => Some("map"),
+        Some(type_proto::Value::OptionalType(_)) => Some("optional"),
+        Some(type_proto::Value::SparseTensorType(_)) => Some("sparse tensor"),
+        _ => None,
+    };
+    let Some(type_proto::Value::TensorType(tensor)) = kind else {
         return;
     };
     if tensor.elem_type != 0 {

@@ -178,6 +178,17 @@ impl<'e> Compiler<'e> {
                 ),
             ));
         }
+        for &id in model.inputs.iter().chain(&model.outputs) {
+            if let Some(kind) = model.values[id].non_tensor {
+                return Err(self.error(
+                    None,
+                    format!(
+                        "graph input or output '{}' has type {kind}; opal runs models whose inputs and outputs are tensors",
+                        model.value_name(id)
+                    ),
+                ));
+            }
+        }
         for (k, (&id, (dtype, shape))) in model.inputs.iter().zip(input_types).enumerate() {
             let declared = &model.values[id];
             if let Some(expected) = declared.dtype {
