@@ -154,3 +154,24 @@ fn a_shape_beyond_the_memory_limit() {
         ],
     );
 }
+
+#[test]
+fn intermediates_that_together_exceed_the_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each of the three n×n intermediates fits the 2 GiB limit alone (1.5 GiB), but the two
+    // outer products are alive at once.
+    let path = ModelBuilder::new(17)
+        .input("a", &[-1, 1])
+        .input("b", &[1, -2])
+        .output("y", &[-1, -2])
+        .node("outer1", "", "MatMul", &["a", "b"], &["p"], &[])
+        .node("outer2", "", "MatMul", &["a", "b"], &["q"], &[])
+        .node("sum", "", "Add", &["p", "q"], &["y"], &[])
+        .write(dir.path(), "two_outer.onnx");
+    let n = 20_000; // 20000² f32 = 1.6 GB each
+    let err = compile_error(&engine(), &path, &[&[n, 1], &[1, n]]);
+    assert_mentions(
+        &err,
+        &["intermediates need", "memory limit of 2147483648 bytes"],
+    );
+}

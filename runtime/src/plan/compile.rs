@@ -138,6 +138,15 @@ impl<'e> Compiler<'e> {
             self.add_node(index)?;
         }
         let (slab_bytes, liveness_lower_bound) = self.place_intermediates();
+        let limit = self.engine.config().memory_limit;
+        if slab_bytes as u64 > limit {
+            return Err(self.error(
+                None,
+                format!(
+                    "its intermediates need {slab_bytes} bytes at once (at least {liveness_lower_bound}), more than the deployment's memory limit of {limit} bytes (engine.memory_limit)"
+                ),
+            ));
+        }
         let outputs = self
             .model
             .outputs
