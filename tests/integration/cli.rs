@@ -93,6 +93,27 @@ fn the_default_model_makes_no_heap_allocations_after_warm_up() {
 }
 
 #[test]
+fn two_kernel_threads_make_no_heap_allocations_either() {
+    let out = opal(&[
+        "run",
+        "--threads",
+        "2",
+        "--warmup",
+        "3",
+        "--iterations",
+        "20",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains(
+            "Heap allocations per run after warm-up: 0 (host 0, plugins 0, over 20 runs)"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_malformed_deployment_names_the_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broken.toml");
