@@ -1,29 +1,46 @@
 //! A portable, cache-blocked single-precision matrix product (`C = alpha * op(A) * op(B) +
-//! beta * C`, batched) for MatMul and Gemm. Blocks of A and B are packed into host scratch and a
-//! register-tiled micro-kernel, written so that compilers vectorise it, accumulates each
-//! `MR x NR` tile of C as `C[i, j..j + NR] += a[i, p] * B[p, j..j + NR]`. Rows (across batches)
-//! are split over the host's threads.
+//! beta * C`, batched) for MatMul and Gemm, in the manner of BLIS/GotoBLAS: for each `KC x NC`
+//! block of B (packed into host scratch as `NR`-column micro-panels) and each `MC x KC` block
+//! of A (packed as `MR`-row micro-panels), a register-tiled micro-kernel accumulates each
+//! `MR x NR` tile of C over the block's depth. The micro-kernel is plain safe Rust over
+//! fixed-size arrays of `LANES` values that LLVM turns into vector FMAs (one `[f32; 8]` chunk
+//! per 256-bit register with AVX2). Rows (across batches) are split over the host's threads.
 
 use crate::parallel::{task_count, Tasks};
 use opal_plugin_api::{KernelContext, KernelResult};
 
-/// Rows and columns of a register tile: the accumulators must fit the vector registers. Measured
-/// at 512^3: 2 x 16 is fastest on x86-64's baseline SSE2 (16 registers of 4 lanes, ~40 GFLOP/s);
-/// with `-C target-cpu=native` on an AVX-512 machine 4 x 16 reaches ~95 GFLOP/s, while 8 rows
-/// stop LLVM from keeping the tile in registers (~3 GFLOP/s).
-#[cfg(not(target_feature = "avx"))]
-const MR: usize = 2;
+/// Values per vector chunk of a tile row: one 256-bit register of f32 (two SSE registers).
+const LANES: usize = 8;
+/// Rows of a register tile. With AVX2 + FMA (16 ymm registers) a 6 x 16 tile keeps 12
+/// accumulators, two chunks of B and one broadcast of A in registers: 12 independent FMAs per
+/// depth step hide the FMA latency on two FMA pipes.
+const MR: usize = 6;
+/// Columns of a register tile: two 8-lane chunks with AVX (6 x 2 ymm accumulators), one
+/// without (6 x 2 xmm accumulators on baseline SSE2's 16 registers).
 #[cfg(target_feature = "avx")]
-const MR: usize = 4;
 const NR: usize = 16;
-/// Depth of a packed block (a `KC x NR` micro-panel of B stays in L1).
+#[cfg(not(target_feature = "avx"))]
+const NR: usize = 8;
+/// Chunks of `LANES` per tile row.
+const CHUNKS: usize = NR / LANES;
+/// The most depth of a packed block: a `KC x NR` micro-panel of B (16 KiB) stays in a 32-48 KiB
+/// L1 while the `MR`-row micro-panels of A stream past it from L2. The depth is split into
+/// equal blocks of at most `KC`, so no block is much shallower than the others.
 const KC: usize = 256;
-/// Rows of a packed block of A (kept in L2).
-const MC: usize = 64;
-/// Columns of a packed block of B.
+/// The most rows of a packed block of A: `MC x KC` (144 KiB) stays in L2, each `MR x KC`
+/// micro-panel reused across the block's `NC / NR` micro-panels of B. A multiple of `MR`.
+const MC: usize = 24 * MR;
+/// The most columns of a packed block of B: `KC x NC` (1 MiB) about fills a 1-2 MiB L2, each
+/// micro-panel reused across the block of A. (4096, with the block in L3 as BLIS does, measured
+/// no faster, and the host zeroes scratch on every call.) A multiple of `NR`.
 const NC: usize = 1024;
+/// Rows of B copied together when packing row-major B.
+const PACK_ROWS: usize = 8;
 /// Multiply-adds below which a product runs on one thread.
 const PARALLEL_GRAIN: usize = 1 << 18;
+
+/// One register tile of `R` rows: `R x C` chunks of `LANES` accumulators.
+type Tile<const R: usize, const C: usize> = [[[f32; LANES]; C]; R];
 
 /// A strided matrix operand: element `(i, j)` is `data[offset + i * row_stride + j * col_stride]`,
 /// where `offset` is the batch's.
@@ -76,7 +93,7 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
     let work = rows.saturating_mul(p.n).saturating_mul(p.k);
     let tasks = task_count(cx, work, PARALLEL_GRAIN).min(rows.div_ceil(MR));
     // Packing buffers, sized to the problem when it is smaller than a block.
-    let kc = p.k.min(KC);
+    let kc = depth_step(p.k);
     let a_len = round_up(rows.div_ceil(tasks).min(MC), MR) * kc;
     let b_len = round_up(p.n.min(NC), NR) * kc;
     if tasks <= 1 {
@@ -109,6 +126,18 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
 
 fn round_up(x: usize, multiple: usize) -> usize {
     x.div_ceil(multiple) * multiple
+}
+
+/// The depth of the packed blocks for a depth of `k`: `k` split into equal blocks of at most
+/// `KC`.
+fn depth_step(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC).max(1))
+}
+
+/// The rows of the packed blocks of A for `rows` rows: split into equal blocks of at most `MC`,
+/// rounded up to whole micro-panels.
+fn row_step(rows: usize) -> usize {
+    round_up(rows.div_ceil(rows.div_ceil(MC).max(1)), MR)
 }
 
 fn scale(c: &mut [f32], beta: f32) {
@@ -153,24 +182,31 @@ fn block(
     b_pack: &mut [f32],
 ) {
     let n = p.n;
+    let kc_step = depth_step(p.k);
+    let mc_step = row_step(i1 - i0);
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        for pc in (0..p.k).step_by(KC) {
-            let kc = KC.min(p.k - pc);
-            let beta = if pc == 0 { p.beta } else { 1.0 };
+        for pc in (0..p.k).step_by(kc_step) {
+            let kc = kc_step.min(p.k - pc);
+            let b_pack = &mut b_pack[..round_up(nc, NR) * kc];
             pack_b(&p.b, b_offset, pc, kc, jc, nc, b_pack);
-            for ic in (i0..i1).step_by(MC) {
-                let mc = MC.min(i1 - ic);
+            let beta = if pc == 0 { p.beta } else { 1.0 };
+            for ic in (i0..i1).step_by(mc_step) {
+                let mc = mc_step.min(i1 - ic);
+                let a_pack = &mut a_pack[..round_up(mc, MR) * kc];
                 pack_a(&p.a, a_offset, ic, mc, pc, kc, a_pack);
-                for jr in (0..nc).step_by(NR) {
-                    let nr = NR.min(nc - jr);
-                    let b_panel = &b_pack[jr * kc..(jr + NR) * kc];
-                    for ir in (0..mc).step_by(MR) {
-                        let mr = MR.min(mc - ir);
-                        let a_panel = &a_pack[ir * kc..(ir + MR) * kc];
-                        let tile = micro_kernel(a_panel, b_panel);
-                        let c_start = (ic - i0 + ir) * n + jc + jr;
-                        store(&tile, &mut c[c_start..], n, mr, nr, p.alpha, beta);
+                for (jr, b_panel) in b_pack.chunks_exact(NR * kc).enumerate() {
+                    let j = jc + jr * NR;
+                    for (ir, a_panel) in a_pack.chunks_exact(MR * kc).enumerate() {
+                        let i = ic - i0 + ir * MR;
+                        let out = Out {
+                            c: &mut c[i * n + j..],
+                            ldc: n,
+                            cols: NR.min(n - j),
+                            alpha: p.alpha,
+                            beta,
+                        };
+                        tile(MR.min(i1 - i0 - i), a_panel, b_panel, out);
                     }
                 }
             }
@@ -178,8 +214,8 @@ fn block(
     }
 }
 
-/// Packs rows `i..i + mc`, columns `p..p + kc` of A as `MR`-row panels, each `kc` columns of
-/// `MR` consecutive values; rows beyond `mc` are zero.
+/// Packs rows `i..i + mc`, columns `p..p + kc` of A as `MR`-row micro-panels, each `kc` steps of
+/// `MR` consecutive values (one per row); rows beyond `mc` are zero. `out` holds whole panels.
 fn pack_a(
     a: &Operand<'_>,
     offset: usize,
@@ -189,26 +225,46 @@ fn pack_a(
     kc: usize,
     out: &mut [f32],
 ) {
-    for (panel, out) in out[..round_up(mc, MR) * kc]
-        .chunks_exact_mut(MR * kc)
-        .enumerate()
-    {
-        let r0 = panel * MR;
-        let rows = MR.min(mc - r0);
-        for (q, column) in out.chunks_exact_mut(MR).enumerate() {
-            for (r, v) in column.iter_mut().enumerate() {
-                *v = if r < rows {
-                    a.at(offset, i + r0 + r, p + q)
+    for (panel, out) in out.chunks_exact_mut(MR * kc).enumerate() {
+        let r0 = i + panel * MR;
+        let rows = MR.min(i + mc - r0);
+        let (steps, _) = out.as_chunks_mut::<MR>();
+        if a.col_stride == 1 {
+            // Rows of A are contiguous: read each along the depth.
+            for r in 0..MR {
+                if r < rows {
+                    let start = offset + (r0 + r) * a.row_stride + p;
+                    for (step, &v) in steps.iter_mut().zip(&a.data[start..start + kc]) {
+                        step[r] = v;
+                    }
                 } else {
-                    0.0
-                };
+                    steps.iter_mut().for_each(|step| step[r] = 0.0);
+                }
+            }
+        } else if a.row_stride == 1 {
+            // Columns of A are contiguous: each step is a piece of one.
+            for (q, step) in steps.iter_mut().enumerate() {
+                let start = offset + (p + q) * a.col_stride + r0;
+                step[..rows].copy_from_slice(&a.data[start..start + rows]);
+                step[rows..].fill(0.0);
+            }
+        } else {
+            for (q, step) in steps.iter_mut().enumerate() {
+                for (r, v) in step.iter_mut().enumerate() {
+                    *v = if r < rows {
+                        a.at(offset, r0 + r, p + q)
+                    } else {
+                        0.0
+                    };
+                }
             }
         }
     }
 }
 
-/// Packs rows `p..p + kc`, columns `j..j + nc` of B as `NR`-column panels, each `kc` rows of
-/// `NR` consecutive values; columns beyond `nc` are zero.
+/// Packs rows `p..p + kc`, columns `j..j + nc` of B as `NR`-column micro-panels, each `kc` steps
+/// of `NR` consecutive values (one per column); columns beyond `nc` are zero. `out` holds whole
+/// panels.
 fn pack_b(
     b: &Operand<'_>,
     offset: usize,
@@ -218,18 +274,48 @@ fn pack_b(
     nc: usize,
     out: &mut [f32],
 ) {
-    for (panel, out) in out[..round_up(nc, NR) * kc]
-        .chunks_exact_mut(NR * kc)
-        .enumerate()
-    {
+    if b.col_stride == 1 {
+        // Rows of B are contiguous: copy a few rows at a time across all panels, so the reads
+        // are a few sequential streams rather than one jump between rows per 16 values.
+        let full = nc / NR;
+        for q0 in (0..kc).step_by(PACK_ROWS) {
+            let rows = PACK_ROWS.min(kc - q0);
+            for (panel, out) in out.chunks_exact_mut(NR * kc).enumerate() {
+                let c0 = j + panel * NR;
+                let (steps, _) = out[q0 * NR..(q0 + rows) * NR].as_chunks_mut::<NR>();
+                for (q, step) in steps.iter_mut().enumerate() {
+                    let start = offset + (p + q0 + q) * b.row_stride + c0;
+                    if panel < full {
+                        step.copy_from_slice(&b.data[start..start + NR]);
+                    } else {
+                        let cols = j + nc - c0;
+                        step[..cols].copy_from_slice(&b.data[start..start + cols]);
+                        step[cols..].fill(0.0);
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for (panel, out) in out.chunks_exact_mut(NR * kc).enumerate() {
         let c0 = j + panel * NR;
-        let cols = NR.min(nc - panel * NR);
-        for (q, row) in out.chunks_exact_mut(NR).enumerate() {
-            if b.col_stride == 1 && cols == NR {
-                let start = offset + (p + q) * b.row_stride + c0;
-                row.copy_from_slice(&b.data[start..start + NR]);
-            } else {
-                for (x, v) in row.iter_mut().enumerate() {
+        let cols = NR.min(j + nc - c0);
+        let (steps, _) = out.as_chunks_mut::<NR>();
+        if b.row_stride == 1 {
+            // Columns of B are contiguous: read each along the depth.
+            for x in 0..NR {
+                if x < cols {
+                    let start = offset + p + (c0 + x) * b.col_stride;
+                    for (step, &v) in steps.iter_mut().zip(&b.data[start..start + kc]) {
+                        step[x] = v;
+                    }
+                } else {
+                    steps.iter_mut().for_each(|step| step[x] = 0.0);
+                }
+            }
+        } else {
+            for (q, step) in steps.iter_mut().enumerate() {
+                for (x, v) in step.iter_mut().enumerate() {
                     *v = if x < cols {
                         b.at(offset, p + q, c0 + x)
                     } else {
@@ -241,23 +327,68 @@ fn pack_b(
     }
 }
 
-/// One `MR x NR` tile of `A_panel * B_panel`, accumulated in registers.
+/// Where a tile goes: the top-left `rows x cols` of it into `c` (row stride `ldc`), as
+/// `alpha * tile + beta * c`, reading `c` only when `beta` is not 0.
+struct Out<'c> {
+    c: &'c mut [f32],
+    ldc: usize,
+    cols: usize,
+    alpha: f32,
+    beta: f32,
+}
+
+/// One tile of `rows` (at most `MR`) rows and `out.cols` (at most `NR`) columns, on a
+/// micro-kernel specialised to the row count and to whether one chunk of columns is enough, so
+/// partial panels at the bottom and right edges do little work for their zero padding.
+fn tile(rows: usize, a_panel: &[f32], b_panel: &[f32], out: Out<'_>) {
+    if CHUNKS > 1 && out.cols <= LANES {
+        tile_chunks::<1>(rows, a_panel, b_panel, out);
+    } else {
+        tile_chunks::<CHUNKS>(rows, a_panel, b_panel, out);
+    }
+}
+
 #[inline(always)]
-fn micro_kernel(a_panel: &[f32], b_panel: &[f32]) -> [[f32; NR]; MR] {
-    let mut acc = [[0.0f32; NR]; MR];
-    for (a, b) in a_panel.chunks_exact(MR).zip(b_panel.chunks_exact(NR)) {
-        let a: &[f32; MR] = a.try_into().unwrap_or(&[0.0; MR]);
-        let b: &[f32; NR] = b.try_into().unwrap_or(&[0.0; NR]);
-        for r in 0..MR {
-            for j in 0..NR {
-                acc[r][j] = multiply_add(a[r], b[j], acc[r][j]);
+fn tile_chunks<const C: usize>(rows: usize, a_panel: &[f32], b_panel: &[f32], out: Out<'_>) {
+    match rows {
+        1 => tile_rows::<1, C>(a_panel, b_panel, out),
+        2 => tile_rows::<2, C>(a_panel, b_panel, out),
+        3 => tile_rows::<3, C>(a_panel, b_panel, out),
+        4 => tile_rows::<4, C>(a_panel, b_panel, out),
+        5 => tile_rows::<5, C>(a_panel, b_panel, out),
+        _ => tile_rows::<MR, C>(a_panel, b_panel, out),
+    }
+}
+
+#[inline(never)]
+fn tile_rows<const R: usize, const C: usize>(a_panel: &[f32], b_panel: &[f32], out: Out<'_>) {
+    let acc = micro_kernel::<R, C>(a_panel, b_panel);
+    store(&acc, out);
+}
+
+/// The first `R` rows and `C` chunks of columns of `A_panel * B_panel` (micro-panels of `MR`
+/// rows and `NR` columns), as accumulators that stay in vector registers: per depth step, one
+/// broadcast value of A times each `LANES`-chunk of B's step, added to the row's chunk.
+#[inline(always)]
+fn micro_kernel<const R: usize, const C: usize>(a_panel: &[f32], b_panel: &[f32]) -> Tile<R, C> {
+    let mut acc: Tile<R, C> = [[[0.0; LANES]; C]; R];
+    let (a_steps, _) = a_panel.as_chunks::<MR>();
+    let (b_steps, _) = b_panel.as_chunks::<NR>();
+    for (a, b) in a_steps.iter().zip(b_steps) {
+        let (b, _) = b.as_chunks::<LANES>();
+        for (acc_row, &a) in acc.iter_mut().zip(a) {
+            for (acc_chunk, b_chunk) in acc_row.iter_mut().zip(b) {
+                for (x, &b) in acc_chunk.iter_mut().zip(b_chunk) {
+                    *x = multiply_add(a, b, *x);
+                }
             }
         }
     }
     acc
 }
 
-/// `a * b + c`, fused when the target has FMA (without it `mul_add` is a slow library call).
+/// `a * b + c`, fused when the target has FMA. (Rust never contracts a plain `a * b + c`
+/// into an FMA, and without FMA hardware `mul_add` is a slow library call.)
 #[inline(always)]
 fn multiply_add(a: f32, b: f32, c: f32) -> f32 {
     #[cfg(target_feature = "fma")]
@@ -270,19 +401,19 @@ fn multiply_add(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Writes the top-left `mr x nr` of `tile` into `c` (row stride `ldc`): `alpha * tile + beta *
-/// c`, reading `c` only when `beta` is not 0.
-fn store(
-    tile: &[[f32; NR]; MR],
-    c: &mut [f32],
-    ldc: usize,
-    mr: usize,
-    nr: usize,
-    alpha: f32,
-    beta: f32,
-) {
-    for (r, tile_row) in tile.iter().enumerate().take(mr) {
-        let row = &mut c[r * ldc..r * ldc + nr];
+/// Writes `tile` to `out`.
+#[inline(always)]
+fn store<const R: usize, const C: usize>(tile: &Tile<R, C>, out: Out<'_>) {
+    let Out {
+        c,
+        ldc,
+        cols,
+        alpha,
+        beta,
+    } = out;
+    for (r, tile_row) in tile.iter().enumerate() {
+        let row = &mut c[r * ldc..r * ldc + cols];
+        let tile_row = &tile_row.as_flattened()[..cols];
         if beta == 0.0 {
             for (c, &t) in row.iter_mut().zip(tile_row) {
                 *c = alpha * t;
@@ -448,35 +579,17 @@ mod tests {
         check(3, 4, 0, false, false, 1.0, 0.0, 1);
     }
 
-    /// `cargo test --release -p opal-core-math -- --ignored --nocapture sgemm_speed`
     #[test]
-    #[ignore = "a measurement, not a test"]
-    fn sgemm_speed() {
-        let size = 512;
-        let a = OwnedTensor::f32(&[size * size], &values(size * size, 1));
-        let b = OwnedTensor::f32(&[size * size], &values(size * size, 2));
-        let c = OwnedTensor::f32(&[size * size], &vec![0.0; size * size]);
-        for trans_b in [0.0, 1.0] {
-            let sizes = [size as f32, size as f32, size as f32, 0.0, trans_b];
-            let inputs = [
-                a.clone(),
-                b.clone(),
-                c.clone(),
-                OwnedTensor::f32(&[5], &sizes),
-            ];
-            let host = TestHost::new();
-            host.run::<Raw>(&inputs, &[], 1).unwrap();
-            let runs = 10;
-            let start = std::time::Instant::now();
-            for _ in 0..runs {
-                host.run::<Raw>(&inputs, &[], 1).unwrap();
-            }
-            let seconds = start.elapsed().as_secs_f64() / runs as f64;
-            let gflops = 2.0 * (size * size * size) as f64 / seconds / 1e9;
-            println!(
-                "sgemm {size}^3 on one thread, trans_b {trans_b}: {:.2} ms, {gflops:.1} GFLOP/s",
-                seconds * 1e3
-            );
+    fn every_edge_and_block_shape_matches_the_reference() {
+        // Every bottom-edge row count and right-edge column count, depths over one block.
+        for m in 1..=13 {
+            check(m, 37, 5, false, false, 1.0, 0.0, 1);
         }
+        for n in [1, 8, 15, 16, 17, 31, 33] {
+            check(7, n, 9, false, false, 1.0, 0.0, 1);
+        }
+        check(200, 40, 600, false, false, 1.0, 0.0, 1);
+        check(13, 4100, 3, false, true, 1.0, 0.5, 1);
+        check(175, 19, 257, true, false, 2.0, 1.0, 1);
     }
 }
