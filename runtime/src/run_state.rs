@@ -56,6 +56,9 @@ pub struct RunState {
     slots: Vec<SlotValue>,
     /// Graph outputs that are graph inputs, copied so they outlive the caller's inputs.
     passthrough: Vec<Option<Tensor>>,
+    /// Graph outputs too large for the pool (they bypass it), kept for the next run's same
+    /// output instead of being freed and allocated again.
+    kept: Vec<Option<Tensor>>,
     arena: RefCell<ScratchArena>,
 }
 
@@ -66,6 +69,7 @@ impl RunState {
             slab: Slab::new(plan.slab_bytes(), engine.tensor_owner()),
             slots: (0..plan.slots().len()).map(|_| SlotValue::Empty).collect(),
             passthrough: (0..plan.outputs().len()).map(|_| None).collect(),
+            kept: (0..plan.slots().len()).map(|_| None).collect(),
             arena: RefCell::new(ScratchArena::new(
                 engine.scratch_owner().clone(),
                 engine.config().scratch_limit as usize,
@@ -110,7 +114,11 @@ impl RunState {
         let model = plan.model();
         let node = || model.nodes[step.node].describe();
         let RunState {
-            slab, slots, arena, ..
+            slab,
+            slots,
+            arena,
+            kept,
+            ..
         } = self;
         let slab_range = |slot: usize| match &plan.slots()[slot].place {
             Place::Slab(range) => Some(range.clone()),
@@ -207,6 +215,13 @@ impl RunState {
                 }
                 None => (info.dtype, info.shape.clone().unwrap_or_default()),
             };
+            if let Some(tensor) = kept[slot]
+                .take()
+                .filter(|t| t.dtype() == dtype && t.shape() == shape.as_slice())
+            {
+                pooled.push(Some(tensor));
+                continue;
+            }
             let bytes = byte_size(dtype, &shape).unwrap_or(usize::MAX);
             let limit = engine.config().memory_limit;
             if (engine.tracker().current_bytes() as u64).saturating_add(bytes as u64) > limit {
@@ -308,9 +323,17 @@ impl RunState {
 
     /// Returns every pooled tensor the state holds to the pool.
     pub fn release(&mut self, engine: &Engine) {
-        for slot in &mut self.slots {
+        let model = self.plan.model();
+        for (s, slot) in self.slots.iter_mut().enumerate() {
             if let SlotValue::Pooled(t) = std::mem::replace(slot, SlotValue::Empty) {
-                engine.pool().put(t);
+                let is_output = self.plan.slots()[s]
+                    .value
+                    .is_some_and(|v| model.outputs.contains(&v));
+                if is_output && engine.pool().bypasses(t.bytes().len()) {
+                    self.kept[s] = Some(t);
+                } else {
+                    engine.pool().put(t);
+                }
             }
         }
         for t in self.passthrough.iter_mut().filter_map(Option::take) {

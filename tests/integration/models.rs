@@ -307,3 +307,28 @@ fn external_data_outside_the_model_directory_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn outputs_too_large_for_the_pool_are_reused_without_allocating() {
+    let (_, engine) = default_engine();
+    let dir = tempfile::tempdir().unwrap();
+    // 2.4 MB of output: over the pool's 1 MiB bypass size.
+    let path = ModelBuilder::new(17)
+        .input("x", &[1, 600_000])
+        .output("y", &[1, 600_000])
+        .node("relu", "", "Relu", &["x"], &["y"], &[])
+        .write(dir.path(), "large.onnx");
+    let model = engine.load_model(&path).unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    let x = vec![-0.5f32; 600_000];
+    let inputs = [TensorRef::from_slice(&[1, 600_000], &x)];
+    for _ in 0..3 {
+        session.run(&inputs).unwrap();
+    }
+    let before = heap_allocations();
+    for _ in 0..10 {
+        let state = session.run(&inputs).unwrap();
+        assert_eq!(state.output(0).unwrap().as_slice::<f32>().unwrap()[0], 0.0);
+    }
+    assert_eq!(heap_allocations() - before, 0);
+}

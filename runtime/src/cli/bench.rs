@@ -68,6 +68,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             "slab_bytes": plan.slab_bytes(),
             "liveness_lower_bound_bytes": plan.liveness_lower_bound(),
             "kernel_calls": plan.steps().len(),
+            "kernel_calls_inferred_at_run_time": plan.steps().iter().filter(|s| s.infer_at_run_time).count(),
         });
         writeln!(out, "{value}")?;
     } else {

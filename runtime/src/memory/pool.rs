@@ -211,6 +211,11 @@ impl TensorPool {
         }
     }
 
+    /// Whether a tensor of `bytes` bypasses the pool (is freed rather than kept when put).
+    pub fn bypasses(&self, bytes: usize) -> bool {
+        !self.poolable(bytes)
+    }
+
     fn poolable(&self, bytes: usize) -> bool {
         bytes <= self.config.bypass_bytes
     }
