@@ -77,4 +77,53 @@ mod tests {
         assert_eq!(round_to(DType::BF16, 1.0 + 1.0 / 256.0), 1.0);
         assert_eq!(round_to(DType::F32, 1.0 + 1.0 / 256.0), 1.0 + 1.0 / 256.0);
     }
+
+    /// The f32 value of half-float bits of `dtype`, and back.
+    fn to_f32(dtype: DType, bits: u16) -> f32 {
+        let mut out = [0.0f32];
+        decode(dtype, &bits.to_le_bytes(), &mut out);
+        out[0]
+    }
+
+    fn to_bits(dtype: DType, value: f32) -> u16 {
+        let mut bytes = [0u8; 2];
+        encode(dtype, &[value], &mut bytes);
+        u16::from_le_bytes(bytes)
+    }
+
+    #[test]
+    fn every_f16_value_round_trips() {
+        for bits in 0..=u16::MAX {
+            let value = to_f32(DType::F16, bits);
+            if value.is_nan() {
+                assert!(to_f32(DType::F16, to_bits(DType::F16, value)).is_nan());
+            } else {
+                assert_eq!(
+                    to_bits(DType::F16, value),
+                    bits,
+                    "bits {bits:#x} value {value}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn f16_rounds_to_nearest_even_and_saturates_to_infinity() {
+        assert_eq!(to_bits(DType::F16, 1.0), 0x3c00);
+        assert_eq!(to_bits(DType::F16, 1.0 + 1.0 / 2048.0), 0x3c00);
+        assert_eq!(to_bits(DType::F16, 1.0 + 3.0 / 2048.0), 0x3c02);
+        assert_eq!(to_bits(DType::F16, 65520.0), 0x7c00);
+        assert_eq!(to_bits(DType::F16, 1e-8), 0);
+        assert_eq!(to_f32(DType::F16, 0x0001), 5.960_464_5e-8);
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(to_bits(DType::BF16, 1.0), 0x3f80);
+        assert_eq!(
+            to_f32(DType::BF16, to_bits(DType::BF16, 3.140625)),
+            3.140625
+        );
+        assert!(to_f32(DType::BF16, to_bits(DType::BF16, f32::NAN)).is_nan());
+    }
 }
