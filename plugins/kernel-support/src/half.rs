@@ -6,17 +6,29 @@ use crate::check::error;
 use half::{bf16, f16};
 use opal_plugin_api::prelude::*;
 
+/// The value of half-float `bits` of `dtype` (bf16, else f16).
+pub fn bits_to_f32(dtype: DType, bits: u16) -> f32 {
+    if dtype == DType::BF16 {
+        bf16::from_bits(bits).to_f32()
+    } else {
+        f16::from_bits(bits).to_f32()
+    }
+}
+
+/// The bits of the half float of `dtype` (bf16, else f16) nearest to `value`, ties to even.
+pub fn f32_to_bits(dtype: DType, value: f32) -> u16 {
+    if dtype == DType::BF16 {
+        bf16::from_f32(value).to_bits()
+    } else {
+        f16::from_f32(value).to_bits()
+    }
+}
+
 /// Decodes half floats of `dtype` (f16 or bf16, little-endian) from `bytes` into `out`; f32 and
 /// f64 both hold them exactly.
 pub fn decode<T: From<f32>>(dtype: DType, bytes: &[u8], out: &mut [T]) {
     for (y, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        let bits = u16::from_le_bytes([b[0], b[1]]);
-        let value = if dtype == DType::BF16 {
-            bf16::from_bits(bits).to_f32()
-        } else {
-            f16::from_bits(bits).to_f32()
-        };
-        *y = T::from(value);
+        *y = T::from(bits_to_f32(dtype, u16::from_le_bytes([b[0], b[1]])));
     }
 }
 

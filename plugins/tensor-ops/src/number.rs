@@ -3,6 +3,7 @@
 //! trait over every fixed-size dtype, f16 and bf16 included (converted through f32), read and
 //! written as `[u8; N]` elements so no typed slice of the tensor is needed.
 
+use opal_kernel_support::half;
 use opal_plugin_api::DType;
 use std::cmp::Ordering;
 
@@ -188,20 +189,20 @@ pub(crate) struct Bf16(pub(crate) u16);
 impl Widen for F16 {
     type Wide = f32;
     fn wide(self) -> f32 {
-        f16_to_f32(self.0)
+        half::bits_to_f32(DType::F16, self.0)
     }
     fn narrow(value: f64) -> F16 {
-        F16(f32_to_f16(value as f32))
+        F16(half::f32_to_bits(DType::F16, value as f32))
     }
 }
 
 impl Widen for Bf16 {
     type Wide = f32;
     fn wide(self) -> f32 {
-        f32::from_bits(u32::from(self.0) << 16)
+        half::bits_to_f32(DType::BF16, self.0)
     }
     fn narrow(value: f64) -> Bf16 {
-        Bf16(f32_to_bf16(value as f32))
+        Bf16(half::f32_to_bits(DType::BF16, value as f32))
     }
 }
 
@@ -328,63 +329,6 @@ pub(crate) fn is_float(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
 }
 
-/// The value of an f16 bit pattern.
-pub(crate) fn f16_to_f32(bits: u16) -> f32 {
-    let sign = u32::from(bits & 0x8000) << 16;
-    let exponent = u32::from((bits >> 10) & 0x1F);
-    let mantissa = u32::from(bits & 0x3FF);
-    match exponent {
-        0 => {
-            // Zero or subnormal: mantissa * 2^-24.
-            let magnitude = mantissa as f32 * f32::from_bits(0x3380_0000);
-            f32::from_bits(sign | magnitude.to_bits())
-        }
-        0x1F => f32::from_bits(sign | 0x7F80_0000 | (mantissa << 13)),
-        _ => f32::from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13)),
-    }
-}
-
-/// The nearest f16 (ties to even) of `value`.
-pub(crate) fn f32_to_f16(value: f32) -> u16 {
-    let x = value.to_bits();
-    let sign = ((x >> 16) & 0x8000) as u16;
-    let exponent = ((x >> 23) & 0xFF) as i32;
-    let mantissa = x & 0x7F_FFFF;
-    if exponent == 0xFF {
-        let nan = if mantissa != 0 { 0x200 } else { 0 };
-        return sign | 0x7C00 | nan;
-    }
-    let e = exponent - 127 + 15;
-    if e >= 0x1F {
-        return sign | 0x7C00;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        let m = mantissa | 0x80_0000;
-        let shift = (14 - e) as u32;
-        let half = 1u32 << (shift - 1);
-        let rounded = m + half - 1 + ((m >> shift) & 1);
-        return sign | (rounded >> shift) as u16;
-    }
-    let rounded = mantissa + 0xFFF + ((mantissa >> 13) & 1);
-    let bits = ((e as u32) << 10) + (rounded >> 13);
-    if bits >= 0x7C00 {
-        return sign | 0x7C00;
-    }
-    sign | bits as u16
-}
-
-/// The nearest bf16 (ties to even) of `value`.
-pub(crate) fn f32_to_bf16(value: f32) -> u16 {
-    if value.is_nan() {
-        return ((value.to_bits() >> 16) as u16) | 0x40;
-    }
-    let x = value.to_bits();
-    ((x + 0x7FFF + ((x >> 16) & 1)) >> 16) as u16
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,17 +345,17 @@ mod tests {
             0.1,
             1e-3,
         ] {
-            let h = f32_to_f16(v);
-            let back = f16_to_f32(h);
+            let h = F16::from_f64(f64::from(v));
+            let back = h.to_f64() as f32;
             assert!(
                 (back - v).abs() <= v.abs() * 1e-3 + 6e-8,
-                "{v} -> {h:#x} -> {back}"
+                "{v} -> {h:?} -> {back}"
             );
         }
-        assert_eq!(f32_to_f16(1.0), 0x3C00);
-        assert_eq!(f32_to_f16(1e6), 0x7C00);
-        assert!(f16_to_f32(f32_to_f16(f32::NAN)).is_nan());
-        assert_eq!(f32_to_bf16(1.0), 0x3F80);
+        assert_eq!(F16::from_f64(1.0), F16(0x3C00));
+        assert_eq!(F16::from_f64(1e6), F16(0x7C00));
+        assert!(F16::from_f64(f64::NAN).to_f64().is_nan());
+        assert_eq!(Bf16::from_f64(1.0), Bf16(0x3F80));
         assert_eq!(Bf16::from_f64(3.0).to_f64(), 3.0);
     }
 
