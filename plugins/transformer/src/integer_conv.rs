@@ -4,8 +4,10 @@
 //! strides, dilations, explicit pads and `auto_pad`.
 
 use crate::{
-    half::{is_float, widened},
-    quant::{is_quant_int, quantize_value, with_quant_int, QuantInt, ZeroPoint},
+    half::widened,
+    quant::{
+        check_operand, qlinear_output_dtype, quantize_value, with_quant_int, QuantInt, ZeroPoint,
+    },
 };
 use opal_kernel_support::check::{error, Shape};
 use opal_plugin_api::prelude::*;
@@ -143,16 +145,6 @@ fn infer_shape(op: &str, cx: &InferContext<'_>, x: &[i64], w: &[i64]) -> KernelR
     let mut shape = vec![x[0], w[0]];
     shape.extend_from_slice(&g.output[..g.rank]);
     Ok(shape)
-}
-
-fn check_operand(op: &str, index: usize, dtype: DType) -> KernelResult<()> {
-    if dtype != DType::U8 && dtype != DType::I8 {
-        return Err(error(
-            op,
-            format_args!("input {index} has dtype {dtype}, expected u8 or i8"),
-        ));
-    }
-    Ok(())
 }
 
 /// The i32 convolution of `x` and `w` (zero points removed, `w_zero` per output channel or
@@ -307,27 +299,7 @@ impl Operator for QLinearConv {
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let op = Self::OP_TYPE;
         let (x, w) = (cx.input(0)?, cx.input(3)?);
-        check_operand(op, 0, x.dtype)?;
-        check_operand(op, 3, w.dtype)?;
-        for i in [1, 4, 6] {
-            let scale = cx.input(i)?;
-            if !is_float(scale.dtype) {
-                return Err(error(
-                    op,
-                    format_args!(
-                        "input {i} has dtype {}, expected a float scale",
-                        scale.dtype
-                    ),
-                ));
-            }
-        }
-        let dtype = cx.optional_input(7)?.map_or(x.dtype, |z| z.dtype);
-        if !is_quant_int(dtype) {
-            return Err(error(
-                op,
-                format_args!("output dtype {dtype} is not supported"),
-            ));
-        }
+        let dtype = qlinear_output_dtype(op, cx)?;
         let shape = infer_shape(op, cx, x.shape, w.shape)?;
         Ok(vec![OutputType::new(dtype, shape)])
     }

@@ -3,8 +3,10 @@
 //! numpy's matmul shapes (batch broadcasting, 1-D operands).
 
 use crate::{
-    half::{is_float, round_to, widened},
-    quant::{is_quant_int, quantize_value, with_quant_int, QuantInt, ZeroPoint},
+    half::{round_to, widened},
+    quant::{
+        check_operand, qlinear_output_dtype, quantize_value, with_quant_int, QuantInt, ZeroPoint,
+    },
 };
 use opal_kernel_support::{
     broadcast::{broadcast_dims, broadcast_shapes, Plan},
@@ -150,16 +152,6 @@ fn centered<'a>(
     Ok(out)
 }
 
-fn check_operand(op: &str, index: usize, dtype: DType) -> KernelResult<()> {
-    if dtype != DType::U8 && dtype != DType::I8 {
-        return Err(error(
-            op,
-            format_args!("input {index} has dtype {dtype}, expected u8 or i8"),
-        ));
-    }
-    Ok(())
-}
-
 impl Operator for MatMulInteger {
     const OP_TYPE: &'static str = "MatMulInteger";
     const SINCE_VERSION: i64 = 10;
@@ -192,27 +184,7 @@ impl Operator for QLinearMatMul {
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let op = Self::OP_TYPE;
         let (a, b) = (cx.input(0)?, cx.input(3)?);
-        check_operand(op, 0, a.dtype)?;
-        check_operand(op, 3, b.dtype)?;
-        for i in [1, 4, 6] {
-            let scale = cx.input(i)?;
-            if !is_float(scale.dtype) {
-                return Err(error(
-                    op,
-                    format_args!(
-                        "input {i} has dtype {}, expected a float scale",
-                        scale.dtype
-                    ),
-                ));
-            }
-        }
-        let dtype = cx.optional_input(7)?.map_or(a.dtype, |z| z.dtype);
-        if !is_quant_int(dtype) {
-            return Err(error(
-                op,
-                format_args!("output dtype {dtype} is not supported"),
-            ));
-        }
+        let dtype = qlinear_output_dtype(op, cx)?;
         let shape = matmul_shape(op, a.shape, b.shape)?;
         Ok(vec![OutputType::new(dtype, shape)])
     }

@@ -2,6 +2,7 @@
 //! saturation and round-half-to-even, and how a scale or zero point (per tensor, per axis or
 //! per block) maps onto the elements of the tensor it applies to.
 
+use crate::half::is_float;
 use opal_kernel_support::check::{error, normalize_axis, Shape};
 use opal_plugin_api::prelude::*;
 
@@ -65,6 +66,46 @@ macro_rules! with_quant_int {
     };
 }
 pub(crate) use with_quant_int;
+
+/// Checks that operand `index` of an integer product is u8 or i8.
+pub(crate) fn check_operand(op: &str, index: usize, dtype: DType) -> KernelResult<()> {
+    if dtype != DType::U8 && dtype != DType::I8 {
+        return Err(error(
+            op,
+            format_args!("input {index} has dtype {dtype}, expected u8 or i8"),
+        ));
+    }
+    Ok(())
+}
+
+/// The output dtype of a QLinear product (QLinearMatMul, QLinearConv), whose inputs are
+/// `a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero`: the operands are u8/i8, the scales
+/// floats, and the output takes y_zero's dtype (a's without it).
+pub(crate) fn qlinear_output_dtype(op: &str, cx: &InferContext<'_>) -> KernelResult<DType> {
+    let (a, b) = (cx.input(0)?, cx.input(3)?);
+    check_operand(op, 0, a.dtype)?;
+    check_operand(op, 3, b.dtype)?;
+    for i in [1, 4, 6] {
+        let scale = cx.input(i)?;
+        if !is_float(scale.dtype) {
+            return Err(error(
+                op,
+                format_args!(
+                    "input {i} has dtype {}, expected a float scale",
+                    scale.dtype
+                ),
+            ));
+        }
+    }
+    let dtype = cx.optional_input(7)?.map_or(a.dtype, |z| z.dtype);
+    if !is_quant_int(dtype) {
+        return Err(error(
+            op,
+            format_args!("output dtype {dtype} is not supported"),
+        ));
+    }
+    Ok(dtype)
+}
 
 /// Whether `dtype` is one of the integer types quantized values have here.
 pub(crate) fn is_quant_int(dtype: DType) -> bool {
