@@ -2,9 +2,9 @@
 //! heap allocations per run, and memory: peak bytes, the intermediates' slab and its liveness
 //! lower bound.
 
-use super::setup::{allocations, ModelArgs, Prepared};
+use super::setup::{ModelArgs, Prepared};
 use serde_json::json;
-use std::{io::Write as _, time::Instant};
+use std::io::Write as _;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -25,31 +25,21 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     let threads = args.model.threads;
     let mut prepared = Prepared::new(args.model)?;
     let iterations = args.iterations.max(1);
-    let inputs = prepared
-        .inputs
-        .iter()
-        .map(|c| c.as_ref())
-        .collect::<Vec<_>>();
-    let session = &mut prepared.session;
-    let load_start = Instant::now();
-    session.run(&inputs)?;
-    let first_run_ms = load_start.elapsed().as_secs_f64() * 1e3;
-    for _ in 1..args.warmup {
-        session.run(&inputs)?;
+    // The first run compiles the plan: its time is reported apart.
+    let first_run_ms = prepared.measure(1)?.times_ms[0];
+    if args.warmup > 1 {
+        prepared.measure(args.warmup - 1)?;
     }
-    let mut times = Vec::with_capacity(iterations);
-    let (host_before, plugins_before) = allocations(&prepared.engine);
-    for _ in 0..iterations {
-        let start = Instant::now();
-        session.run(&inputs)?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    let (host_after, plugins_after) = allocations(&prepared.engine);
+    let measured = prepared.measure(iterations)?;
     let allocations_per_run =
-        (host_after - host_before + plugins_after - plugins_before) as f64 / iterations as f64;
-    times.sort_by(f64::total_cmp);
-    let percentile = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-    let plan = session.plan().expect("a run compiles a plan").clone();
+        (measured.host_allocations + measured.plugin_allocations) as f64 / iterations as f64;
+    let times = &measured.times_ms;
+    let percentile = |p: f64| measured.percentile(p);
+    let plan = prepared
+        .session
+        .plan()
+        .expect("a run compiles a plan")
+        .clone();
     let report = prepared.engine.report();
     let threads = threads.unwrap_or(prepared.deployment.engine.threads);
     let out = &mut std::io::stdout().lock();

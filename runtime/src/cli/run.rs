@@ -2,11 +2,11 @@
 //! or synthetic inputs, then print its outputs, timings, heap allocations per run after
 //! warm-up, and the seed's statistics block — or all of it as one JSON object.
 
-use super::setup::{allocations, ModelArgs, Prepared};
+use super::setup::{ModelArgs, Prepared};
 use anyhow::Context;
 use opal_runtime::{tensor_file::write_npy, TensorRef};
 use serde_json::json;
-use std::{io::Write as _, path::PathBuf, time::Instant};
+use std::{io::Write as _, path::PathBuf};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -33,26 +33,14 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         .iterations
         .unwrap_or(prepared.deployment.run.iterations)
         .max(1);
-    let inputs = prepared
-        .inputs
-        .iter()
-        .map(|c| c.as_ref())
-        .collect::<Vec<_>>();
-    let session = &mut prepared.session;
-    for _ in 0..warmup {
-        session.run(&inputs)?;
+    if warmup > 0 {
+        prepared.measure(warmup)?;
     }
-    let mut times = Vec::with_capacity(iterations);
-    let (host_before, plugins_before) = allocations(&prepared.engine);
-    for _ in 0..iterations {
-        let start = Instant::now();
-        session.run(&inputs)?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    let (host_after, plugins_after) = allocations(&prepared.engine);
-    let (host, plugins) = (host_after - host_before, plugins_after - plugins_before);
-    times.sort_by(f64::total_cmp);
-    let state = session.run(&inputs)?;
+    let measured = prepared.measure(iterations)?;
+    let (host, plugins) = (measured.host_allocations, measured.plugin_allocations);
+    let times = &measured.times_ms;
+    let inputs: Vec<_> = prepared.inputs.iter().map(|c| c.as_ref()).collect();
+    let state = prepared.session.run(&inputs)?;
     let model = &prepared.model;
     let outputs: Vec<(String, TensorRef<'_>)> = state
         .outputs()

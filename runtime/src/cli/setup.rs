@@ -9,7 +9,7 @@ use opal_runtime::{
     tensor_file::read_tensor,
     Deployment, Engine, Session,
 };
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
 
 /// Options that say which model to run on what.
 #[derive(clap::Args)]
@@ -103,8 +103,46 @@ impl Prepared {
     }
 }
 
+/// Timings and heap allocations of measured runs.
+pub(crate) struct Measured {
+    /// Milliseconds per run, sorted.
+    pub(crate) times_ms: Vec<f64>,
+    /// Heap allocations over all the runs, by the host and by the plugins' own allocators.
+    pub(crate) host_allocations: u64,
+    pub(crate) plugin_allocations: u64,
+}
+
+impl Measured {
+    /// The `p`-th quantile (0 to 1) of the run times.
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
+        self.times_ms[((self.times_ms.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+impl Prepared {
+    /// Runs the model `iterations` times (at least once), timing each run and counting the
+    /// heap allocations they make.
+    pub(crate) fn measure(&mut self, iterations: usize) -> anyhow::Result<Measured> {
+        let inputs: Vec<_> = self.inputs.iter().map(Constant::as_ref).collect();
+        let mut times_ms = Vec::with_capacity(iterations.max(1));
+        let (host_before, plugins_before) = allocations(&self.engine);
+        for _ in 0..iterations.max(1) {
+            let start = Instant::now();
+            self.session.run(&inputs)?;
+            times_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        let (host_after, plugins_after) = allocations(&self.engine);
+        times_ms.sort_by(f64::total_cmp);
+        Ok(Measured {
+            times_ms,
+            host_allocations: host_after - host_before,
+            plugin_allocations: plugins_after - plugins_before,
+        })
+    }
+}
+
 /// Heap allocations made so far by the process and by every plugin's own allocator.
-pub(crate) fn allocations(engine: &Engine) -> (u64, u64) {
+fn allocations(engine: &Engine) -> (u64, u64) {
     let plugins = engine
         .registry()
         .plugins()
