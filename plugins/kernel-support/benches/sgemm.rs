@@ -1,9 +1,18 @@
-//! Single-thread SGEMM throughput: `cargo bench -p opal-kernel-support --bench sgemm`.
+//! Single-thread SGEMM throughput, opal's against OpenBLAS's in the same run:
+//! `cargo bench -p opal-kernel-support --bench sgemm`.
 //!
-//! Each iteration is one kernel call on a `TestHost` (one thread) that runs one `sgemm` of
-//! row-major `m x k` by `k x n`, as MatMul and Conv call it (host scratch for the packing
-//! buffers included). Criterion's throughput is counted in floating-point operations
-//! (`2 * m * n * k` per product), so its `Gelem/s` reads as GFLOP/s.
+//! Each `opal` iteration is one kernel call on a `TestHost` (one thread) that runs one `sgemm`
+//! of row-major `m x k` by `k x n`, as MatMul and Conv call it (host scratch for the packing
+//! buffers included); each `openblas` iteration is one `cblas_sgemm` of the same operands on
+//! one OpenBLAS thread. Criterion's throughput is counted in floating-point operations
+//! (`2 * m * n * k` per product), so its `Gelem/s` reads as GFLOP/s. The shapes are the square
+//! sizes and the skinny products that convolutions make (output channels x output positions x
+//! input channels times taps).
+//!
+//! OpenBLAS is the build numpy's wheel bundles (`libscipy_openblas64_*.so` in the test venv
+//! that `tests/run.sh` makes under `.cache/venv`), or the library named by `OPAL_OPENBLAS`
+//! (exporting `cblas_sgemm` or numpy's prefixed ILP64 names). Without one, only opal's
+//! figures are measured and the bench says so.
 //!
 //! The time is the thread's CPU time (`/proc/thread-self/schedstat`) where Linux provides it,
 //! wall-clock time otherwise: the machines this runs on share their cores with other builds,
@@ -18,7 +27,10 @@ use opal_plugin_api::{
     testing::{OwnedTensor, TestHost},
     InferContext, KernelContext, KernelResult, Operator, OutputType,
 };
-use std::time::{Duration, Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 /// `C = A * B` through `sgemm`. Inputs: A (`m x k`), B (`k x n`), a C of the output's shape,
 /// and `[m, n, k]` as f32; output C.
@@ -70,20 +82,14 @@ fn thread_cpu_time() -> Option<Duration> {
     Some(Duration::from_nanos(nanos))
 }
 
-/// The time of `reps` products of `m x k` by `k x n` on one thread, after one warm-up call.
-fn time(m: usize, n: usize, k: usize, reps: u64) -> Duration {
-    let inputs = [
-        OwnedTensor::f32(&[m * k], &values(m * k, 1)),
-        OwnedTensor::f32(&[k * n], &values(k * n, 2)),
-        OwnedTensor::f32(&[m * n], &vec![0.0; m * n]),
-        OwnedTensor::f32(&[3], &[m as f32, n as f32, k as f32]),
-    ];
-    let host = TestHost::new().threads(1);
-    host.run::<Product1>(&inputs, &[], 1).unwrap();
+/// The time of `reps` runs of `f`, after one warm-up run: the thread's CPU time where Linux
+/// reports it, wall-clock time otherwise.
+fn time_runs(reps: u64, mut f: impl FnMut()) -> Duration {
+    f();
     let wall = Instant::now();
     let cpu = thread_cpu_time();
     for _ in 0..reps {
-        host.run::<Product1>(&inputs, &[], 1).unwrap();
+        f();
     }
     match (cpu, thread_cpu_time()) {
         (Some(start), Some(end)) => end - start,
@@ -91,7 +97,143 @@ fn time(m: usize, n: usize, k: usize, reps: u64) -> Duration {
     }
 }
 
+/// The time of `reps` opal products of `m x k` by `k x n` on one thread.
+fn time_opal(m: usize, n: usize, k: usize, reps: u64) -> Duration {
+    let inputs = [
+        OwnedTensor::f32(&[m * k], &values(m * k, 1)),
+        OwnedTensor::f32(&[k * n], &values(k * n, 2)),
+        OwnedTensor::f32(&[m * n], &vec![0.0; m * n]),
+        OwnedTensor::f32(&[3], &[m as f32, n as f32, k as f32]),
+    ];
+    let host = TestHost::new().threads(1);
+    time_runs(reps, || {
+        host.run::<Product1>(&inputs, &[], 1).unwrap();
+    })
+}
+
+/// `cblas_sgemm` of an ILP64 OpenBLAS: order, transposes, m, n, k, alpha, A, lda, B, ldb, beta,
+/// C, ldc.
+type CblasSgemm = unsafe extern "C" fn(
+    i32,
+    i32,
+    i32,
+    i64,
+    i64,
+    i64,
+    f32,
+    *const f32,
+    i64,
+    *const f32,
+    i64,
+    f32,
+    *mut f32,
+    i64,
+);
+/// `openblas_set_num_threads`.
+type SetThreads = unsafe extern "C" fn(i32);
+const CBLAS_ROW_MAJOR: i32 = 101;
+const CBLAS_NO_TRANS: i32 = 111;
+
+/// A loaded OpenBLAS, set to one thread.
+struct OpenBlas {
+    sgemm: CblasSgemm,
+    path: PathBuf,
+    _library: libloading::Library,
+}
+
+impl OpenBlas {
+    /// The library `OPAL_OPENBLAS` names, or numpy's bundled one in the test venv.
+    fn find() -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os("OPAL_OPENBLAS") {
+            return Some(path.into());
+        }
+        let venv_lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/venv/lib");
+        for python in std::fs::read_dir(venv_lib).ok()?.flatten() {
+            let libs = python.path().join("site-packages/numpy.libs");
+            for file in std::fs::read_dir(libs).into_iter().flatten().flatten() {
+                let name = file.file_name();
+                if name.to_string_lossy().starts_with("libscipy_openblas64_") {
+                    return Some(file.path());
+                }
+            }
+        }
+        None
+    }
+
+    fn load(path: PathBuf) -> Result<OpenBlas, String> {
+        // SAFETY: OpenBLAS's initialisers only set up its own state.
+        let library = unsafe { libloading::Library::new(&path) }.map_err(|e| e.to_string())?;
+        // SAFETY: the symbols have the signatures of the CBLAS and OpenBLAS headers for the
+        // ILP64 interface that numpy's OpenBLAS (its names end in `64_`) is built with.
+        let (sgemm, set_threads) = unsafe {
+            let sgemm = library
+                .get::<CblasSgemm>(b"scipy_cblas_sgemm64_")
+                .or_else(|_| library.get::<CblasSgemm>(b"cblas_sgemm"))
+                .map_err(|e| e.to_string())?;
+            let set_threads = library
+                .get::<SetThreads>(b"scipy_openblas_set_num_threads64_")
+                .or_else(|_| library.get::<SetThreads>(b"openblas_set_num_threads"))
+                .map_err(|e| e.to_string())?;
+            (*sgemm, *set_threads)
+        };
+        // SAFETY: a plain setter of OpenBLAS's thread count.
+        unsafe { set_threads(1) };
+        Ok(OpenBlas {
+            sgemm,
+            path,
+            _library: library,
+        })
+    }
+
+    /// The time of `reps` products of `m x k` by `k x n`.
+    fn time(&self, m: usize, n: usize, k: usize, reps: u64) -> Duration {
+        let a = values(m * k, 1);
+        let b = values(k * n, 2);
+        let mut c = vec![0.0f32; m * n];
+        let [mi, ni, ki] = [m, n, k].map(|d| d as i64);
+        time_runs(reps, || {
+            // SAFETY: A is `m x k` (lda k), B `k x n` (ldb n) and C `m x n` (ldc n), all
+            // row-major and as long as those shapes need.
+            unsafe {
+                (self.sgemm)(
+                    CBLAS_ROW_MAJOR,
+                    CBLAS_NO_TRANS,
+                    CBLAS_NO_TRANS,
+                    mi,
+                    ni,
+                    ki,
+                    1.0,
+                    a.as_ptr(),
+                    ki,
+                    b.as_ptr(),
+                    ni,
+                    0.0,
+                    c.as_mut_ptr(),
+                    ni,
+                )
+            }
+        })
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    let openblas = match OpenBlas::find().map(OpenBlas::load) {
+        Some(Ok(openblas)) => {
+            eprintln!("OpenBLAS baseline: {}", openblas.path.display());
+            Some(openblas)
+        }
+        Some(Err(e)) => {
+            eprintln!("OpenBLAS baseline not measured: {e}");
+            None
+        }
+        None => {
+            eprintln!(
+                "OpenBLAS baseline not measured: no .cache/venv numpy (run tests/run.sh) and no \
+                 OPAL_OPENBLAS"
+            );
+            None
+        }
+    };
     let mut group = c.benchmark_group("sgemm_1thread");
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
@@ -100,13 +242,24 @@ fn bench(c: &mut Criterion) {
         ("256^3", 256, 256, 256),
         ("512^3", 512, 512, 512),
         ("1024^3", 1024, 1024, 1024),
+        ("2048^3", 2048, 2048, 2048),
+        // ResNet-50's 3x3 convolutions at 56x56 and 7x7, a 1x1 one at 28x28, and YOLOv8n's
+        // first 3x3 convolution at 320x320 (16 channels out of 3 in, stride 2).
         ("conv_64x3136x576", 64, 3136, 576),
+        ("conv_512x49x4608", 512, 49, 4608),
+        ("conv_128x784x512", 128, 784, 512),
+        ("conv_16x25600x27", 16, 25600, 27),
     ];
     for (name, m, n, k) in shapes {
         group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
-        group.bench_function(BenchmarkId::from_parameter(name), |bencher| {
-            bencher.iter_custom(|reps| time(m, n, k, reps))
+        group.bench_function(BenchmarkId::new("opal", name), |bencher| {
+            bencher.iter_custom(|reps| time_opal(m, n, k, reps))
         });
+        if let Some(openblas) = &openblas {
+            group.bench_function(BenchmarkId::new("openblas", name), |bencher| {
+                bencher.iter_custom(|reps| openblas.time(m, n, k, reps))
+            });
+        }
     }
     group.finish();
 }
