@@ -1,5 +1,6 @@
-//! What the host lends a plugin during a call: its tracked allocator, a scratch arena and
-//! `parallel_for`, as a prefix-type function table plus an opaque per-call context.
+//! What the host lends a plugin during a call: its tracked allocator, a scratch arena,
+//! `parallel_for`, and data kept with the compiled node (such as packed weights), as a
+//! prefix-type function table plus an opaque per-call context.
 
 use abi_stable::StableAbi;
 use std::ffi::c_void;
@@ -29,6 +30,22 @@ pub struct HostVTable {
     /// How many threads `parallel_for` may use.
     #[sabi(last_prefix_field)]
     pub threads: unsafe extern "C" fn(ctx: *const c_void) -> usize,
+    /// Since ABI 1.3: which inputs of the call are constants of the compiled model, the same
+    /// data on every call of the node: bit `i` for input `i`.
+    pub constant_inputs: unsafe extern "C" fn(ctx: *const c_void) -> u64,
+    /// Since ABI 1.3: the node's prepared data, `size` bytes aligned to `align` that the host
+    /// keeps with the compiled node, in its tracked memory. The first call that asks runs
+    /// `fill.run(fill_ctx, data, size)` on zeroed bytes; every later call of the node, in any
+    /// run, gets the same bytes back, read-only. Null when the host keeps no data for this call
+    /// (as when it folds constants), when `fill` returned false, or when `size` or `align`
+    /// differ from what the node asked before.
+    pub prepared: unsafe extern "C" fn(
+        ctx: *const c_void,
+        size: usize,
+        align: usize,
+        fill_ctx: *const c_void,
+        fill: PrepareTask,
+    ) -> *const u8,
 }
 
 /// A task for `parallel_for`: called as `run(task_ctx, start, end)` for each range. It must
@@ -37,6 +54,14 @@ pub struct HostVTable {
 #[derive(StableAbi, Clone, Copy)]
 pub struct ParallelTask {
     pub run: unsafe extern "C" fn(task_ctx: *const c_void, start: usize, end: usize),
+}
+
+/// The filling of a node's prepared data: called as `run(fill_ctx, data, size)` on `size`
+/// zeroed bytes; returns whether it succeeded. It must not unwind.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct PrepareTask {
+    pub run: unsafe extern "C" fn(fill_ctx: *const c_void, data: *mut u8, size: usize) -> bool,
 }
 
 /// The host's services for one call: the static table and the context it is called with.

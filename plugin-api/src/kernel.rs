@@ -271,6 +271,101 @@ impl<'a> KernelContext<'a> {
         }
     }
 
+    /// Whether input `index` is a constant of the compiled model (an initializer or a folded
+    /// value), the same data on every call of this node. False when the host does not say
+    /// (before ABI 1.3).
+    pub fn is_constant(&self, index: usize) -> bool {
+        let Some(constant_inputs) = self.host.vtable.constant_inputs() else {
+            return false;
+        };
+        // SAFETY: the table and context come from the host for the duration of this call.
+        let mask = unsafe { constant_inputs(self.host.ctx) };
+        u32::try_from(index)
+            .ok()
+            .and_then(|i| 1u64.checked_shl(i))
+            .is_some_and(|bit| mask & bit != 0)
+    }
+
+    /// Data this node derives once from its constant inputs, such as weights packed for a
+    /// matrix product: `len` elements the host keeps with the compiled node, in its tracked
+    /// memory. The first call that asks fills them (from zero) with `fill`; later calls and
+    /// runs get the same values back without calling it. `Ok(None)` when the host keeps no
+    /// data for this call (while folding constants, or a host before ABI 1.3): the kernel then
+    /// derives what it needs in scratch. `fill` must only read inputs that
+    /// [`is_constant`](Self::is_constant), and every call of the node must ask for the same
+    /// `len`. An error from `fill` (or its panic) comes back as this call's.
+    pub fn prepared<T: Element, F: FnOnce(&mut [T]) -> KernelResult<()>>(
+        &self,
+        len: usize,
+        fill: F,
+    ) -> KernelResult<Option<&'a [T]>> {
+        struct Fill<F> {
+            fill: std::cell::Cell<Option<F>>,
+            error: std::cell::Cell<Option<KernelError>>,
+        }
+        unsafe extern "C" fn run<T: Element, F: FnOnce(&mut [T]) -> KernelResult<()>>(
+            fill_ctx: *const c_void,
+            data: *mut u8,
+            size: usize,
+        ) -> bool {
+            // SAFETY: `fill_ctx` is the `Fill<F>` below, alive while the host calls this.
+            let task = unsafe { &*fill_ctx.cast::<Fill<F>>() };
+            let Some(fill) = task.fill.take() else {
+                return false;
+            };
+            // SAFETY: the host lends `size` zeroed bytes aligned for `T` (asked for below),
+            // exclusively until this returns; zero bytes are a valid value of every Element.
+            let values = unsafe {
+                std::slice::from_raw_parts_mut(data.cast::<T>(), size / std::mem::size_of::<T>())
+            };
+            let result = catch_unwind(AssertUnwindSafe(|| fill(values))).unwrap_or_else(|_| {
+                Err(KernelError::new(
+                    "filling the node's prepared data panicked",
+                ))
+            });
+            match result {
+                Ok(()) => true,
+                Err(error) => {
+                    task.error.set(Some(error));
+                    false
+                }
+            }
+        }
+        let Some(prepared) = self.host.vtable.prepared() else {
+            return Ok(None);
+        };
+        let size = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| KernelError::new("prepared data size overflows"))?;
+        let task = Fill {
+            fill: std::cell::Cell::new(Some(fill)),
+            error: std::cell::Cell::new(None),
+        };
+        // SAFETY: the table and context come from the host for this call; `run::<T, F>`
+        // matches `task`'s type, catches every panic, and `task` outlives the call.
+        let ptr = unsafe {
+            prepared(
+                self.host.ctx,
+                size,
+                std::mem::align_of::<T>().max(64),
+                (&task as *const Fill<F>).cast(),
+                crate::host::PrepareTask { run: run::<T, F> },
+            )
+        };
+        if let Some(error) = task.error.take() {
+            return Err(error);
+        }
+        if ptr.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: the host keeps these `size` bytes, filled by `run` with valid `T`s and
+        // aligned as asked, unchanged for as long as the compiled node exists, which outlives
+        // this call.
+        Ok(Some(unsafe {
+            std::slice::from_raw_parts(ptr.cast::<T>(), len)
+        }))
+    }
+
     /// A zeroed buffer of `len` elements from the host's tracked allocator, counted as this
     /// plugin's memory and freed when dropped.
     pub fn alloc<T: Element>(&self, len: usize) -> KernelResult<ScratchBuffer<'a, T>> {

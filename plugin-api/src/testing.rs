@@ -21,7 +21,7 @@
 use crate::{
     attribute::{AttrValue, Attribute},
     export::operator_vtable_ref,
-    host::{HostServices, HostVTable, HostVTableRef, ParallelTask},
+    host::{HostServices, HostVTable, HostVTableRef, ParallelTask, PrepareTask},
     infer::{InferInput, OutputType},
     operator::{InferCall, KernelCall},
     tensor::{TensorView, TensorViewMut},
@@ -303,6 +303,7 @@ pub fn assert_no_heap<O: Operator>(
 pub struct TestHost {
     threads: usize,
     heap_probe: Option<fn() -> u64>,
+    constant_inputs: u64,
 }
 
 impl Default for TestHost {
@@ -317,6 +318,7 @@ impl TestHost {
         TestHost {
             threads: 1,
             heap_probe: None,
+            constant_inputs: 0,
         }
     }
 
@@ -324,6 +326,14 @@ impl TestHost {
     /// Ranges still run one after the other on the calling thread.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// Reports the inputs whose bit is set in `mask` as constants (`KernelContext::is_constant`),
+    /// so kernels keep prepared data, which the kernel's second call (with
+    /// [`heap_probe`](Self::heap_probe)) gets back. None are constants by default.
+    pub fn constant_inputs(mut self, mask: u64) -> Self {
+        self.constant_inputs = mask;
         self
     }
 
@@ -392,6 +402,8 @@ impl TestHost {
             threads: self.threads,
             live_allocations: AtomicUsize::new(0),
             scratch: Mutex::new(Scratch::default()),
+            constant_inputs: self.constant_inputs,
+            prepared: Mutex::new(None),
         };
         let input_views: Vec<TensorView<'_>> = inputs.iter().map(OwnedTensor::view).collect();
         let passes = if self.heap_probe.is_some() { 2 } else { 1 };
@@ -440,6 +452,9 @@ struct HostContext {
     threads: usize,
     live_allocations: AtomicUsize,
     scratch: Mutex<Scratch>,
+    constant_inputs: u64,
+    /// The node's prepared data and its size in bytes, kept across the calls of one `run`.
+    prepared: Mutex<Option<(usize, Vec<Block>)>>,
 }
 
 /// A bump arena of zeroed, 64-byte-aligned chunks. Chunks never move once made, so pointers
@@ -505,6 +520,8 @@ const TEST_HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVT
     scratch: test_scratch,
     parallel_for: test_parallel_for,
     threads: test_threads,
+    constant_inputs: test_constant_inputs,
+    prepared: test_prepared,
 });
 
 /// # Safety
@@ -576,6 +593,43 @@ unsafe extern "C" fn test_parallel_for(
 unsafe extern "C" fn test_threads(ctx: *const c_void) -> usize {
     // SAFETY: the plugin passes back the context it was lent.
     unsafe { host(ctx) }.threads
+}
+
+unsafe extern "C" fn test_constant_inputs(ctx: *const c_void) -> u64 {
+    // SAFETY: the plugin passes back the context it was lent.
+    unsafe { host(ctx) }.constant_inputs
+}
+
+unsafe extern "C" fn test_prepared(
+    ctx: *const c_void,
+    size: usize,
+    align: usize,
+    fill_ctx: *const c_void,
+    fill: PrepareTask,
+) -> *const u8 {
+    if align == 0 || !align.is_power_of_two() || align > ALIGN {
+        return std::ptr::null();
+    }
+    // SAFETY: the plugin passes back the context it was lent.
+    let host = unsafe { host(ctx) };
+    let mut prepared = lock(&host.prepared);
+    if let Some((kept, blocks)) = prepared.as_ref() {
+        return if *kept == size {
+            blocks.as_ptr().cast()
+        } else {
+            std::ptr::null()
+        };
+    }
+    let mut blocks = vec![ZERO_BLOCK; size.div_ceil(ALIGN).max(1)];
+    // SAFETY: the ABI contract: `fill` accepts `fill_ctx` and `size` zeroed bytes, and does
+    // not unwind; the blocks hold at least `size` bytes.
+    let filled = unsafe { (fill.run)(fill_ctx, blocks.as_mut_ptr().cast(), size) };
+    if !filled {
+        return std::ptr::null();
+    }
+    let ptr = blocks.as_ptr().cast();
+    *prepared = Some((size, blocks));
+    ptr
 }
 
 #[cfg(test)]

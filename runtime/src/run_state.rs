@@ -266,6 +266,7 @@ impl RunState {
             &views,
             &output_views,
             arena,
+            Some(step),
         );
         drop(output_views);
         drop(views);

@@ -33,7 +33,7 @@ fn opal_plugins_lists_the_custom_operator() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("plugin example-swish 0.1.0 (ABI 1.2)"),
+        text.contains("plugin example-swish 0.1.0 (ABI 1.3)"),
         "{text}"
     );
     assert!(

@@ -123,6 +123,8 @@ pub fn run_f32(
             plugin: &plugin,
             arena: &arena,
             threads: None,
+            constant_inputs: 0,
+            prepared: None,
         };
         let mut call = KernelCall {
             inputs: input_views.as_slice().into(),

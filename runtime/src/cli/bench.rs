@@ -1,6 +1,6 @@
 //! `opal bench`: times a model over many runs after warm-up and reports latency percentiles,
 //! heap allocations per run, and memory: peak bytes, the intermediates' slab and its liveness
-//! lower bound.
+//! lower bound, and the data kernels prepared from constant inputs (packed weights).
 
 use super::setup::{ModelArgs, Prepared};
 use serde_json::json;
@@ -57,6 +57,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             "peak_bytes": report.peak_bytes,
             "slab_bytes": plan.slab_bytes(),
             "liveness_lower_bound_bytes": plan.liveness_lower_bound(),
+            "prepared_bytes": plan.prepared_bytes(),
             "kernel_calls": plan.steps().len(),
             "kernel_calls_inferred_at_run_time": plan.steps().iter().filter(|s| s.infer_at_run_time).count(),
         });
@@ -76,10 +77,12 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         )?;
         writeln!(
             out,
-            "Peak {} bytes; intermediates' slab {} bytes, liveness lower bound {} bytes",
+            "Peak {} bytes; intermediates' slab {} bytes, liveness lower bound {} bytes; \
+             prepared from constants {} bytes",
             report.peak_bytes,
             plan.slab_bytes(),
-            plan.liveness_lower_bound()
+            plan.liveness_lower_bound(),
+            plan.prepared_bytes()
         )?;
     }
     Ok(())

@@ -6,7 +6,7 @@ use super::{
     invoke,
     memory_plan::{place, Lifetime},
     order::topological_order,
-    Place, Plan, PlanConstant, SlotInfo, Step, ValueRef,
+    Place, Plan, PlanConstant, PreparedData, SlotInfo, Step, ValueRef,
 };
 use crate::{
     engine::Engine,
@@ -264,18 +264,27 @@ impl<'e> Compiler<'e> {
         if foldable && shapes_known {
             return self.fold(node, &kernel, &owner, &attributes, &inputs, outputs);
         }
+        let step_inputs: SmallVec<[ValueRef; 4]> = inputs
+            .iter()
+            .map(|k| k.as_ref().map_or(ValueRef::Absent, |k| k.at))
+            .collect();
+        let constant_inputs = step_inputs
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, at)| matches!(at, ValueRef::Constant(_)))
+            .fold(0u64, |mask, (i, _)| mask | 1 << i);
         let mut step = Step {
             node: index,
             kernel,
             owner,
             attributes,
-            inputs: inputs
-                .iter()
-                .map(|k| k.as_ref().map_or(ValueRef::Absent, |k| k.at))
-                .collect(),
+            inputs: step_inputs,
             outputs: SmallVec::new(),
             infer_at_run_time: !shapes_known,
             release: SmallVec::new(),
+            constant_inputs,
+            prepared: PreparedData::default(),
         };
         for ((out, dtype, shape), ty) in outputs.into_iter().zip(&types) {
             let slot = self.slots.len();
@@ -517,6 +526,7 @@ impl<'e> Compiler<'e> {
             &views,
             &output_views,
             &arena,
+            None,
         )
         .map_err(|e| {
             self.error(

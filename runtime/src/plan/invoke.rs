@@ -1,10 +1,12 @@
 //! Calling one kernel: input and output views and attributes lent across the ABI, with the
-//! host's allocator, scratch arena and threads. Shared by constant folding and runs.
+//! host's allocator, scratch arena, threads and the step's prepared data. Shared by constant
+//! folding and runs.
 
 use crate::{
     engine::Engine,
     memory::{Owner, ScratchArena},
     onnx::NodeAttributes,
+    plan::Step,
     plugin::{CallHost, OperatorEntry},
     tensor::TensorRef,
 };
@@ -16,7 +18,9 @@ use smallvec::SmallVec;
 use std::cell::RefCell;
 
 /// Runs `kernel` on `inputs` (`None`: an omitted optional input), writing `outputs`; the arena
-/// is reset afterwards. Errors are the plugin's message.
+/// is reset afterwards. `step` is the plan's step being run (`None` while folding constants),
+/// whose constant inputs and prepared data the kernel may use. Errors are the plugin's message.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn invoke(
     engine: &Engine,
     kernel: &OperatorEntry,
@@ -25,6 +29,7 @@ pub(crate) fn invoke(
     inputs: &[Option<TensorRef<'_>>],
     outputs: &[TensorViewMut<'_>],
     arena: &RefCell<ScratchArena>,
+    step: Option<&Step>,
 ) -> Result<(), String> {
     let input_views: SmallVec<[TensorView<'_>; 8]> = inputs
         .iter()
@@ -34,6 +39,8 @@ pub(crate) fn invoke(
         plugin: owner,
         arena,
         threads: engine.threads(),
+        constant_inputs: step.map_or(0, |step| step.constant_inputs),
+        prepared: step.map(|step| &step.prepared),
     };
     let result = attributes.with_abi(|attributes| {
         let mut call = KernelCall {

@@ -7,9 +7,11 @@ mod compile;
 mod invoke;
 mod memory_plan;
 mod order;
+mod prepared;
 
 pub use compile::PlanError;
 pub(crate) use invoke::invoke;
+pub use prepared::PreparedData;
 
 use crate::{
     memory::Owner,
@@ -87,6 +89,10 @@ pub struct Step {
     pub infer_at_run_time: bool,
     /// Pool slots whose last reader is this step: returned to the pool after it.
     pub release: SmallVec<[usize; 4]>,
+    /// Bit `i` set: input `i` is a constant of the plan.
+    pub constant_inputs: u64,
+    /// What the kernel derived from its constant inputs, kept for every run.
+    pub prepared: PreparedData,
 }
 
 /// A model compiled for one set of input shapes.
@@ -151,6 +157,12 @@ impl Plan {
                 PlanConstant::Model(_) => 0,
             })
             .sum()
+    }
+
+    /// Bytes of data kernels derived from constant inputs (packed weights), kept with the
+    /// plan's steps once their first run made them.
+    pub fn prepared_bytes(&self) -> usize {
+        self.steps.iter().map(|step| step.prepared.bytes()).sum()
     }
 
     /// Bytes of the slab holding the intermediates whose shapes are known ahead.

@@ -1,10 +1,12 @@
 //! The services the host lends a kernel for one call: its tracked allocator (accounted to the
-//! plugin), the run's scratch arena, and `parallel_for` over the engine's threads.
+//! plugin), the run's scratch arena, `parallel_for` over the engine's threads, and the node's
+//! prepared data.
 
 use super::KernelThreads;
 use crate::memory::{AlignedBuffer, Owner, ScratchArena, ALIGNMENT};
+use crate::plan::PreparedData;
 use abi_stable::prefix_type::WithMetadata;
-use opal_plugin_api::host::{HostServices, HostVTable, HostVTableRef, ParallelTask};
+use opal_plugin_api::host::{HostServices, HostVTable, HostVTableRef, ParallelTask, PrepareTask};
 use std::{cell::RefCell, ffi::c_void};
 
 /// What one kernel call may use; lent to the plugin as the context of [`HOST_VTABLE`].
@@ -14,6 +16,10 @@ pub struct CallHost<'a> {
     pub arena: &'a RefCell<ScratchArena>,
     /// `None` runs `parallel_for` on the calling thread.
     pub threads: Option<&'a KernelThreads>,
+    /// Bit `i` set: input `i` is a constant of the plan.
+    pub constant_inputs: u64,
+    /// The node's prepared data; `None` when the call keeps none (constant folding).
+    pub prepared: Option<&'a PreparedData>,
 }
 
 impl CallHost<'_> {
@@ -35,6 +41,8 @@ const HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable 
     scratch: host_scratch,
     parallel_for: host_parallel_for,
     threads: host_threads,
+    constant_inputs: host_constant_inputs,
+    prepared: host_prepared,
 });
 
 /// # Safety
@@ -116,4 +124,32 @@ unsafe extern "C" fn host_threads(ctx: *const c_void) -> usize {
     // SAFETY: the plugin passes back the context it was lent for this call.
     let host = unsafe { call_host(ctx) };
     host.threads.map_or(1, KernelThreads::threads)
+}
+
+unsafe extern "C" fn host_constant_inputs(ctx: *const c_void) -> u64 {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    unsafe { call_host(ctx) }.constant_inputs
+}
+
+unsafe extern "C" fn host_prepared(
+    ctx: *const c_void,
+    size: usize,
+    align: usize,
+    fill_ctx: *const c_void,
+    fill: PrepareTask,
+) -> *const u8 {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    let host = unsafe { call_host(ctx) };
+    let Some(prepared) = host.prepared else {
+        return std::ptr::null();
+    };
+    if align > ALIGNMENT || !align.is_power_of_two() {
+        return std::ptr::null();
+    }
+    let filled = prepared.get_or_fill(size, host.plugin, |bytes| {
+        // SAFETY: the ABI contract: `fill` accepts `fill_ctx` and these zeroed bytes, lent
+        // exclusively until it returns, and does not unwind.
+        unsafe { (fill.run)(fill_ctx, bytes.as_mut_ptr(), bytes.len()) }
+    });
+    filled.unwrap_or(std::ptr::null())
 }
