@@ -169,6 +169,7 @@ impl Operator for Gemm {
             b: b_operand,
             batches: 1,
             batch_offsets: &single_batch,
+            packed_a: None,
         };
         sgemm(cx, &product, y)
     }

@@ -191,6 +191,7 @@ fn product_f32(
             b: b_operand,
             batches: 1,
             batch_offsets: &single_batch,
+            packed_a: None,
         };
         return sgemm(cx, &product, c);
     }
@@ -204,6 +205,7 @@ fn product_f32(
         b: b_operand,
         batches,
         batch_offsets: offsets,
+        packed_a: None,
     };
     sgemm(cx, &product, c)
 }

@@ -68,6 +68,7 @@ impl Operator for Product1 {
             },
             batches: 1,
             batch_offsets: &single_batch,
+            packed_a: None,
         };
         sgemm(cx, &product, c)
     }

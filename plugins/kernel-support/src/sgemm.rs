@@ -71,6 +71,9 @@ pub struct Product<'a> {
     pub batches: usize,
     /// The offsets of batch `b`'s A and B in their data.
     pub batch_offsets: &'a (dyn Fn(usize) -> (usize, usize) + Sync),
+    /// A already packed by [`pack_a_whole`] (as a kernel keeps constant weights in its
+    /// prepared data), read instead of packing `a` on every call; every batch uses it.
+    pub packed_a: Option<&'a [f32]>,
 }
 
 /// The offsets of a single product: zero.
@@ -122,6 +125,34 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
         rows_range(p, first_row, c, a_pack, b_pack)
     });
     Ok(())
+}
+
+/// The length of an `m x k` A packed by [`pack_a_whole`].
+pub fn packed_a_len(m: usize, k: usize) -> usize {
+    round_up(m, MR) * k
+}
+
+/// Packs all of the `m x k` A (at offset 0 of `a`) into `out` ([`packed_a_len`] values) as
+/// [`sgemm`] packs its blocks: the depth blocks one after the other, each holding every row
+/// as `MR`-row micro-panels.
+pub fn pack_a_whole(a: &Operand<'_>, m: usize, k: usize, out: &mut [f32]) {
+    if k == 0 {
+        return;
+    }
+    let kc_step = depth_step(k);
+    for pc in (0..k).step_by(kc_step) {
+        let kc = kc_step.min(k - pc);
+        let start = round_up(m, MR) * pc;
+        pack_a(
+            a,
+            0,
+            0,
+            m,
+            pc,
+            kc,
+            &mut out[start..start + round_up(m, MR) * kc],
+        );
+    }
 }
 
 fn round_up(x: usize, multiple: usize) -> usize {
@@ -193,8 +224,20 @@ fn block(
             let beta = if pc == 0 { p.beta } else { 1.0 };
             for ic in (i0..i1).step_by(mc_step) {
                 let mc = mc_step.min(i1 - ic);
-                let a_pack = &mut a_pack[..round_up(mc, MR) * kc];
-                pack_a(&p.a, a_offset, ic, mc, pc, kc, a_pack);
+                let panels_len = round_up(mc, MR) * kc;
+                // Rows from a panel boundary can read A packed ahead (`i0` is one for every
+                // product but those whose row split across threads falls inside a batch).
+                let a_pack: &[f32] = match p.packed_a {
+                    Some(packed) if i0.is_multiple_of(MR) => {
+                        let start = round_up(p.m, MR) * pc + ic * kc;
+                        &packed[start..start + panels_len]
+                    }
+                    _ => {
+                        let a_pack = &mut a_pack[..panels_len];
+                        pack_a(&p.a, a_offset, ic, mc, pc, kc, a_pack);
+                        a_pack
+                    }
+                };
                 for (jr, b_panel) in b_pack.chunks_exact(NR * kc).enumerate() {
                     let j = jc + jr * NR;
                     for (ir, a_panel) in a_pack.chunks_exact(MR * kc).enumerate() {
@@ -440,7 +483,8 @@ mod tests {
     };
 
     /// Runs one product through `sgemm` inside a kernel call. Inputs: A, B, C (all flat), and
-    /// a 1-D tensor `[m, n, k, trans_a, trans_b]` as f32; attributes alpha and beta.
+    /// a 1-D tensor `[m, n, k, trans_a, trans_b]` as f32; attributes alpha, beta and `packed`
+    /// (1: A is packed ahead with `pack_a_whole`).
     struct Raw;
 
     impl Operator for Raw {
@@ -494,6 +538,13 @@ mod tests {
                     col_stride: 1,
                 }
             };
+            let packed = if cx.attributes().int("packed", 0)? == 1 {
+                let packed = cx.scratch::<f32>(packed_a_len(m, k))?;
+                pack_a_whole(&a, m, k, packed);
+                Some(&*packed)
+            } else {
+                None
+            };
             let product = Product {
                 m,
                 n,
@@ -504,6 +555,7 @@ mod tests {
                 b,
                 batches: 1,
                 batch_offsets: &single_batch,
+                packed_a: packed,
             };
             sgemm(cx, &product, c)
         }
@@ -533,16 +585,19 @@ mod tests {
             OwnedTensor::f32(&[m * n], &c),
             OwnedTensor::f32(&[5], &dims),
         ];
-        let attributes = [
-            opal_plugin_api::testing::float_attr("alpha", alpha),
-            opal_plugin_api::testing::float_attr("beta", beta),
-        ];
-        let y = TestHost::new()
-            .threads(threads)
-            .run::<Raw>(&inputs, &attributes, 1)
-            .unwrap();
-        let tolerance = 1e-5 * (k as f32).sqrt().max(1.0);
-        assert_close(y[0].as_slice(), &expected, tolerance);
+        for packed in [0, 1] {
+            let attributes = [
+                opal_plugin_api::testing::float_attr("alpha", alpha),
+                opal_plugin_api::testing::float_attr("beta", beta),
+                opal_plugin_api::testing::int_attr("packed", packed),
+            ];
+            let y = TestHost::new()
+                .threads(threads)
+                .run::<Raw>(&inputs, &attributes, 1)
+                .unwrap();
+            let tolerance = 1e-5 * (k as f32).sqrt().max(1.0);
+            assert_close(y[0].as_slice(), &expected, tolerance);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use crate::{
     depthwise::depthwise,
     float::{expect_float, input_f32, optional_input_f32, output_f32},
-    im2col::grouped_gemm,
+    im2col::{grouped_gemm, pack_weights, packed_weights_len},
     window::{output_dims, window, Window, WindowAttributes},
 };
 use opal_kernel_support::check::{error, Shape};
@@ -146,18 +146,42 @@ impl Operator for Conv {
         let x = input_f32(cx, OP, 0)?;
         let w = input_f32(cx, OP, 1)?;
         let bias = optional_input_f32(cx, OP, 2)?;
+        let packed = packed_weights(cx, &shape, w)?;
         let (y, sink) = output_f32(cx, 0)?;
-        convolve(cx, &shape, x, w, bias, y)?;
+        convolve(cx, &shape, x, w, packed, bias, y)?;
         sink.finish(OP, y)
     }
 }
 
-/// `y = conv(x, w) + bias` on f32.
+/// Constant f32 weights of a convolution that runs as matrix products, packed for them once
+/// and kept by the host with the node; `None` for other weights or when the host keeps none.
+fn packed_weights<'a>(
+    cx: &KernelContext<'a>,
+    shape: &ConvShape,
+    w: &[f32],
+) -> KernelResult<Option<&'a [f32]>> {
+    let depthwise = shape.in_per_group() == 1 && shape.group > 1;
+    let expected_w = shape.out_channels * shape.in_per_group() * shape.window.kernel_size();
+    if depthwise
+        || w.len() != expected_w
+        || cx.input(1)?.dtype() != DType::F32
+        || !cx.is_constant(1)
+    {
+        return Ok(None);
+    }
+    cx.prepared(packed_weights_len(shape), |packed| {
+        pack_weights(shape, w, packed);
+        Ok(())
+    })
+}
+
+/// `y = conv(x, w) + bias` on f32; `packed` is `w` packed by [`pack_weights`], when kept.
 pub(crate) fn convolve(
     cx: &KernelContext<'_>,
     shape: &ConvShape,
     x: &[f32],
     w: &[f32],
+    packed: Option<&[f32]>,
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> KernelResult<()> {
@@ -179,7 +203,7 @@ pub(crate) fn convolve(
         depthwise(cx, shape, x, w, bias, y);
         return Ok(());
     }
-    grouped_gemm(cx, shape, x, w, bias, y)
+    grouped_gemm(cx, shape, x, w, packed, bias, y)
 }
 
 #[cfg(test)]
@@ -204,9 +228,11 @@ mod tests {
         if bias {
             inputs.push(OwnedTensor::f32(&[w_shape[0]], &b));
         }
-        for threads in [1, 2] {
+        // Weights packed per call, and packed once as constant weights.
+        for (threads, constant_weights) in [(1, false), (2, false), (1, true), (2, true)] {
             let y = TestHost::new()
                 .threads(threads)
+                .constant_inputs(if constant_weights { 0b10 } else { 0 })
                 .run::<Conv>(&inputs, attributes, 1)
                 .unwrap();
             let (shape, expected) = conv_reference(&inputs, attributes);

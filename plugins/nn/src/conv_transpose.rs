@@ -289,6 +289,7 @@ fn transpose_convolve(
                     },
                     batches: 1,
                     batch_offsets: &single_batch,
+                    packed_a: None,
                 };
                 sgemm(cx, &product, col)?;
                 let col = &*col;

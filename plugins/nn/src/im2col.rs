@@ -1,7 +1,8 @@
 //! Convolution as matrix products: per image and group, `Y_g = W_g · col`, where `col` holds one
 //! row per (input channel, kernel tap) and one column per output position (im2col), built in
 //! host scratch in tiles of whole output rows so that it stays bounded; 1x1 convolutions without
-//! stride or padding use the input itself as `col`.
+//! stride or padding use the input itself as `col`. Constant weights are packed for the matrix
+//! product once ([`pack_weights`]) and kept by the host with the node.
 
 use crate::{
     conv::ConvShape,
@@ -9,7 +10,7 @@ use crate::{
 };
 use opal_kernel_support::{
     parallel::for_each_chunk,
-    sgemm::{sgemm, single_batch, Operand, Product},
+    sgemm::{pack_a_whole, packed_a_len, sgemm, single_batch, Operand, Product},
 };
 use opal_plugin_api::prelude::*;
 
@@ -18,19 +19,46 @@ const TILE_BUDGET: usize = 1 << 20;
 /// Elements of col below which im2col runs on one thread.
 const IM2COL_GRAIN: usize = 1 << 15;
 
-/// `y = conv(x, w) + bias` for any grouping, through [`sgemm`].
+/// The length of the weights of a `shape` convolution packed by [`pack_weights`].
+pub(crate) fn packed_weights_len(shape: &ConvShape) -> usize {
+    shape.group * packed_a_len(shape.out_per_group(), gemm_depth(shape))
+}
+
+/// Packs each group's weights (`out_per_group x in_per_group * taps`) for [`sgemm`], one group
+/// after the other, into `out` ([`packed_weights_len`] values).
+pub(crate) fn pack_weights(shape: &ConvShape, w: &[f32], out: &mut [f32]) {
+    let (mg, depth) = (shape.out_per_group(), gemm_depth(shape));
+    let group_len = packed_a_len(mg, depth);
+    for (g, out) in out.chunks_exact_mut(group_len.max(1)).enumerate() {
+        let weights = Operand {
+            data: &w[g * mg * depth..][..mg * depth],
+            row_stride: depth,
+            col_stride: 1,
+        };
+        pack_a_whole(&weights, mg, depth, out);
+    }
+}
+
+/// The depth of each group's matrix product: input channels of a group times kernel taps.
+fn gemm_depth(shape: &ConvShape) -> usize {
+    shape.in_per_group() * shape.window.kernel_size()
+}
+
+/// `y = conv(x, w) + bias` for any grouping, through [`sgemm`]; `packed` is `w` as
+/// [`pack_weights`] packs it, when the caller has it.
 pub(crate) fn grouped_gemm(
     cx: &KernelContext<'_>,
     shape: &ConvShape,
     x: &[f32],
     w: &[f32],
+    packed: Option<&[f32]>,
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> KernelResult<()> {
     let window = &shape.window;
     let (in_size, out_size) = (window.input_size(), window.output_size());
     let (cg, mg) = (shape.in_per_group(), shape.out_per_group());
-    let depth = cg * window.kernel_size();
+    let depth = gemm_depth(shape);
     let direct = window.kernel_size() == 1 && window.is_unit_stride_unpadded();
     // Tiles of whole output rows (the innermost axis), each col at most TILE_BUDGET values.
     let row_len = window.axes[SPATIAL - 1].output;
@@ -56,10 +84,14 @@ pub(crate) fn grouped_gemm(
             let x_group = &x[(image * shape.in_channels + g * cg) * in_size..][..cg * in_size];
             let w_group = &w[g * mg * depth..][..mg * depth];
             let bias_group = bias.map(|b| &b[g * mg..][..mg]);
-            let weights = Operand {
-                data: w_group,
-                row_stride: depth,
-                col_stride: 1,
+            let weights = Weights {
+                operand: Operand {
+                    data: w_group,
+                    row_stride: depth,
+                    col_stride: 1,
+                },
+                packed: packed
+                    .map(|p| &p[g * packed_a_len(mg, depth)..][..packed_a_len(mg, depth)]),
             };
             if direct {
                 multiply(cx, weights, x_group, mg, depth, out_size, y_group)?;
@@ -95,10 +127,17 @@ pub(crate) fn grouped_gemm(
     Ok(())
 }
 
+/// One group's weights: as stored, and packed when the caller has them packed.
+#[derive(Clone, Copy)]
+struct Weights<'a> {
+    operand: Operand<'a>,
+    packed: Option<&'a [f32]>,
+}
+
 /// `out (m x n) = a (m x k) · b (k x n)`, `b` row-major.
 fn multiply(
     cx: &KernelContext<'_>,
-    a: Operand<'_>,
+    a: Weights<'_>,
     b: &[f32],
     m: usize,
     k: usize,
@@ -111,7 +150,7 @@ fn multiply(
         k,
         alpha: 1.0,
         beta: 0.0,
-        a,
+        a: a.operand,
         b: Operand {
             data: b,
             row_stride: n,
@@ -119,6 +158,7 @@ fn multiply(
         },
         batches: 1,
         batch_offsets: &single_batch,
+        packed_a: a.packed,
     };
     sgemm(cx, &product, out)
 }

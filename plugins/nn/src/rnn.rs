@@ -73,6 +73,7 @@ fn times_transposed(
         },
         batches: 1,
         batch_offsets: &single_batch,
+        packed_a: None,
     };
     sgemm(cx, &product, &mut out[..rows * cols])
 }

@@ -390,6 +390,7 @@ impl Operator for Attention {
                 },
                 batches: sizes.batch * sizes.q_heads,
                 batch_offsets: &score_offsets,
+                packed_a: None,
             },
             scores,
         )?;
@@ -449,6 +450,7 @@ impl Operator for Attention {
                 },
                 batches: sizes.batch * sizes.q_heads,
                 batch_offsets: &value_offsets,
+                packed_a: None,
             },
             y,
         )?;
