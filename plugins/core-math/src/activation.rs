@@ -10,16 +10,6 @@ use crate::{
 };
 use opal_plugin_api::prelude::*;
 
-/// The logistic function, without overflow for large |x|.
-fn sigmoid<F: Float>(x: F) -> F {
-    if x >= F::ZERO {
-        F::ONE / (F::ONE + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (F::ONE + e)
-    }
-}
-
 /// `ln(1 + e^x)`, without overflow for large x.
 fn softplus<F: Float>(x: F) -> F {
     if x > F::ZERO {
@@ -35,7 +25,7 @@ num_operator!(
 );
 float_operator!(
     /// `1 / (1 + exp(-x))`.
-    Sigmoid, "Sigmoid", since 1, [], |x| sigmoid(x)
+    Sigmoid, "Sigmoid", since 1, [], |x| x.sigmoid()
 );
 float_operator!(
     /// The hyperbolic tangent.
@@ -47,17 +37,17 @@ float_operator!(
 );
 float_operator!(
     /// `x` where positive, `alpha * (e^x - 1)` elsewhere.
-    Elu, "Elu", since 1, [alpha = 1.0], |x| if x > F::ZERO { x } else { alpha * (x.exp() - F::ONE) }
+    Elu, "Elu", since 1, [alpha = 1.0], |x| positive_or(x, x, alpha * (x.exp() - F::ONE))
 );
 float_operator!(
     /// `gamma * x` where positive, `gamma * alpha * (e^x - 1)` elsewhere.
     Selu, "Selu", since 1, [alpha = 1.673_263_2, gamma = 1.050_701],
-    |x| if x > F::ZERO { gamma * x } else { gamma * (alpha * x.exp() - alpha) }
+    |x| positive_or(x, gamma * x, gamma * (alpha * x.exp() - alpha))
 );
 float_operator!(
     /// `max(0, x) + min(0, alpha * (e^(x / alpha) - 1))`.
     Celu, "Celu", since 12, [alpha = 1.0],
-    |x| if x > F::ZERO { x } else { alpha * ((x / alpha).exp() - F::ONE) }
+    |x| positive_or(x, x, alpha * ((x / alpha).exp() - F::ONE))
 );
 float_operator!(
     /// `max(0, min(1, alpha * x + beta))`.
@@ -92,8 +82,18 @@ float_operator!(
 );
 float_operator!(
     /// `x * sigmoid(alpha * x)`.
-    Swish, "Swish", since 24, [alpha = 1.0], |x| x * sigmoid(alpha * x)
+    Swish, "Swish", since 24, [alpha = 1.0], |x| x * (alpha * x).sigmoid()
 );
+
+/// `positive` where `x > 0`, `negative` elsewhere (NaN included), both already computed so that
+/// the choice is a blend and loops over it vectorise.
+fn positive_or<F: Float>(x: F, positive: F, negative: F) -> F {
+    if x > F::ZERO {
+        positive
+    } else {
+        negative
+    }
+}
 
 fn hard_sigmoid<F: Float>(x: F, alpha: F, beta: F) -> F {
     let v = alpha * x + beta;
@@ -202,8 +202,8 @@ mod tests {
             .unwrap();
         let expected: Vec<f32> = values.iter().map(|&v| v.tanh()).collect();
         assert_close(y[0].as_slice(), &expected, 1e-6);
-        assert_eq!(sigmoid(-200.0f32), 0.0);
-        assert_eq!(sigmoid(200.0f32), 1.0);
+        assert_eq!((-200.0f32).sigmoid(), 0.0);
+        assert_eq!(200.0f32.sigmoid(), 1.0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The loops every elementwise operator shares, generic over element types: mapping one slice
 //! into another, and combining two inputs under multidirectional broadcasting. Both split big
 //! outputs over the host's threads; the broadcast loop walks contiguous runs of output, with
-//! fast paths for equal shapes and single-value operands.
+//! fast paths for equal shapes, single-value operands and rows repeated along leading dims.
 
 use crate::{
     broadcast::{broadcast_dims, broadcast_shapes, Plan},
@@ -127,6 +127,26 @@ pub(crate) fn broadcast_binary<A: Copy + Sync, B: Copy + Sync, Y: Send>(
         return Ok(());
     }
 
+    // A row repeated along the leading dims (a bias over the last dims): whole rows at a time.
+    if av.len() == y.len() && is_trailing_row(b_shape, y_shape) {
+        let row = bv.len();
+        for_each_chunk(cx, y, row, ELEMENTWISE_GRAIN, |start, chunk| {
+            for (out, a) in chunk.chunks_mut(row).zip(av[start..].chunks(row)) {
+                zip(out, a, bv, f);
+            }
+        });
+        return Ok(());
+    }
+    if bv.len() == y.len() && is_trailing_row(a_shape, y_shape) {
+        let row = av.len();
+        for_each_chunk(cx, y, row, ELEMENTWISE_GRAIN, |start, chunk| {
+            for (out, b) in chunk.chunks_mut(row).zip(bv[start..].chunks(row)) {
+                zip(out, av, b, f);
+            }
+        });
+        return Ok(());
+    }
+
     // General case: contiguous runs of output, each operand either walking or fixed along a run
     // (trailing-dim broadcasts such as a bias give long runs).
     let plan = Plan::broadcast(op, y_shape, [a_shape, b_shape])?;
@@ -158,6 +178,14 @@ pub(crate) fn broadcast_binary<A: Copy + Sync, B: Copy + Sync, Y: Send>(
         });
     });
     Ok(())
+}
+
+/// Whether `shape`, without its leading 1s, is a non-empty suffix of `y_shape`: an operand
+/// that repeats whole along `y`'s leading dims.
+fn is_trailing_row(shape: &[usize], y_shape: &[usize]) -> bool {
+    let leading_ones = shape.iter().take_while(|&&d| d == 1).count();
+    let row = &shape[leading_ones..];
+    !row.is_empty() && row.len() <= y_shape.len() && y_shape.ends_with(row)
 }
 
 fn zip<A: Copy, B: Copy, Y>(out: &mut [Y], a: &[A], b: &[B], f: impl Fn(A, B) -> Y) {

@@ -1,6 +1,8 @@
 //! The element types the generic kernels compute on ([`Num`], [`Float`], [`Int`]), the dtype
 //! classes operators accept, and the `with_*!` macros that turn a run-time dtype into a type.
+//! f32 takes `exp`, `tanh` and the sigmoid from `fast_math`, whose loops vectorise.
 
+use opal_kernel_support::fast_math;
 use opal_plugin_api::{DType, Element};
 use std::ops::{Add, Div, Mul, Neg, Rem, Sub};
 
@@ -203,6 +205,8 @@ pub(crate) trait Float:
     fn sinh(self) -> Self;
     fn cosh(self) -> Self;
     fn tanh(self) -> Self;
+    /// The logistic function `1 / (1 + e^-self)`.
+    fn sigmoid(self) -> Self;
     fn asinh(self) -> Self;
     fn acosh(self) -> Self;
     fn atanh(self) -> Self;
@@ -213,7 +217,7 @@ pub(crate) trait Float:
 }
 
 macro_rules! float_num {
-    ($($t:ident, $erf:path);*) => {$(
+    ($($t:ident, erf $erf:path, exp $exp:path, tanh $tanh:path, sigmoid $sigmoid:path);*) => {$(
         impl Num for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -284,7 +288,7 @@ macro_rules! float_num {
                 v as $t
             }
             fn exp(self) -> Self {
-                <$t>::exp(self)
+                $exp(self)
             }
             fn ln(self) -> Self {
                 <$t>::ln(self)
@@ -320,7 +324,10 @@ macro_rules! float_num {
                 <$t>::cosh(self)
             }
             fn tanh(self) -> Self {
-                <$t>::tanh(self)
+                $tanh(self)
+            }
+            fn sigmoid(self) -> Self {
+                $sigmoid(self)
             }
             fn asinh(self) -> Self {
                 <$t>::asinh(self)
@@ -347,7 +354,20 @@ macro_rules! float_num {
     )*};
 }
 
-float_num!(f32, libm::erff; f64, libm::erf);
+float_num!(
+    f32, erf libm::erff, exp fast_math::exp, tanh fast_math::tanh, sigmoid fast_math::sigmoid;
+    f64, erf libm::erf, exp f64::exp, tanh f64::tanh, sigmoid sigmoid_f64
+);
+
+/// The logistic function in f64, without overflow for large |x|.
+fn sigmoid_f64(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
 
 /// An integer element type, for the bitwise operators.
 pub(crate) trait Int:

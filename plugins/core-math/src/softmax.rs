@@ -120,20 +120,50 @@ fn normalize<F: Float>(
     Ok(())
 }
 
+/// Accumulators the row reductions keep side by side, so that their loops vectorise.
+const LANES: usize = 8;
+
+/// The largest value of `x` (NaN ignored unless first in a lane), `F::LOWEST` when empty.
+fn row_maximum<F: Float>(x: &[F]) -> F {
+    let mut lanes = [F::LOWEST; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    tail.iter()
+        .chain(&lanes)
+        .fold(F::LOWEST, |m, &v| if v > m { v } else { m })
+}
+
+/// The sum of `x`, in [`LANES`] partial sums.
+fn row_sum<F: Float>(x: &[F]) -> F {
+    let mut lanes = [F::ZERO; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (s, &v) in lanes.iter_mut().zip(chunk) {
+            *s = *s + v;
+        }
+    }
+    tail.iter().chain(&lanes).fold(F::ZERO, |s, &v| s + v)
+}
+
 /// Normalises a contiguous row.
 fn normalize_row<F: Float>(kind: Normalization, x: &[F], y: &mut [F]) {
-    let max = x.iter().fold(F::LOWEST, |m, &v| if v > m { v } else { m });
+    let max = row_maximum(x);
     if kind == Normalization::Hardmax {
         let first = x.iter().position(|&v| v == max).unwrap_or(0);
         y.fill(F::ZERO);
         y[first] = F::ONE;
         return;
     }
-    let mut sum = F::ZERO;
     for (y, &x) in y.iter_mut().zip(x) {
         *y = (x - max).exp();
-        sum = sum + *y;
     }
+    let sum = row_sum(y);
     if kind == Normalization::LogSoftmax {
         let offset = max + sum.ln();
         for (y, &x) in y.iter_mut().zip(x) {

@@ -1,11 +1,13 @@
 //! Building blocks shared by opal's operator plugins: argument checks and errors, numpy
-//! broadcasting, half-float conversion, splitting work over the host's `parallel_for`, a blocked SGEMM whose packing
-//! buffers come from the host's scratch, and helpers for kernel tests.
+//! broadcasting, half-float conversion, vectorisable f32 exp/sigmoid/tanh, splitting work over
+//! the host's `parallel_for`, a blocked SGEMM whose packing buffers come from the host's scratch,
+//! and helpers for kernel tests.
 //!
 //! A plain library: it exports no plugin and installs no allocator, so any plugin can link it.
 
 pub mod broadcast;
 pub mod check;
+pub mod fast_math;
 pub mod half;
 pub mod parallel;
 pub mod sgemm;
