@@ -39,6 +39,26 @@ fn infer_global(cx: &InferContext<'_>, op: &str) -> KernelResult<Vec<OutputType>
     Ok(vec![OutputType::new(x.dtype, shape)])
 }
 
+/// Partial results kept side by side (two AVX registers of f32).
+const LANES: usize = 16;
+
+/// Folds `values` with `step` into [`LANES`] independent accumulators starting at `initial`
+/// (so the loop vectorizes), then folds the accumulators and the tail. `step` must be
+/// associative and commutative up to rounding, with `initial` its neutral value.
+#[inline(always)]
+fn lanewise(values: &[f32], initial: f32, step: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [initial; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = step(*lane, v);
+        }
+    }
+    let lanes = lanes.into_iter().reduce(&step).unwrap_or(initial);
+    tail.iter().fold(lanes, |a, &v| step(a, v))
+}
+
 fn global_pool(cx: &mut KernelContext<'_>, op: &str, reduce: Reduce) -> KernelResult<()> {
     let plane: usize = cx.input(0)?.shape()[2..].iter().product();
     let x = input_f32(cx, op, 0)?;
@@ -47,9 +67,9 @@ fn global_pool(cx: &mut KernelContext<'_>, op: &str, reduce: Reduce) -> KernelRe
         for (i, y) in chunk.iter_mut().enumerate() {
             let values = &x[(start + i) * plane..][..plane];
             *y = match reduce {
-                Reduce::Mean => values.iter().sum::<f32>() / plane as f32,
-                Reduce::Max => values.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
-                Reduce::Lp(2.0) => values.iter().map(|v| v * v).sum::<f32>().sqrt(),
+                Reduce::Mean => lanewise(values, 0.0, |s, v| s + v) / plane as f32,
+                Reduce::Max => lanewise(values, f32::NEG_INFINITY, f32::max),
+                Reduce::Lp(2.0) => lanewise(values, 0.0, |s, v| s + v * v).sqrt(),
                 Reduce::Lp(p) => values
                     .iter()
                     .map(|v| v.abs().powf(p))

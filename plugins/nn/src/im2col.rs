@@ -185,6 +185,12 @@ fn fill_col(
     let [ad, ah, aw] = window.axes;
     let taps = window.kernel_size();
     let plane = window.input_size();
+    // Stride-1 rows as long as the input's: a tap's rows are one shifted copy of the plane.
+    let shifted_plane = ad.kernel == 1
+        && ad.output == 1
+        && ah.stride == 1
+        && aw.stride == 1
+        && aw.output == aw.input;
     for_each_chunk(cx, col, cols, IM2COL_GRAIN, |start, chunk| {
         for (r, dst) in chunk.chunks_exact_mut(cols).enumerate() {
             let row = start / cols + r;
@@ -195,37 +201,186 @@ fn fill_col(
                 tap % aw.kernel,
             );
             let x_channel = &x[channel * plane..][..plane];
-            let w_offset = aw.tap_offset(kw);
-            let valid = valid_outputs(aw.output, aw.stride, w_offset, aw.input);
-            for (t, out_row) in dst.chunks_exact_mut(aw.output).enumerate() {
-                let output_row = first_row + t;
-                let (od, oh) = (output_row / ah.output, output_row % ah.output);
-                let id = (od * ad.stride) as isize + ad.tap_offset(kd);
-                let ih = (oh * ah.stride) as isize + ah.tap_offset(kh);
-                let outside =
-                    id < 0 || id >= ad.input as isize || ih < 0 || ih >= ah.input as isize;
-                if outside || valid.is_empty() {
-                    out_row.fill(0.0);
-                    continue;
-                }
-                let x_row =
-                    &x_channel[(id as usize * ah.input + ih as usize) * aw.input..][..aw.input];
-                out_row[..valid.start].fill(0.0);
-                out_row[valid.end..].fill(0.0);
-                let first_input = (valid.start * aw.stride) as isize + w_offset;
-                let first_input = first_input as usize;
-                if aw.stride == 1 {
-                    out_row[valid.clone()]
-                        .copy_from_slice(&x_row[first_input..first_input + valid.len()]);
-                } else {
-                    for (v, &x) in out_row[valid.clone()]
-                        .iter_mut()
-                        .zip(x_row[first_input..].iter().step_by(aw.stride))
-                    {
-                        *v = x;
-                    }
-                }
+            if shifted_plane {
+                copy_shifted_plane(window, x_channel, kh, kw, first_row, dst);
+            } else {
+                copy_tap_rows(window, x_channel, [kd, kh, kw], first_row, dst);
             }
         }
     });
+}
+
+/// One col row for a stride-1 2-D window whose output rows are as long as the input's: the
+/// output rows whose tap row lies in the input are one contiguous copy of the plane shifted by
+/// the tap's offset, after which the columns that wrapped around the row ends become zeros.
+fn copy_shifted_plane(
+    window: &Window,
+    x_channel: &[f32],
+    kh: usize,
+    kw: usize,
+    first_row: usize,
+    dst: &mut [f32],
+) {
+    let [_, ah, aw] = window.axes;
+    let width = aw.input;
+    let rows = dst.len() / width;
+    let h_offset = ah.tap_offset(kh);
+    let w_offset = aw.tap_offset(kw);
+    let valid_rows = valid_outputs(ah.output, 1, h_offset, ah.input);
+    let lo = valid_rows.start.clamp(first_row, first_row + rows) - first_row;
+    let hi = valid_rows.end.clamp(first_row + lo, first_row + rows) - first_row;
+    dst[..lo * width].fill(0.0);
+    dst[hi * width..].fill(0.0);
+    let block = &mut dst[lo * width..hi * width];
+    if block.is_empty() {
+        return;
+    }
+    // Flat input index of the block's first value; the block maps to source[first..first + len].
+    let first = ((first_row + lo) as isize + h_offset) * width as isize + w_offset;
+    let skip = (-first).clamp(0, block.len() as isize) as usize;
+    let end = (first + block.len() as isize).min(x_channel.len() as isize);
+    let source_start = first + skip as isize;
+    let copied = (end - source_start).max(0) as usize;
+    block[..skip].fill(0.0);
+    if copied > 0 {
+        let source = &x_channel[source_start as usize..][..copied];
+        block[skip..skip + copied].copy_from_slice(source);
+    }
+    block[skip + copied..].fill(0.0);
+    let valid = valid_outputs(aw.output, 1, w_offset, width);
+    if valid.start > 0 || valid.end < width {
+        for out_row in block.chunks_exact_mut(width) {
+            out_row[..valid.start].fill(0.0);
+            out_row[valid.end..].fill(0.0);
+        }
+    }
+}
+
+/// One col row for any window: the input values under tap `(kd, kh, kw)` for each output row,
+/// zeros where the tap falls in the padding.
+fn copy_tap_rows(
+    window: &Window,
+    x_channel: &[f32],
+    [kd, kh, kw]: [usize; 3],
+    first_row: usize,
+    dst: &mut [f32],
+) {
+    let [ad, ah, aw] = window.axes;
+    let w_offset = aw.tap_offset(kw);
+    let valid = valid_outputs(aw.output, aw.stride, w_offset, aw.input);
+    let (mut od, mut oh) = (first_row / ah.output, first_row % ah.output);
+    for out_row in dst.chunks_exact_mut(aw.output) {
+        let id = (od * ad.stride) as isize + ad.tap_offset(kd);
+        let ih = (oh * ah.stride) as isize + ah.tap_offset(kh);
+        oh += 1;
+        if oh == ah.output {
+            (od, oh) = (od + 1, 0);
+        }
+        let outside = id < 0 || id >= ad.input as isize || ih < 0 || ih >= ah.input as isize;
+        if outside || valid.is_empty() {
+            out_row.fill(0.0);
+            continue;
+        }
+        let x_row = &x_channel[(id as usize * ah.input + ih as usize) * aw.input..][..aw.input];
+        out_row[..valid.start].fill(0.0);
+        out_row[valid.end..].fill(0.0);
+        let first_input = ((valid.start * aw.stride) as isize + w_offset) as usize;
+        let out_row = &mut out_row[valid.clone()];
+        match aw.stride {
+            1 => out_row.copy_from_slice(&x_row[first_input..first_input + out_row.len()]),
+            2 => gather_every::<2>(&x_row[first_input..], out_row),
+            _ => {
+                for (v, &x) in out_row
+                    .iter_mut()
+                    .zip(x_row[first_input..].iter().step_by(aw.stride))
+                {
+                    *v = x;
+                }
+            }
+        }
+    }
+}
+
+/// `out[i] = x[i * STRIDE]`, in fixed-step loads that vectorize; the last value may sit fewer
+/// than `STRIDE` values before the end of `x`.
+fn gather_every<const STRIDE: usize>(x: &[f32], out: &mut [f32]) {
+    let whole = (x.len() / STRIDE).min(out.len());
+    for (v, c) in out[..whole].iter_mut().zip(x.chunks_exact(STRIDE)) {
+        *v = c[0];
+    }
+    for (v, &x) in out[whole..]
+        .iter_mut()
+        .zip(x[whole * STRIDE..].iter().step_by(STRIDE))
+    {
+        *v = x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{testutil::conv_reference, Conv};
+    use opal_kernel_support::testutil::values;
+    use opal_plugin_api::testing::{assert_close, ints_attr, OwnedTensor, TestHost};
+
+    /// Conv of `x_shape` by `w_shape` with `pads` and `strides` against the definition.
+    fn check(x_shape: &[usize], w_shape: &[usize], pads: &[i64], strides: &[i64]) {
+        let x = OwnedTensor::f32(x_shape, &values(x_shape.iter().product(), 1));
+        let w = OwnedTensor::f32(w_shape, &values(w_shape.iter().product(), 2));
+        let attributes = [ints_attr("pads", pads), ints_attr("strides", strides)];
+        let inputs = [x, w];
+        for threads in [1, 2] {
+            let y = TestHost::new()
+                .threads(threads)
+                .run::<Conv>(&inputs, &attributes, 1)
+                .unwrap();
+            let (shape, expected) = conv_reference(&inputs, &attributes);
+            assert_eq!(y[0].shape(), shape.as_slice());
+            assert_close(y[0].as_slice(), &expected, 1e-4);
+        }
+    }
+
+    #[test]
+    fn stride_one_rows_as_long_as_the_input_are_shifted_copies_of_the_plane() {
+        for (kernel, pads) in [
+            ([3, 3], [1, 1, 1, 1]),
+            ([5, 5], [2, 2, 2, 2]),
+            ([3, 3], [0, 0, 2, 2]),
+            ([3, 3], [2, 2, 0, 0]),
+            ([1, 3], [0, 1, 0, 1]),
+            ([3, 1], [1, 0, 1, 0]),
+            ([4, 2], [3, 0, 2, 1]),
+        ] {
+            for (height, width) in [(1, 1), (2, 7), (6, 5), (9, 1)] {
+                check(
+                    &[2, 3, height, width],
+                    &[4, 3, kernel[0], kernel[1]],
+                    &pads,
+                    &[1, 1],
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_of_output_rows_and_strided_taps() {
+        // 16 * 9 rows of 64 * 128 columns exceed the tile budget: several tiles of rows.
+        check(&[1, 16, 64, 128], &[2, 16, 3, 3], &[1, 1, 1, 1], &[1, 1]);
+        check(&[1, 16, 64, 128], &[2, 16, 3, 3], &[1, 0, 1, 0], &[1, 1]);
+        for strides in [[2, 2], [1, 2], [2, 1], [3, 3]] {
+            for (height, width) in [(7, 8), (5, 9), (2, 3)] {
+                check(
+                    &[1, 3, height, width],
+                    &[2, 3, 3, 3],
+                    &[1, 1, 1, 1],
+                    &strides,
+                );
+                check(
+                    &[1, 3, height, width],
+                    &[2, 3, 2, 3],
+                    &[0, 1, 1, 0],
+                    &strides,
+                );
+            }
+        }
+    }
 }

@@ -25,6 +25,7 @@ mod max_unpool;
 mod moments;
 mod mvn;
 mod pool;
+mod pool_2d;
 mod recurrent;
 mod resize;
 mod rnn;

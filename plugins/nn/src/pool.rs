@@ -1,9 +1,12 @@
 //! MaxPool (with the optional Indices output and storage_order), AveragePool
 //! (count_include_pad) and LpPool over 1 to 3 spatial axes, with auto_pad, pads, strides,
 //! dilations and ceil_mode. Planes (one per image and channel) are pooled in parallel.
+//! MaxPool without Indices and AveragePool over 1-D and 2-D windows (or 3-D ones with a depth
+//! kernel of 1) without dilation take the row-wise path of [`crate::pool_2d`].
 
 use crate::{
     float::{as_f32, expect_float, output_f32},
+    pool_2d::{average_pool_2d, max_pool_2d, Ordered, Plane2d},
     window::{output_dims, valid_taps, window, Axis, Window, WindowAttributes},
 };
 use opal_kernel_support::{
@@ -128,19 +131,6 @@ fn input_offset(window: &Window, starts: [isize; 3], taps: [usize; 3]) -> usize 
     (d * ah.input + h) * aw.input + w
 }
 
-/// Element types MaxPool compares directly.
-trait Ordered: Element + PartialOrd + Default {}
-impl Ordered for f32 {}
-impl Ordered for f64 {}
-impl Ordered for i8 {}
-impl Ordered for u8 {}
-impl Ordered for i16 {}
-impl Ordered for u16 {}
-impl Ordered for i32 {}
-impl Ordered for u32 {}
-impl Ordered for i64 {}
-impl Ordered for u64 {}
-
 /// The maximum of one plane's windows into `y`, and the flat input index of each maximum into
 /// `indices` when given (`plane_base` is the plane's first flat index).
 fn max_plane<T: Ordered>(
@@ -207,12 +197,19 @@ fn max_pool<T: Ordered>(
                 max_plane(window, x, y, Some(i), plane * in_size, column_major);
             }
         }
-        None => for_each_chunk(cx, y, out_size, GRAIN, |start, chunk| {
-            for (p, y) in chunk.chunks_exact_mut(out_size).enumerate() {
-                let plane = start / out_size + p;
-                max_plane(window, &x[plane * in_size..][..in_size], y, None, 0, false);
-            }
-        }),
+        None => {
+            let plane_2d = Plane2d::of(window);
+            for_each_chunk(cx, y, out_size, GRAIN, |start, chunk| {
+                for (p, y) in chunk.chunks_exact_mut(out_size).enumerate() {
+                    let plane = start / out_size + p;
+                    let x = &x[plane * in_size..][..in_size];
+                    match &plane_2d {
+                        Some(plane_2d) => max_pool_2d(plane_2d, x, y),
+                        None => max_plane(window, x, y, None, 0, false),
+                    }
+                }
+            })
+        }
     }
 }
 
@@ -289,11 +286,19 @@ fn reduce_pool(cx: &mut KernelContext<'_>, op: &str, reduce: Reduce) -> KernelRe
     let x = as_f32(cx, op, cx.input(0)?)?;
     let (y, sink) = output_f32(cx, 0)?;
     let (in_size, out_size) = (window.input_size(), window.output_size());
+    let plane_2d = match reduce {
+        Reduce::Mean { include_pad } => Plane2d::of(&window).map(|p| (p, include_pad)),
+        Reduce::Lp { .. } => None,
+    };
     if out_size > 0 {
         for_each_chunk(cx, y, out_size, GRAIN, |start, chunk| {
             for (p, y) in chunk.chunks_exact_mut(out_size).enumerate() {
                 let plane = start / out_size + p;
-                reduce_plane(&window, &x[plane * in_size..][..in_size], y, reduce);
+                let x = &x[plane * in_size..][..in_size];
+                match &plane_2d {
+                    Some((plane_2d, include_pad)) => average_pool_2d(plane_2d, *include_pad, x, y),
+                    None => reduce_plane(&window, x, y, reduce),
+                }
             }
         });
     }
@@ -390,6 +395,8 @@ impl Operator for LpPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::{AutoPad, WindowAttributes};
+    use opal_kernel_support::testutil::values;
     use opal_plugin_api::testing::{assert_close, int_attr, ints_attr, OwnedTensor, TestHost};
 
     fn grid() -> OwnedTensor {
@@ -456,5 +463,104 @@ mod tests {
             2.0,
         ];
         assert_close(y[0].as_slice(), &expected, 1e-6);
+    }
+
+    /// Every 2-D window of `input` spatial dims and `kernel` the 2-D path takes, over strides,
+    /// paddings (each side below the kernel) and both ceil modes.
+    fn windows_2d(input: [usize; 2], kernel: [usize; 2]) -> Vec<Window> {
+        let mut windows = Vec::new();
+        let [kh, kw] = kernel.map(|k| k as i64);
+        for strides in [[1, 1], [2, 2], [1, 2], [3, 1], [2, 3], [4, 4]] {
+            for pads in [[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 1, 0], [2, 0, 0, 2]]
+                .into_iter()
+                .chain([[kh - 1, kw - 1, kh - 1, kw - 1]])
+            {
+                if pads[0].max(pads[2]) >= kh || pads[1].max(pads[3]) >= kw {
+                    continue;
+                }
+                for ceil_mode in [false, true] {
+                    let attributes = WindowAttributes {
+                        auto_pad: AutoPad::NotSet,
+                        pads: Some(&pads),
+                        strides: Some(&strides),
+                        dilations: None,
+                        ceil_mode,
+                    };
+                    if let Ok(w) = window("T", &attributes, &input, &kernel) {
+                        windows.push(w);
+                    }
+                }
+            }
+        }
+        windows
+    }
+
+    #[test]
+    fn the_2d_path_matches_the_generic_path() {
+        let mut checked = 0;
+        let inputs = [[1, 1], [1, 7], [5, 1], [4, 6], [7, 9], [13, 11], [3, 1100]];
+        let kernels = [[1, 1], [1, 3], [2, 2], [3, 3], [3, 2], [5, 5], [4, 1]];
+        for (i, input) in inputs.into_iter().enumerate() {
+            for kernel in kernels {
+                for window in windows_2d(input, kernel) {
+                    let plane = Plane2d::of(&window).expect("the 2-D path takes the window");
+                    let (in_size, out_size) = (window.input_size(), window.output_size());
+                    // Values on a coarse grid, so that maxima tie and sums are exact.
+                    let x: Vec<f32> = values(in_size, i as u64 + 1)
+                        .iter()
+                        .map(|v| (v * 8.0).round())
+                        .collect();
+                    let mut expected = vec![0.0f32; out_size];
+                    let mut actual = vec![f32::NAN; out_size];
+                    max_plane(&window, &x, &mut expected, None, 0, false);
+                    max_pool_2d(&plane, &x, &mut actual);
+                    assert_eq!(actual, expected, "MaxPool {window:?}");
+                    let bytes: Vec<u8> = x.iter().map(|&v| (v + 8.0) as u8).collect();
+                    let mut expected_bytes = vec![0u8; out_size];
+                    let mut actual_bytes = vec![0u8; out_size];
+                    max_plane(&window, &bytes, &mut expected_bytes, None, 0, false);
+                    max_pool_2d(&plane, &bytes, &mut actual_bytes);
+                    assert_eq!(actual_bytes, expected_bytes, "u8 MaxPool {window:?}");
+                    for include_pad in [false, true] {
+                        reduce_plane(&window, &x, &mut expected, Reduce::Mean { include_pad });
+                        average_pool_2d(&plane, include_pad, &x, &mut actual);
+                        assert_close(&actual, &expected, 1e-6);
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "only {checked} windows checked");
+    }
+
+    #[test]
+    fn the_2d_path_pools_stacked_depth_planes_and_leaves_the_rest_to_the_generic_path() {
+        let x = OwnedTensor::f32(&[1, 2, 3, 4, 5], &values(120, 7));
+        let stacked = [
+            ints_attr("kernel_shape", &[1, 3, 2]),
+            ints_attr("pads", &[0, 1, 0, 0, 2, 1]),
+            ints_attr("strides", &[1, 2, 1]),
+        ];
+        let dilated = [
+            ints_attr("kernel_shape", &[1, 2, 2]),
+            ints_attr("dilations", &[1, 2, 1]),
+        ];
+        for attributes in [&stacked[..], &dilated[..]] {
+            let max = TestHost::new()
+                .run::<MaxPool>(std::slice::from_ref(&x), attributes, 1)
+                .unwrap();
+            let with_indices = TestHost::new()
+                .run::<MaxPool>(std::slice::from_ref(&x), attributes, 2)
+                .unwrap();
+            assert_eq!(max[0].shape(), with_indices[0].shape());
+            assert_close(max[0].as_slice(), with_indices[0].as_slice(), 0.0);
+        }
+        let window = |attributes: &[opal_plugin_api::Attribute<'_>], kernel: &[usize]| {
+            let attributes = opal_plugin_api::Attributes::new(attributes);
+            let attributes = WindowAttributes::read("T", &attributes).unwrap();
+            super::window("T", &attributes, &[3, 4, 5], kernel).unwrap()
+        };
+        assert!(Plane2d::of(&window(&stacked, &[1, 3, 2])).is_some());
+        assert!(Plane2d::of(&window(&dilated, &[1, 2, 2])).is_none());
     }
 }
