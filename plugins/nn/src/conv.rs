@@ -8,6 +8,7 @@ use crate::{
     float::{expect_float, input_f32, optional_input_f32, output_f32},
     im2col::grouped_gemm,
     window::{output_dims, window, Window, WindowAttributes},
+    winograd::{pays_off, winograd},
 };
 use opal_kernel_support::check::{error, Shape};
 use opal_plugin_api::prelude::*;
@@ -178,6 +179,9 @@ pub(crate) fn convolve(
     if shape.in_per_group() == 1 && shape.group > 1 {
         depthwise(cx, shape, x, w, bias, y);
         return Ok(());
+    }
+    if pays_off(shape) {
+        return winograd(cx, shape, x, w, bias, y);
     }
     grouped_gemm(cx, shape, x, w, bias, y)
 }
