@@ -182,7 +182,7 @@ fn transform_weights(cx: &KernelContext<'_>, w: &[f32], c: usize, u: &mut [f32])
                 for r in 0..TILE {
                     let row = weight_1d(&[columns[0][r], columns[1][r], columns[2][r]]);
                     for (s, values) in row.iter().enumerate() {
-                        u_out[(r * TILE + s) * c + i0..][..lanes].copy_from_slice(&values[..lanes]);
+                        store_lanes(&mut u_out[(r * TILE + s) * c + i0..], values, lanes);
                     }
                 }
             }
