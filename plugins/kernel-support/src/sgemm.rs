@@ -72,8 +72,16 @@ pub struct Product<'a> {
     /// The offsets of batch `b`'s A and B in their data.
     pub batch_offsets: &'a (dyn Fn(usize) -> (usize, usize) + Sync),
     /// A already packed by [`pack_a_whole`] (as a kernel keeps constant weights in its
-    /// prepared data), read instead of packing `a` on every call; every batch uses it.
-    pub packed_a: Option<&'a [f32]>,
+    /// prepared data), read instead of `a`, which is then never read.
+    pub packed_a: Option<PackedA<'a>>,
+}
+
+/// The A of each batch packed by [`pack_a_whole`].
+#[derive(Clone, Copy, Debug)]
+pub struct PackedA<'a> {
+    pub data: &'a [f32],
+    /// Values from one batch's packed A to the next's; 0 when every batch shares one.
+    pub batch_stride: usize,
 }
 
 /// The offsets of a single product: zero.
@@ -94,7 +102,7 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
         return Ok(());
     }
     let work = rows.saturating_mul(p.n).saturating_mul(p.k);
-    let tasks = task_count(cx, work, PARALLEL_GRAIN).min(rows.div_ceil(MR));
+    let tasks = task_count(cx, work, PARALLEL_GRAIN).min(p.batches * p.m.div_ceil(MR));
     // Packing buffers, sized to the problem when it is smaller than a block.
     let kc = depth_step(p.k);
     let a_len = round_up(rows.div_ceil(tasks).min(MC), MR) * kc;
@@ -108,9 +116,12 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
     let mut pieces = Tasks::new();
     let mut rest = c;
     let mut start = 0;
-    let units = rows.div_ceil(MR);
+    // Pieces start on a micro-panel of their batch, where A packed ahead starts its panels.
+    let panels = p.m.div_ceil(MR);
+    let units = p.batches * panels;
+    let first_row = |unit: usize| (unit / panels) * p.m + (unit % panels * MR).min(p.m);
     for t in 0..tasks {
-        let end = ((t + 1) * units / tasks * MR).min(rows);
+        let end = first_row((t + 1) * units / tasks);
         let (chunk, tail) = rest.split_at_mut((end - start) * p.n);
         pieces.push((
             start,
@@ -193,8 +204,7 @@ fn rows_range(
         let (batch, i0) = (row / p.m, row % p.m);
         let i1 = p.m.min(i0 + rest.len() / p.n);
         let (chunk, tail) = rest.split_at_mut((i1 - i0) * p.n);
-        let (a_offset, b_offset) = (p.batch_offsets)(batch);
-        block(p, a_offset, b_offset, i0, i1, chunk, a_pack, b_pack);
+        block(p, batch, i0, i1, chunk, a_pack, b_pack);
         row += i1 - i0;
         rest = tail;
     }
@@ -204,14 +214,14 @@ fn rows_range(
 #[allow(clippy::too_many_arguments)]
 fn block(
     p: &Product<'_>,
-    a_offset: usize,
-    b_offset: usize,
+    batch: usize,
     i0: usize,
     i1: usize,
     c: &mut [f32],
     a_pack: &mut [f32],
     b_pack: &mut [f32],
 ) {
+    let (a_offset, b_offset) = (p.batch_offsets)(batch);
     let n = p.n;
     let kc_step = depth_step(p.k);
     let mc_step = row_step(i1 - i0);
@@ -225,12 +235,12 @@ fn block(
             for ic in (i0..i1).step_by(mc_step) {
                 let mc = mc_step.min(i1 - ic);
                 let panels_len = round_up(mc, MR) * kc;
-                // Rows from a panel boundary can read A packed ahead (`i0` is one for every
-                // product but those whose row split across threads falls inside a batch).
+                // Rows start on a micro-panel (as `sgemm` splits them), where A packed ahead
+                // has one.
                 let a_pack: &[f32] = match p.packed_a {
                     Some(packed) if i0.is_multiple_of(MR) => {
-                        let start = round_up(p.m, MR) * pc + ic * kc;
-                        &packed[start..start + panels_len]
+                        let start = batch * packed.batch_stride + round_up(p.m, MR) * pc + ic * kc;
+                        &packed.data[start..start + panels_len]
                     }
                     _ => {
                         let a_pack = &mut a_pack[..panels_len];
@@ -541,7 +551,10 @@ mod tests {
             let packed = if cx.attributes().int("packed", 0)? == 1 {
                 let packed = cx.scratch::<f32>(packed_a_len(m, k))?;
                 pack_a_whole(&a, m, k, packed);
-                Some(&*packed)
+                Some(PackedA {
+                    data: packed,
+                    batch_stride: 0,
+                })
             } else {
                 None
             };
@@ -558,6 +571,111 @@ mod tests {
                 packed_a: packed,
             };
             sgemm(cx, &product, c)
+        }
+    }
+
+    /// Batched products whose A is packed ahead, one per batch: inputs A (`batches x m x k`),
+    /// B (`batches x k x n`) and `[batches, m, n, k]` as f32.
+    struct PackedBatches;
+
+    impl Operator for PackedBatches {
+        const OP_TYPE: &'static str = "RawPackedBatches";
+
+        fn infer(
+            cx: &opal_plugin_api::InferContext<'_>,
+        ) -> KernelResult<Vec<opal_plugin_api::OutputType>> {
+            let dims = cx.input(2)?;
+            let dims = dims.value_as::<f32>()?.unwrap_or_default();
+            let [batches, m, n] = [0, 1, 2].map(|i| dims[i] as i64);
+            Ok(vec![opal_plugin_api::OutputType::new(
+                opal_plugin_api::DType::F32,
+                vec![batches, m, n],
+            )])
+        }
+
+        const VALUE_INPUTS: &'static [usize] = &[2];
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            let a = cx.input(0)?.f32()?;
+            let b = cx.input(1)?.f32()?;
+            let dims = cx.input(2)?.f32()?;
+            let [batches, m, n, k] = [0, 1, 2, 3].map(|i| dims[i] as usize);
+            let stride = packed_a_len(m, k);
+            let c = cx.output(0)?.f32_mut()?;
+            let packed = cx.scratch::<f32>(batches * stride)?;
+            for (batch, out) in packed.chunks_exact_mut(stride).enumerate() {
+                let a = Operand {
+                    data: &a[batch * m * k..][..m * k],
+                    row_stride: k,
+                    col_stride: 1,
+                };
+                pack_a_whole(&a, m, k, out);
+            }
+            let offsets = |batch: usize| (0, batch * k * n);
+            let product = Product {
+                m,
+                n,
+                k,
+                alpha: 1.0,
+                beta: 0.0,
+                a: Operand {
+                    data: &[],
+                    row_stride: k,
+                    col_stride: 1,
+                },
+                b: Operand {
+                    data: b,
+                    row_stride: n,
+                    col_stride: 1,
+                },
+                batches,
+                batch_offsets: &offsets,
+                packed_a: Some(PackedA {
+                    data: packed,
+                    batch_stride: stride,
+                }),
+            };
+            sgemm(cx, &product, c)
+        }
+    }
+
+    #[test]
+    fn batches_with_their_own_packed_a_match_the_reference() {
+        // Row counts that are not whole micro-panels, so the split across threads must start
+        // pieces on a batch's panel.
+        for (batches, m, n, k, threads) in
+            [(3, 13, 40, 300, 2), (36, 7, 20, 33, 2), (2, 64, 64, 64, 3)]
+        {
+            let a = values(batches * m * k, 1);
+            let b = values(batches * k * n, 2);
+            let dims = [batches, m, n, k].map(|d| d as f32);
+            let inputs = [
+                OwnedTensor::f32(&[batches * m * k], &a),
+                OwnedTensor::f32(&[batches * k * n], &b),
+                OwnedTensor::f32(&[4], &dims),
+            ];
+            let y = TestHost::new()
+                .threads(threads)
+                .run::<PackedBatches>(&inputs, &[], 1)
+                .unwrap();
+            let zeros = vec![0.0; m * n];
+            let expected: Vec<f32> = (0..batches)
+                .flat_map(|batch| {
+                    reference(
+                        m,
+                        n,
+                        k,
+                        1.0,
+                        &a[batch * m * k..][..m * k],
+                        (k, 1),
+                        &b[batch * k * n..][..k * n],
+                        (n, 1),
+                        0.0,
+                        &zeros,
+                    )
+                })
+                .collect();
+            assert_close(y[0].as_slice(), &expected, 1e-5 * (k as f32).sqrt());
         }
     }
 

@@ -8,6 +8,7 @@ use crate::{
     float::{expect_float, input_f32, optional_input_f32, output_f32},
     im2col::{grouped_gemm, pack_weights, packed_weights_len},
     window::{output_dims, window, Window, WindowAttributes},
+    winograd,
 };
 use opal_kernel_support::check::{error, Shape};
 use opal_plugin_api::prelude::*;
@@ -146,16 +147,17 @@ impl Operator for Conv {
         let x = input_f32(cx, OP, 0)?;
         let w = input_f32(cx, OP, 1)?;
         let bias = optional_input_f32(cx, OP, 2)?;
-        let packed = packed_weights(cx, &shape, w)?;
+        let prepared = prepared_weights(cx, &shape, w)?;
         let (y, sink) = output_f32(cx, 0)?;
-        convolve(cx, &shape, x, w, packed, bias, y)?;
+        convolve(cx, &shape, x, w, prepared, bias, y)?;
         sink.finish(OP, y)
     }
 }
 
-/// Constant f32 weights of a convolution that runs as matrix products, packed for them once
-/// and kept by the host with the node; `None` for other weights or when the host keeps none.
-fn packed_weights<'a>(
+/// Constant f32 weights prepared once for the path [`convolve`] takes (transformed for
+/// Winograd, or packed for im2col's matrix products) and kept by the host with the node; `None`
+/// for depthwise convolutions, weights that vary, or when the host keeps none.
+fn prepared_weights<'a>(
     cx: &KernelContext<'a>,
     shape: &ConvShape,
     w: &[f32],
@@ -169,19 +171,25 @@ fn packed_weights<'a>(
     {
         return Ok(None);
     }
+    if winograd::pays_off(shape, true) {
+        return cx.prepared(winograd::prepared_len(shape), |prepared| {
+            winograd::prepare_weights(cx, shape, w, prepared)
+        });
+    }
     cx.prepared(packed_weights_len(shape), |packed| {
         pack_weights(shape, w, packed);
         Ok(())
     })
 }
 
-/// `y = conv(x, w) + bias` on f32; `packed` is `w` packed by [`pack_weights`], when kept.
+/// `y = conv(x, w) + bias` on f32; `prepared` is `w` as [`prepared_weights`] prepares it,
+/// when kept.
 pub(crate) fn convolve(
     cx: &KernelContext<'_>,
     shape: &ConvShape,
     x: &[f32],
     w: &[f32],
-    packed: Option<&[f32]>,
+    prepared: Option<&[f32]>,
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> KernelResult<()> {
@@ -203,7 +211,10 @@ pub(crate) fn convolve(
         depthwise(cx, shape, x, w, bias, y);
         return Ok(());
     }
-    grouped_gemm(cx, shape, x, w, packed, bias, y)
+    if winograd::pays_off(shape, prepared.is_some()) {
+        return winograd::winograd(cx, shape, x, w, prepared, bias, y);
+    }
+    grouped_gemm(cx, shape, x, w, prepared, bias, y)
 }
 
 #[cfg(test)]

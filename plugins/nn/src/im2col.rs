@@ -10,7 +10,7 @@ use crate::{
 };
 use opal_kernel_support::{
     parallel::for_each_chunk,
-    sgemm::{pack_a_whole, packed_a_len, sgemm, single_batch, Operand, Product},
+    sgemm::{pack_a_whole, packed_a_len, sgemm, single_batch, Operand, PackedA, Product},
 };
 use opal_plugin_api::prelude::*;
 
@@ -158,7 +158,10 @@ fn multiply(
         },
         batches: 1,
         batch_offsets: &single_batch,
-        packed_a: a.packed,
+        packed_a: a.packed.map(|data| PackedA {
+            data,
+            batch_stride: 0,
+        }),
     };
     sgemm(cx, &product, out)
 }

@@ -31,6 +31,7 @@ mod resize;
 mod rnn;
 mod roi_align;
 mod window;
+mod winograd;
 
 #[cfg(test)]
 mod testutil;

@@ -44,6 +44,12 @@ fn warmed_up_kernels_do_not_allocate() {
         1,
     );
     check::<Conv>(&[f32s(&[1, 64, 120, 120]), f32s(&[8, 64, 3, 3])], &[], 1);
+    // Winograd: several blocks of tiles per image.
+    check::<Conv>(
+        &[f32s(&[1, 64, 96, 96]), f32s(&[64, 64, 3, 3]), f32s(&[64])],
+        &[ints_attr("pads", &[1, 1, 1, 1])],
+        1,
+    );
     check::<Conv>(&[image.clone(), f32s(&[12, 8, 1, 1])], &[], 1);
     check::<Conv>(
         &[image.clone(), f32s(&[8, 4, 3, 3])],
