@@ -46,6 +46,10 @@ pub struct HostVTable {
         fill_ctx: *const c_void,
         fill: PrepareTask,
     ) -> *const u8,
+    /// Since ABI 1.3: as `scratch`, but the bytes are not zeroed: they hold what earlier calls
+    /// wrote there (always initialised), for kernels that write all of them before reading.
+    pub scratch_unzeroed:
+        unsafe extern "C" fn(ctx: *const c_void, size: usize, align: usize) -> *mut u8,
 }
 
 /// A task for `parallel_for`: called as `run(task_ctx, start, end)` for each range. It must

@@ -366,6 +366,33 @@ impl<'a> KernelContext<'a> {
         }))
     }
 
+    /// A temporary of `len` elements from the host's scratch arena, like
+    /// [`scratch`](Self::scratch) but not zeroed: the values are whatever earlier calls left
+    /// (always valid values of `T`), so the kernel must write every element before reading
+    /// it. Saves zeroing large buffers such as packed panels or im2col columns. (`bool`
+    /// buffers, and hosts before ABI 1.3, give zeroed scratch.)
+    pub fn scratch_unzeroed<T: Element>(&self, len: usize) -> KernelResult<&'a mut [T]> {
+        let unzeroed = self.host.vtable.scratch_unzeroed();
+        let (Some(unzeroed), false) = (unzeroed, T::DTYPE == DType::BOOL) else {
+            return self.scratch(len);
+        };
+        let size = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| KernelError::new("scratch size overflows"))?;
+        // SAFETY: the host returns `size` initialised bytes aligned to 64 (or null) that stay
+        // valid and unaliased until the call returns; every bit pattern is a valid `T` other
+        // than `bool`, which is excluded above.
+        unsafe {
+            let ptr = unzeroed(self.host.ctx, size, 64);
+            if ptr.is_null() {
+                return Err(KernelError::new(format!(
+                    "host refused {size} bytes of scratch"
+                )));
+            }
+            Ok(std::slice::from_raw_parts_mut(ptr.cast::<T>(), len))
+        }
+    }
+
     /// A zeroed buffer of `len` elements from the host's tracked allocator, counted as this
     /// plugin's memory and freed when dropped.
     pub fn alloc<T: Element>(&self, len: usize) -> KernelResult<ScratchBuffer<'a, T>> {

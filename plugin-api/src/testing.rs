@@ -522,6 +522,7 @@ const TEST_HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVT
     threads: test_threads,
     constant_inputs: test_constant_inputs,
     prepared: test_prepared,
+    scratch_unzeroed: test_scratch_unzeroed,
 });
 
 /// # Safety
@@ -573,6 +574,22 @@ unsafe extern "C" fn test_scratch(ctx: *const c_void, size: usize, align: usize)
     // SAFETY: the plugin passes back the context it was lent.
     let host = unsafe { host(ctx) };
     lock(&host.scratch).alloc(size)
+}
+
+/// Unzeroed scratch filled with 0xFF bytes (NaN as f32, -1 as integers), so a kernel that
+/// reads before it writes shows in its results.
+unsafe extern "C" fn test_scratch_unzeroed(
+    ctx: *const c_void,
+    size: usize,
+    align: usize,
+) -> *mut u8 {
+    // SAFETY: the plugin passes back the context it was lent.
+    let ptr = unsafe { test_scratch(ctx, size, align) };
+    if !ptr.is_null() {
+        // SAFETY: `test_scratch` returned `size` writable bytes.
+        unsafe { ptr.write_bytes(0xFF, size) };
+    }
+    ptr
 }
 
 unsafe extern "C" fn test_parallel_for(

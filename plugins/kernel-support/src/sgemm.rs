@@ -108,8 +108,8 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
     let a_len = round_up(rows.div_ceil(tasks).min(MC), MR) * kc;
     let b_len = round_up(p.n.min(NC), NR) * kc;
     if tasks <= 1 {
-        let a_pack = cx.scratch::<f32>(a_len)?;
-        let b_pack = cx.scratch::<f32>(b_len)?;
+        let a_pack = cx.scratch_unzeroed::<f32>(a_len)?;
+        let b_pack = cx.scratch_unzeroed::<f32>(b_len)?;
         rows_range(p, 0, c, a_pack, b_pack);
         return Ok(());
     }
@@ -126,8 +126,8 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
         pieces.push((
             start,
             chunk,
-            cx.scratch::<f32>(a_len)?,
-            cx.scratch::<f32>(b_len)?,
+            cx.scratch_unzeroed::<f32>(a_len)?,
+            cx.scratch_unzeroed::<f32>(b_len)?,
         ));
         rest = tail;
         start = end;

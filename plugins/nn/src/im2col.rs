@@ -69,10 +69,10 @@ pub(crate) fn grouped_gemm(
     let col = if direct {
         &mut [][..]
     } else {
-        cx.scratch::<f32>(depth * tile_cols)?
+        cx.scratch_unzeroed::<f32>(depth * tile_cols)?
     };
     let tile_out = if tiled {
-        cx.scratch::<f32>(mg * tile_cols)?
+        cx.scratch_unzeroed::<f32>(mg * tile_cols)?
     } else {
         &mut [][..]
     };

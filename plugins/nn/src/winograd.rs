@@ -75,7 +75,7 @@ pub(crate) fn prepare_weights(
     out: &mut [f32],
 ) -> KernelResult<()> {
     let (c, m) = (shape.in_channels, shape.out_channels);
-    let u = cx.scratch::<f32>(m * POINTS * c)?;
+    let u = cx.scratch_unzeroed::<f32>(m * POINTS * c)?;
     transform_weights(cx, w, c, u);
     let point_len = packed_a_len(m, c).max(1);
     for (point, out) in out.chunks_exact_mut(point_len).enumerate() {
@@ -161,13 +161,13 @@ pub(crate) fn winograd(
             }),
         ),
         None => {
-            let u = cx.scratch::<f32>(m * POINTS * c)?;
+            let u = cx.scratch_unzeroed::<f32>(m * POINTS * c)?;
             transform_weights(cx, w, c, u);
             (u, None)
         }
     };
-    let v = cx.scratch::<f32>(c * POINTS * block)?;
-    let products = cx.scratch::<f32>(POINTS * m * block)?;
+    let v = cx.scratch_unzeroed::<f32>(c * POINTS * block)?;
+    let products = cx.scratch_unzeroed::<f32>(POINTS * m * block)?;
     for (image, y_image) in y.chunks_exact_mut(m * out_size).enumerate() {
         let x_image = &x[image * c * in_size..][..c * in_size];
         for first in (0..image_tiles).step_by(block) {

@@ -31,6 +31,16 @@ impl ScratchArena {
     /// `size` zeroed bytes aligned to `align` (at most 64), valid until the next reset; `None`
     /// if the alignment is unsupported or the limit or the system refuses.
     pub fn alloc(&mut self, size: usize, align: usize) -> Option<&mut [u8]> {
+        self.take(size, align, true)
+    }
+
+    /// As [`alloc`](Self::alloc), but the bytes are left as earlier use of the arena wrote
+    /// them (zero where it never did): for callers that write all of them first.
+    pub fn alloc_unzeroed(&mut self, size: usize, align: usize) -> Option<&mut [u8]> {
+        self.take(size, align, false)
+    }
+
+    fn take(&mut self, size: usize, align: usize, zero: bool) -> Option<&mut [u8]> {
         if align == 0 || !align.is_power_of_two() || align > ALIGNMENT {
             return None;
         }
@@ -55,7 +65,9 @@ impl ScratchArena {
         self.used += size;
         let chunk = self.chunks.last_mut()?;
         let bytes = &mut chunk.as_mut_slice()[start..start + size];
-        bytes.fill(0);
+        if zero {
+            bytes.fill(0);
+        }
         Some(bytes)
     }
 

@@ -43,6 +43,7 @@ const HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable 
     threads: host_threads,
     constant_inputs: host_constant_inputs,
     prepared: host_prepared,
+    scratch_unzeroed: host_scratch_unzeroed,
 });
 
 /// # Safety
@@ -82,6 +83,21 @@ unsafe extern "C" fn host_scratch(ctx: *const c_void, size: usize, align: usize)
     };
     arena
         .alloc(size, align)
+        .map_or(std::ptr::null_mut(), |bytes| bytes.as_mut_ptr())
+}
+
+unsafe extern "C" fn host_scratch_unzeroed(
+    ctx: *const c_void,
+    size: usize,
+    align: usize,
+) -> *mut u8 {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    let host = unsafe { call_host(ctx) };
+    let Ok(mut arena) = host.arena.try_borrow_mut() else {
+        return std::ptr::null_mut();
+    };
+    arena
+        .alloc_unzeroed(size, align)
         .map_or(std::ptr::null_mut(), |bytes| bytes.as_mut_ptr())
 }
 

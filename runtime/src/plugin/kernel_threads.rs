@@ -1,15 +1,21 @@
 //! The threads the host lends kernels through `parallel_for`: a fixed set of workers that, with
 //! the calling thread, take chunks of a range from a shared counter. A call allocates nothing,
-//! so runs stay allocation-free with several threads.
+//! so runs stay allocation-free with several threads. The caller never waits for a worker that
+//! has not joined its job (one still waking up finds the job closed), and workers spin briefly
+//! for the next job before they sleep, since kernel calls follow each other closely.
 
 use parking_lot::{Condvar, Mutex};
 use std::{
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
+
+/// How long a worker watches for the next job before it sleeps.
+const SPIN: Duration = Duration::from_micros(100);
 
 /// A task over a range of indices, run on several threads at once.
 type Task<'a> = dyn Fn(usize, usize) + Sync + 'a;
@@ -23,16 +29,19 @@ struct Shared {
     finished: Condvar,
     /// The next chunk to take.
     next: AtomicUsize,
+    /// The job's epoch, readable without the lock by spinning workers.
+    posted_epoch: AtomicU64,
 }
 
 struct Job {
     /// Bumped for each job, so a worker runs each one once.
     epoch: u64,
+    /// The task while the job is open; `None` once the caller has closed it.
     task: Option<TaskRef>,
     n: usize,
     chunks: usize,
-    /// Workers still working on the current job.
-    busy: usize,
+    /// Workers that joined the current job and are still in it.
+    active: usize,
     shutdown: bool,
 }
 
@@ -62,12 +71,13 @@ impl KernelThreads {
                 task: None,
                 n: 0,
                 chunks: 0,
-                busy: 0,
+                active: 0,
                 shutdown: false,
             }),
             posted: Condvar::new(),
             finished: Condvar::new(),
             next: AtomicUsize::new(0),
+            posted_epoch: AtomicU64::new(0),
         });
         let workers = (1..threads.max(1))
             .map(|i| {
@@ -112,16 +122,17 @@ impl KernelThreads {
             job.task = Some(TaskRef(erased));
             job.n = n;
             job.chunks = chunks;
-            job.busy = self.workers.len();
             self.shared.next.store(0, Ordering::Release);
+            self.shared.posted_epoch.store(job.epoch, Ordering::Release);
         }
         self.shared.posted.notify_all();
         run_chunks(&self.shared, task, n, chunks);
+        // Close the job, so workers not yet in it stay out, and wait for those in it.
         let mut job = self.shared.job.lock();
-        while job.busy > 0 {
+        job.task = None;
+        while job.active > 0 {
             self.shared.finished.wait(&mut job);
         }
-        job.task = None;
     }
 }
 
@@ -146,10 +157,14 @@ fn run_chunks(shared: &Shared, task: &Task<'_>, n: usize, chunks: usize) {
     }
 }
 
-/// A worker: waits for each new job, helps with it, reports done.
+/// A worker: waits for each new job, joins it while it is open, reports leaving.
 fn work(shared: &Shared) {
     let mut seen = 0;
     loop {
+        let spin_until = Instant::now() + SPIN;
+        while shared.posted_epoch.load(Ordering::Acquire) == seen && Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
         let (task, n, chunks) = {
             let mut job = shared.job.lock();
             while job.epoch == seen && !job.shutdown {
@@ -159,15 +174,18 @@ fn work(shared: &Shared) {
                 return;
             }
             seen = job.epoch;
-            (job.task, job.n, job.chunks)
+            let Some(task) = job.task else {
+                continue;
+            };
+            job.active += 1;
+            (task, job.n, job.chunks)
         };
-        if let Some(TaskRef(task)) = task {
-            // SAFETY: the job's task stays valid until every worker has reported done below.
-            run_chunks(shared, unsafe { &*task }, n, chunks);
-        }
+        // SAFETY: the caller waits for every worker that joined (`active`) before it returns,
+        // so the task is valid until this worker leaves below.
+        run_chunks(shared, unsafe { &*task.0 }, n, chunks);
         let mut job = shared.job.lock();
-        job.busy -= 1;
-        if job.busy == 0 {
+        job.active -= 1;
+        if job.active == 0 {
             shared.finished.notify_all();
         }
     }
