@@ -68,6 +68,7 @@ fn run_without_arguments_prints_the_statistics_block() {
     assert!(figure(&text, "Tensors in pool:") > 0.0, "{text}");
     assert!(figure(&text, "Pool hit rate:") > 0.0, "{text}");
     assert!(figure(&text, "Active operators:") >= 13.0, "{text}");
+    assert!(figure(&text, "First output") > 0.0, "{text}");
     let plugins = text
         .split("Bytes per plugin:")
         .nth(1)

@@ -102,7 +102,14 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
         return Ok(());
     }
     let work = rows.saturating_mul(p.n).saturating_mul(p.k);
-    let tasks = task_count(cx, work, PARALLEL_GRAIN).min(p.batches * p.m.div_ceil(MR));
+    let threads = task_count(cx, work, PARALLEL_GRAIN);
+    let panels = p.m.div_ceil(MR);
+    // Too few row panels to share evenly (a convolution with few output channels): split the
+    // columns instead.
+    if threads > 1 && p.batches == 1 && panels < 4 * threads && p.n >= 4 * NR * threads {
+        return columns_split(cx, p, c, threads);
+    }
+    let tasks = threads.min(p.batches * panels);
     // Packing buffers, sized to the problem when it is smaller than a block.
     let kc = depth_step(p.k);
     let a_len = round_up(rows.div_ceil(tasks).min(MC), MR) * kc;
@@ -117,7 +124,6 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
     let mut rest = c;
     let mut start = 0;
     // Pieces start on a micro-panel of their batch, where A packed ahead starts its panels.
-    let panels = p.m.div_ceil(MR);
     let units = p.batches * panels;
     let first_row = |unit: usize| (unit / panels) * p.m + (unit % panels * MR).min(p.m);
     for t in 0..tasks {
@@ -164,6 +170,64 @@ pub fn pack_a_whole(a: &Operand<'_>, m: usize, k: usize, out: &mut [f32]) {
             &mut out[start..start + round_up(m, MR) * kc],
         );
     }
+}
+
+/// [`sgemm`] of a single batch in `tasks` pieces of whole micro-panels of columns, each
+/// computed into its own block of scratch and copied into place afterwards.
+fn columns_split(
+    cx: &KernelContext<'_>,
+    p: &Product<'_>,
+    c: &mut [f32],
+    tasks: usize,
+) -> KernelResult<()> {
+    let (m, n) = (p.m, p.n);
+    let kc = depth_step(p.k);
+    let (a_offset, b_offset) = (p.batch_offsets)(0);
+    let units = n.div_ceil(NR);
+    let columns = |t: usize| (t * units / tasks * NR).min(n);
+    let blocks = cx.scratch_unzeroed::<f32>(m * n)?;
+    let mut pieces = Tasks::new();
+    let mut rest = &mut blocks[..];
+    for t in 0..tasks {
+        let (j0, j1) = (columns(t), columns(t + 1));
+        let (block, tail) = rest.split_at_mut(m * (j1 - j0));
+        rest = tail;
+        if p.beta != 0.0 {
+            for (row, c_row) in block.chunks_exact_mut(j1 - j0).zip(c.chunks_exact(n)) {
+                row.copy_from_slice(&c_row[j0..j1]);
+            }
+        }
+        let a_pack = cx.scratch_unzeroed::<f32>(round_up(m.min(MC), MR) * kc)?;
+        let b_pack = cx.scratch_unzeroed::<f32>(round_up((j1 - j0).min(NC), NR) * kc)?;
+        pieces.push((j0, block, a_pack, b_pack));
+    }
+    pieces.run(cx, |(j0, block, a_pack, b_pack)| {
+        let piece = Product {
+            n: block.len() / m,
+            a: Operand {
+                data: &p.a.data[a_offset.min(p.a.data.len())..],
+                ..p.a
+            },
+            b: Operand {
+                data: &p.b.data[b_offset + j0 * p.b.col_stride..],
+                ..p.b
+            },
+            batches: 1,
+            batch_offsets: &single_batch,
+            ..*p
+        };
+        rows_range(&piece, 0, block, a_pack, b_pack);
+    });
+    let mut done = &blocks[..];
+    for t in 0..tasks {
+        let (j0, j1) = (columns(t), columns(t + 1));
+        let (block, tail) = done.split_at(m * (j1 - j0));
+        done = tail;
+        for (c_row, row) in c.chunks_exact_mut(n).zip(block.chunks_exact(j1 - j0)) {
+            c_row[j0..j1].copy_from_slice(row);
+        }
+    }
+    Ok(())
 }
 
 fn round_up(x: usize, multiple: usize) -> usize {
@@ -738,6 +802,13 @@ mod tests {
             check(9, 20, 300, ta, tb, 0.5, 2.0, 2);
         }
         check(6, 7, 8, false, false, -1.5, 1.0, 1);
+    }
+
+    #[test]
+    fn few_rows_split_their_columns_across_threads() {
+        check(10, 700, 300, false, false, 1.0, 0.0, 2);
+        check(20, 1000, 64, true, true, 0.5, 2.0, 3);
+        check(6, 2000, 100, false, true, 1.0, 1.0, 2);
     }
 
     #[test]

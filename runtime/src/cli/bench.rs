@@ -53,6 +53,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             "min_ms": times[0],
             "mean_ms": times.iter().sum::<f64>() / times.len() as f64,
             "first_run_ms": first_run_ms,
+            "first_output_ms": prepared.first_output_ms,
             "allocations_per_run": allocations_per_run,
             "peak_bytes": report.peak_bytes,
             "slab_bytes": plan.slab_bytes(),

@@ -48,6 +48,7 @@ enum ConfigCommand {
 }
 
 pub(crate) fn main() -> ExitCode {
+    setup::COMMAND_START.get_or_init(std::time::Instant::now);
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -1,6 +1,7 @@
 //! `opal run`: run a model (the deployment's default without arguments) several times on given
-//! or synthetic inputs, then print its outputs, timings, heap allocations per run after
-//! warm-up, and the seed's statistics block — or all of it as one JSON object.
+//! or synthetic inputs, then print its outputs, timings (the time to the first output among
+//! them), heap allocations per run after warm-up, and the seed's statistics block — or all of
+//! it as one JSON object.
 
 use super::setup::{ModelArgs, Prepared};
 use anyhow::Context;
@@ -65,6 +66,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             "warmup": warmup,
             "median_ms": times[times.len() / 2],
             "min_ms": times[0],
+            "first_output_ms": prepared.first_output_ms,
             "allocations_per_run": per_run,
             "outputs": outputs.iter().map(|(name, t)| summary_json(name, t)).collect::<Vec<_>>(),
             "memory": {
@@ -116,6 +118,12 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         times[0],
         times[times.len() - 1]
     )?;
+    if let Some(first) = prepared.first_output_ms {
+        writeln!(
+            out,
+            "First output {first:.1} ms after the command started (loading plugins and the model, compiling, the first run)"
+        )?;
+    }
     writeln!(
         out,
         "Heap allocations per run after warm-up: {per_run} (host {host}, plugins {plugins}, over {iterations} runs)"

@@ -9,7 +9,15 @@ use opal_runtime::{
     tensor_file::read_tensor,
     Deployment, Engine, Session,
 };
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
+
+/// When the command started, as early in `main` as it can be read.
+pub(crate) static COMMAND_START: OnceLock<Instant> = OnceLock::new();
 
 /// Options that say which model to run on what.
 #[derive(clap::Args)]
@@ -50,6 +58,9 @@ pub(crate) struct Prepared {
     pub(crate) model: Arc<Model>,
     pub(crate) session: Session,
     pub(crate) inputs: Vec<Constant>,
+    /// Milliseconds from the command's start (loading plugins and the model, compiling the
+    /// plan) to the end of the first run, once it ran.
+    pub(crate) first_output_ms: Option<f64>,
 }
 
 impl Prepared {
@@ -99,6 +110,7 @@ impl Prepared {
             model,
             session,
             inputs,
+            first_output_ms: None,
         })
     }
 }
@@ -130,6 +142,10 @@ impl Prepared {
             let start = Instant::now();
             self.session.run(&inputs)?;
             times_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            if self.first_output_ms.is_none() {
+                let since_start = COMMAND_START.get().map(Instant::elapsed);
+                self.first_output_ms = since_start.map(|t| t.as_secs_f64() * 1e3);
+            }
         }
         let (host_after, plugins_after) = allocations(&self.engine);
         times_ms.sort_by(f64::total_cmp);

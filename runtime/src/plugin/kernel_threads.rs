@@ -14,8 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long a worker watches for the next job before it sleeps.
-const SPIN: Duration = Duration::from_micros(100);
+/// How long a worker watches for the next job before it sleeps: longer than most runs of
+/// single-threaded kernels between two parallel ones, so a worker is awake for the next.
+const SPIN: Duration = Duration::from_micros(200);
+/// Spins between two looks at the clock.
+const SPINS_PER_CLOCK: u32 = 256;
 
 /// A task over a range of indices, run on several threads at once.
 type Task<'a> = dyn Fn(usize, usize) + Sync + 'a;
@@ -162,8 +165,13 @@ fn work(shared: &Shared) {
     let mut seen = 0;
     loop {
         let spin_until = Instant::now() + SPIN;
-        while shared.posted_epoch.load(Ordering::Acquire) == seen && Instant::now() < spin_until {
-            std::hint::spin_loop();
+        'spin: while Instant::now() < spin_until {
+            for _ in 0..SPINS_PER_CLOCK {
+                if shared.posted_epoch.load(Ordering::Acquire) != seen {
+                    break 'spin;
+                }
+                std::hint::spin_loop();
+            }
         }
         let (task, n, chunks) = {
             let mut job = shared.job.lock();
