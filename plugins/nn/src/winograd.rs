@@ -126,8 +126,8 @@ impl Tiles {
     }
 }
 
-/// `y = conv(x, w) + bias` for a shape that [`applies`].
-/// `y = conv(x, w) + bias`; `prepared` is `w` as [`prepare_weights`] prepares it, when kept.
+/// `y = conv(x, w) + bias` for a shape that [`applies`]; `prepared` is `w` as
+/// [`prepare_weights`] prepares it, when kept.
 pub(crate) fn winograd(
     cx: &KernelContext<'_>,
     shape: &ConvShape,
