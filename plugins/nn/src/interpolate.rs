@@ -320,6 +320,15 @@ fn apply(
         for (b, dst) in chunk.chunks_exact_mut(row).enumerate() {
             let block = start / row + b;
             let src = &src[block * input * inner..][..input * inner];
+            if inner == 1 && table.taps == 1 && input > 0 {
+                // One source value per output along the last axis (nearest): a plain gather.
+                let taps = table.index.iter().zip(table.weight).zip(table.inside);
+                for (out, ((&i, &w), &inside)) in dst.iter_mut().zip(taps) {
+                    let value = w * src[(i as usize).min(input - 1)];
+                    *out = if inside { value } else { table.extrapolation };
+                }
+                continue;
+            }
             for (o, out) in dst.chunks_exact_mut(inner).enumerate() {
                 if !table.inside[o] {
                     out.fill(table.extrapolation);
