@@ -34,6 +34,35 @@ impl ConvShape {
     pub(crate) fn out_per_group(&self) -> usize {
         self.out_channels / self.group
     }
+
+    /// Elements of the weights: output channels times input channels per group times taps.
+    pub(crate) fn weight_len(&self) -> usize {
+        self.out_channels * self.in_per_group() * self.window.kernel_size()
+    }
+}
+
+/// How a convolution is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    /// One input channel per group of several: a direct loop ([`depthwise`]).
+    Depthwise,
+    /// Winograd F(4,3) ([`winograd`]).
+    Winograd,
+    /// Matrix products over im2col ([`grouped_gemm`]).
+    Gemm,
+}
+
+impl Method {
+    /// The method for `shape`; Winograd pays off sooner when the weights are prepared once.
+    fn choose(shape: &ConvShape, weights_prepared: bool) -> Method {
+        if shape.in_per_group() == 1 && shape.group > 1 {
+            Method::Depthwise
+        } else if winograd::pays_off(shape, weights_prepared) {
+            Method::Winograd
+        } else {
+            Method::Gemm
+        }
+    }
 }
 
 const OP: &str = "Conv";
@@ -162,24 +191,19 @@ fn prepared_weights<'a>(
     shape: &ConvShape,
     w: &[f32],
 ) -> KernelResult<Option<&'a [f32]>> {
-    let depthwise = shape.in_per_group() == 1 && shape.group > 1;
-    let expected_w = shape.out_channels * shape.in_per_group() * shape.window.kernel_size();
-    if depthwise
-        || w.len() != expected_w
-        || cx.input(1)?.dtype() != DType::F32
-        || !cx.is_constant(1)
-    {
+    if w.len() != shape.weight_len() || cx.input(1)?.dtype() != DType::F32 || !cx.is_constant(1) {
         return Ok(None);
     }
-    if winograd::pays_off(shape, true) {
-        return cx.prepared(winograd::prepared_len(shape), |prepared| {
+    match Method::choose(shape, true) {
+        Method::Depthwise => Ok(None),
+        Method::Winograd => cx.prepared(winograd::prepared_len(shape), |prepared| {
             winograd::prepare_weights(cx, shape, w, prepared)
-        });
+        }),
+        Method::Gemm => cx.prepared(packed_weights_len(shape), |packed| {
+            pack_weights(shape, w, packed);
+            Ok(())
+        }),
     }
-    cx.prepared(packed_weights_len(shape), |packed| {
-        pack_weights(shape, w, packed);
-        Ok(())
-    })
 }
 
 /// `y = conv(x, w) + bias` on f32; `prepared` is `w` as [`prepared_weights`] prepares it,
@@ -194,9 +218,8 @@ pub(crate) fn convolve(
     y: &mut [f32],
 ) -> KernelResult<()> {
     let expected_y = shape.batch * shape.out_channels * shape.window.output_size();
-    let expected_w = shape.out_channels * shape.in_per_group() * shape.window.kernel_size();
     if y.len() != expected_y
-        || w.len() != expected_w
+        || w.len() != shape.weight_len()
         || bias.is_some_and(|b| b.len() != shape.out_channels)
     {
         return Err(error(
@@ -207,14 +230,15 @@ pub(crate) fn convolve(
     if y.is_empty() {
         return Ok(());
     }
-    if shape.in_per_group() == 1 && shape.group > 1 {
-        depthwise(cx, shape, x, w, bias, y);
-        return Ok(());
+    // Prepared weights were prepared for `Method::choose(shape, true)`, the same choice.
+    match Method::choose(shape, prepared.is_some()) {
+        Method::Depthwise => {
+            depthwise(cx, shape, x, w, bias, y);
+            Ok(())
+        }
+        Method::Winograd => winograd::winograd(cx, shape, x, w, prepared, bias, y),
+        Method::Gemm => grouped_gemm(cx, shape, x, w, prepared, bias, y),
     }
-    if winograd::pays_off(shape, prepared.is_some()) {
-        return winograd::winograd(cx, shape, x, w, prepared, bias, y);
-    }
-    grouped_gemm(cx, shape, x, w, prepared, bias, y)
 }
 
 #[cfg(test)]
