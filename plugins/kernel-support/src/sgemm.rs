@@ -110,9 +110,10 @@ pub fn sgemm(cx: &KernelContext<'_>, p: &Product<'_>, c: &mut [f32]) -> KernelRe
         return columns_split(cx, p, c, threads);
     }
     let tasks = threads.min(p.batches * panels);
-    // Packing buffers, sized to the problem when it is smaller than a block.
+    // Packing buffers, sized to the problem when it is smaller than a block (none for A
+    // packed ahead).
     let kc = depth_step(p.k);
-    let a_len = round_up(rows.div_ceil(tasks).min(MC), MR) * kc;
+    let a_len = a_pack_len(p, rows.div_ceil(tasks), kc);
     let b_len = round_up(p.n.min(NC), NR) * kc;
     if tasks <= 1 {
         let a_pack = cx.scratch_unzeroed::<f32>(a_len)?;
@@ -197,7 +198,7 @@ fn columns_split(
                 row.copy_from_slice(&c_row[j0..j1]);
             }
         }
-        let a_pack = cx.scratch_unzeroed::<f32>(round_up(m.min(MC), MR) * kc)?;
+        let a_pack = cx.scratch_unzeroed::<f32>(a_pack_len(p, m, kc))?;
         let b_pack = cx.scratch_unzeroed::<f32>(round_up((j1 - j0).min(NC), NR) * kc)?;
         pieces.push((j0, block, a_pack, b_pack));
     }
@@ -228,6 +229,16 @@ fn columns_split(
         }
     }
     Ok(())
+}
+
+/// The length of a buffer for packing blocks of up to `rows` rows of A, `kc` deep: none when
+/// A is packed ahead.
+fn a_pack_len(p: &Product<'_>, rows: usize, kc: usize) -> usize {
+    if p.packed_a.is_some() {
+        0
+    } else {
+        round_up(rows.min(MC), MR) * kc
+    }
 }
 
 fn round_up(x: usize, multiple: usize) -> usize {
@@ -299,10 +310,11 @@ fn block(
             for ic in (i0..i1).step_by(mc_step) {
                 let mc = mc_step.min(i1 - ic);
                 let panels_len = round_up(mc, MR) * kc;
-                // Rows start on a micro-panel (as `sgemm` splits them), where A packed ahead
-                // has one.
                 let a_pack: &[f32] = match p.packed_a {
-                    Some(packed) if i0.is_multiple_of(MR) => {
+                    Some(packed) => {
+                        // `sgemm` starts every piece of rows on a micro-panel of its batch,
+                        // where A packed ahead has one.
+                        debug_assert!(i0.is_multiple_of(MR));
                         let start = batch * packed.batch_stride + round_up(p.m, MR) * pc + ic * kc;
                         &packed.data[start..start + panels_len]
                     }
