@@ -255,13 +255,28 @@ impl<'a> KernelContext<'a> {
     /// A zeroed temporary of `len` elements from the host's scratch arena, freed by the host
     /// after the call returns.
     pub fn scratch<T: Element>(&self, len: usize) -> KernelResult<&'a mut [T]> {
+        // SAFETY: the host's scratch function returns zeroed memory of the size asked for,
+        // aligned to 64, or null; zero bytes are a valid value of every Element.
+        unsafe { self.lend_scratch(self.host.vtable.scratch(), len) }
+    }
+
+    /// `len` elements of scratch from the host's function `lend` (`scratch` or
+    /// `scratch_unzeroed`).
+    ///
+    /// # Safety
+    /// `lend` must return null or `size` bytes aligned to 64 that stay valid and unaliased
+    /// until the call returns, holding valid values of `T`.
+    unsafe fn lend_scratch<T: Element>(
+        &self,
+        lend: unsafe extern "C" fn(*const c_void, usize, usize) -> *mut u8,
+        len: usize,
+    ) -> KernelResult<&'a mut [T]> {
         let size = len
             .checked_mul(std::mem::size_of::<T>())
             .ok_or_else(|| KernelError::new("scratch size overflows"))?;
-        // SAFETY: the host's scratch function returns zeroed memory of `size` bytes aligned to
-        // `align_of::<T>()` (or null) that stays valid and unaliased until the call returns.
+        // SAFETY: guaranteed by the caller; the context comes from the host for this call.
         unsafe {
-            let ptr = (self.host.vtable.scratch())(self.host.ctx, size, 64);
+            let ptr = lend(self.host.ctx, size, 64);
             if ptr.is_null() {
                 return Err(KernelError::new(format!(
                     "host refused {size} bytes of scratch"
@@ -376,21 +391,9 @@ impl<'a> KernelContext<'a> {
         let (Some(unzeroed), false) = (unzeroed, T::DTYPE == DType::BOOL) else {
             return self.scratch(len);
         };
-        let size = len
-            .checked_mul(std::mem::size_of::<T>())
-            .ok_or_else(|| KernelError::new("scratch size overflows"))?;
-        // SAFETY: the host returns `size` initialised bytes aligned to 64 (or null) that stay
-        // valid and unaliased until the call returns; every bit pattern is a valid `T` other
-        // than `bool`, which is excluded above.
-        unsafe {
-            let ptr = unzeroed(self.host.ctx, size, 64);
-            if ptr.is_null() {
-                return Err(KernelError::new(format!(
-                    "host refused {size} bytes of scratch"
-                )));
-            }
-            Ok(std::slice::from_raw_parts_mut(ptr.cast::<T>(), len))
-        }
+        // SAFETY: the host returns initialised bytes of the size asked for, aligned to 64, or
+        // null; every bit pattern is a valid `T` other than `bool`, which is excluded above.
+        unsafe { self.lend_scratch(unzeroed, len) }
     }
 
     /// A zeroed buffer of `len` elements from the host's tracked allocator, counted as this

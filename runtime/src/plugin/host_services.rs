@@ -77,13 +77,7 @@ unsafe extern "C" fn host_free(ctx: *const c_void, ptr: *mut u8, size: usize, _a
 
 unsafe extern "C" fn host_scratch(ctx: *const c_void, size: usize, align: usize) -> *mut u8 {
     // SAFETY: the plugin passes back the context it was lent for this call.
-    let host = unsafe { call_host(ctx) };
-    let Ok(mut arena) = host.arena.try_borrow_mut() else {
-        return std::ptr::null_mut();
-    };
-    arena
-        .alloc(size, align)
-        .map_or(std::ptr::null_mut(), |bytes| bytes.as_mut_ptr())
+    unsafe { arena_bytes(ctx, size, align, true) }
 }
 
 unsafe extern "C" fn host_scratch_unzeroed(
@@ -92,13 +86,25 @@ unsafe extern "C" fn host_scratch_unzeroed(
     align: usize,
 ) -> *mut u8 {
     // SAFETY: the plugin passes back the context it was lent for this call.
+    unsafe { arena_bytes(ctx, size, align, false) }
+}
+
+/// `size` bytes of the call's scratch arena, zeroed when `zero`; null when refused.
+///
+/// # Safety
+/// As [`call_host`].
+unsafe fn arena_bytes(ctx: *const c_void, size: usize, align: usize, zero: bool) -> *mut u8 {
+    // SAFETY: guaranteed by the caller.
     let host = unsafe { call_host(ctx) };
     let Ok(mut arena) = host.arena.try_borrow_mut() else {
         return std::ptr::null_mut();
     };
-    arena
-        .alloc_unzeroed(size, align)
-        .map_or(std::ptr::null_mut(), |bytes| bytes.as_mut_ptr())
+    let bytes = if zero {
+        arena.alloc(size, align)
+    } else {
+        arena.alloc_unzeroed(size, align)
+    };
+    bytes.map_or(std::ptr::null_mut(), |bytes| bytes.as_mut_ptr())
 }
 
 /// Raw pointers the plugin's task needs on worker threads.
