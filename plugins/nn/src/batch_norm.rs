@@ -3,7 +3,7 @@
 //! statistics and updated running mean and variance as outputs 1 and 2.
 
 use crate::{
-    float::{expect_float, input_f32, output_f32},
+    float::{expect_float, expect_float_channels, input_f32, output_f32},
     moments::mean_variance_of,
 };
 use opal_kernel_support::{
@@ -25,13 +25,7 @@ impl Operator for BatchNormalization {
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let x = cx.input(0)?;
-        expect_float(OP, 0, &x)?;
-        if x.shape.len() < 2 {
-            return Err(error(
-                OP,
-                format_args!("X {} has no channel axis", Shape(x.shape)),
-            ));
-        }
+        expect_float_channels(OP, &x)?;
         let channels = x.shape[1];
         for index in 1..5 {
             let input = cx.input(index)?;

@@ -2,7 +2,10 @@
 //! outputs of dtype f64, f16 or bf16 are converted through host scratch (f16 and bf16 by
 //! `opal_kernel_support::half`, rounding to nearest even).
 
-use opal_kernel_support::{check::error, half};
+use opal_kernel_support::{
+    check::{error, Shape},
+    half,
+};
 use opal_plugin_api::{infer::InferTensor, prelude::*};
 
 /// The dtypes the float kernels accept.
@@ -19,6 +22,18 @@ pub(crate) fn expect_float(op: &str, index: usize, input: &InferTensor<'_>) -> K
                 "input {index} has dtype {}, expected f32, f64, f16 or bf16",
                 input.dtype
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails unless X (input 0) has a floating-point dtype and a channel axis (rank 2 or more).
+pub(crate) fn expect_float_channels(op: &str, x: &InferTensor<'_>) -> KernelResult<()> {
+    expect_float(op, 0, x)?;
+    if x.shape.len() < 2 {
+        return Err(error(
+            op,
+            format_args!("X {} has no channel axis", Shape(x.shape)),
         ));
     }
     Ok(())

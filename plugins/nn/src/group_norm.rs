@@ -3,7 +3,7 @@
 //! shifted per channel (per group for GroupNormalization-18's scale and bias).
 
 use crate::{
-    float::{expect_float, input_f32, output_f32},
+    float::{expect_float, expect_float_channels, input_f32, output_f32},
     moments::mean_variance,
 };
 use opal_kernel_support::{
@@ -22,13 +22,7 @@ pub struct GroupNormalization;
 
 fn infer_norm(cx: &InferContext<'_>, op: &str) -> KernelResult<Vec<OutputType>> {
     let x = cx.input(0)?;
-    expect_float(op, 0, &x)?;
-    if x.shape.len() < 2 {
-        return Err(error(
-            op,
-            format_args!("X {} has no channel axis", Shape(x.shape)),
-        ));
-    }
+    expect_float_channels(op, &x)?;
     for index in 1..3 {
         let input = cx.input(index)?;
         expect_float(op, index, &input)?;

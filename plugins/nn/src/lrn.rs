@@ -1,11 +1,8 @@
 //! LRN: local response normalisation across channels, `y = x / (bias + alpha / size *
 //! sum(x² over the size channels around c))^beta`.
 
-use crate::float::{expect_float, input_f32, output_f32};
-use opal_kernel_support::{
-    check::{error, Shape},
-    parallel::for_each_chunk,
-};
+use crate::float::{expect_float_channels, input_f32, output_f32};
+use opal_kernel_support::{check::error, parallel::for_each_chunk};
 use opal_plugin_api::prelude::*;
 
 /// Values below which planes are normalised on one thread.
@@ -21,13 +18,7 @@ impl Operator for Lrn {
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let x = cx.input(0)?;
-        expect_float(OP, 0, &x)?;
-        if x.shape.len() < 2 {
-            return Err(error(
-                OP,
-                format_args!("X {} has no channel axis", Shape(x.shape)),
-            ));
-        }
+        expect_float_channels(OP, &x)?;
         if cx.attributes().int("size", 0)? < 1 {
             return Err(error(OP, "the 'size' attribute must be positive"));
         }
