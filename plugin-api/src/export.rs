@@ -2,6 +2,7 @@
 //! panics, the operator and module tables, and a counting global allocator for the plugin.
 
 use crate::{
+    fusion::{FuseCall, FuseQuery},
     infer::InferContext,
     kernel::KernelContext,
     module::{PluginModule, PluginModuleRef},
@@ -11,7 +12,7 @@ use crate::{
 };
 use abi_stable::{
     prefix_type::WithMetadata,
-    std_types::{RResult, RStr, RString, RVec},
+    std_types::{ROption, RResult, RStr, RString, RVec},
 };
 use std::{
     alloc::{GlobalAlloc, Layout, System},
@@ -31,6 +32,14 @@ extern "C" fn infer_trampoline<O: Operator>(
 extern "C" fn compute_trampoline<O: Operator>(call: &mut KernelCall<'_>) -> RResult<(), RString> {
     catch(|| O::compute(&mut KernelContext::new(call)).map_err(|e| e.to_string()))
         .map_err(RString::from)
+        .into()
+}
+
+extern "C" fn fuse_trampoline<O: Operator>(call: &FuseCall<'_>) -> ROption<RVec<u8>> {
+    catch(|| Ok(O::fuse(&FuseQuery::new(call))))
+        .ok()
+        .flatten()
+        .map(RVec::from)
         .into()
 }
 
@@ -56,6 +65,7 @@ impl<O: Operator> VTableOf<O> {
         shape_inputs: bitmask(O::SHAPE_INPUTS),
         infer: infer_trampoline::<O>,
         compute: compute_trampoline::<O>,
+        fuse: fuse_trampoline::<O>,
     });
 }
 

@@ -50,6 +50,10 @@ pub struct HostVTable {
     /// wrote there (always initialised), for kernels that write all of them before reading.
     pub scratch_unzeroed:
         unsafe extern "C" fn(ctx: *const c_void, size: usize, align: usize) -> *mut u8,
+    /// Since ABI 1.4: the description the operator gave when nodes were fused into this call
+    /// (see [`fusion`](crate::fusion)); writes its length to `len`. Empty (`len` 0) when
+    /// nothing was fused. Valid until the call returns.
+    pub fusion: unsafe extern "C" fn(ctx: *const c_void, len: *mut usize) -> *const u8,
 }
 
 /// A task for `parallel_for`: called as `run(task_ctx, start, end)` for each range. It must

@@ -50,6 +50,14 @@ pub struct InferTensor<'a> {
 }
 
 impl<'a> InferTensor<'a> {
+    pub(crate) fn from_abi(input: &'a InferInput<'a>) -> Self {
+        InferTensor {
+            dtype: input.dtype,
+            shape: input.shape.as_slice(),
+            value: input.value.into_option(),
+        }
+    }
+
     /// The dims as `usize`, or an error naming the input if any is unknown.
     pub fn dims(&self) -> KernelResult<Vec<usize>> {
         self.shape
@@ -103,11 +111,7 @@ impl<'a> InferContext<'a> {
         if input.dtype == DType::UNDEFINED {
             return Ok(None);
         }
-        Ok(Some(InferTensor {
-            dtype: input.dtype,
-            shape: input.shape.as_slice(),
-            value: input.value.into_option(),
-        }))
+        Ok(Some(InferTensor::from_abi(input)))
     }
 
     pub fn attributes(&self) -> Attributes<'a> {

@@ -301,6 +301,24 @@ impl<'a> KernelContext<'a> {
             .is_some_and(|bit| mask & bit != 0)
     }
 
+    /// The description this operator returned from [`Operator::fuse`](crate::Operator::fuse)
+    /// for the nodes the host fused into this call; empty when nothing was fused (and before
+    /// ABI 1.4). The inputs the absorbed nodes bring follow the node's own.
+    pub fn fusion(&self) -> &'a [u8] {
+        let Some(fusion) = self.host.vtable.fusion() else {
+            return &[];
+        };
+        let mut len = 0usize;
+        // SAFETY: the table and context come from the host for the duration of this call.
+        let ptr = unsafe { fusion(self.host.ctx, &mut len) };
+        if ptr.is_null() || len == 0 {
+            return &[];
+        }
+        // SAFETY: the host keeps these `len` bytes unchanged with the compiled node, which
+        // outlives this call.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
     /// Data this node derives once from its constant inputs, such as weights packed for a
     /// matrix product: `len` elements the host keeps with the compiled node, in its tracked
     /// memory. The first call that asks fills them (from zero) with `fill`; later calls and

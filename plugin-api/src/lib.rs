@@ -3,12 +3,13 @@
 //!
 //! Two halves live here:
 //! - the ABI types that cross the library boundary (`abi_stable`, `#[repr(C)]`): [`dtype`],
-//!   [`tensor`], [`attribute`], [`host`], [`operator`], [`module`];
+//!   [`tensor`], [`attribute`], [`host`], [`operator`], [`fusion`], [`module`];
 //! - the authoring layer a plugin author uses from plain safe Rust: [`kernel`], [`infer`],
 //!   [`export_plugin!`]. All the `unsafe` plumbing (views, panics, exporting) is done here once.
 
 pub mod attribute;
 pub mod dtype;
+pub mod fusion;
 pub mod host;
 pub mod infer;
 pub mod kernel;
@@ -24,6 +25,7 @@ mod panic;
 pub use attribute::{AttrValue, Attribute, Attributes};
 pub use dtype::DType;
 pub use element::Element;
+pub use fusion::{FuseQuery, FusedOperand};
 pub use infer::{InferContext, InferInput, OutputType};
 pub use kernel::{KernelContext, KernelError, KernelResult, ScratchBuffer, TensorMut, TensorRef};
 pub use module::{PluginDescriptor, ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL};
@@ -39,7 +41,8 @@ pub mod __private {
 /// Everything a plugin author needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        export_plugin, Attributes, DType, Element, InferContext, InferInput, KernelContext,
-        KernelError, KernelResult, Operator, OutputType, TensorMut, TensorRef,
+        export_plugin, Attributes, DType, Element, FuseQuery, FusedOperand, InferContext,
+        InferInput, KernelContext, KernelError, KernelResult, Operator, OutputType, TensorMut,
+        TensorRef,
     };
 }

@@ -3,13 +3,14 @@
 
 use crate::{
     attribute::Attribute,
+    fusion::{FuseCall, FuseQuery},
     host::HostServices,
     infer::{InferContext, InferInput, OutputType},
     kernel::{KernelContext, KernelResult},
     tensor::{TensorView, TensorViewMut},
 };
 use abi_stable::{
-    std_types::{RResult, RSlice, RStr, RString, RVec},
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
 
@@ -55,6 +56,10 @@ pub struct OperatorVTable {
     /// Since ABI 1.2. Bit `i` set: compute reads only the shape of input `i` (as Shape and Size
     /// do), so the host may run the node before that input's data exists.
     pub shape_inputs: u64,
+    /// Since ABI 1.4. Offered a consumer of the node's output, returns the operator's
+    /// description of the call with that node absorbed, or nothing to refuse it (see
+    /// [`fusion`](crate::fusion)).
+    pub fuse: extern "C" fn(&FuseCall<'_>) -> ROption<RVec<u8>>,
 }
 
 /// An ONNX operator implemented by a plugin, written in plain safe Rust.
@@ -87,4 +92,12 @@ pub trait Operator: 'static {
 
     /// Computes the outputs, which the host allocated with the inferred shapes.
     fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()>;
+
+    /// Offered a node that consumes this node's output, returns the description of the call
+    /// with it absorbed (which [`KernelContext::fusion`] gives back on every call), or `None`
+    /// to refuse. The default refuses everything. See [`fusion`](crate::fusion).
+    fn fuse(query: &FuseQuery<'_>) -> Option<Vec<u8>> {
+        let _ = query;
+        None
+    }
 }

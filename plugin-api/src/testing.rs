@@ -299,11 +299,12 @@ pub fn assert_no_heap<O: Operator>(
 }
 
 /// A configurable test host. [`run_operator`] uses the defaults.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct TestHost {
     threads: usize,
     heap_probe: Option<fn() -> u64>,
     constant_inputs: u64,
+    fusion: Vec<u8>,
 }
 
 impl Default for TestHost {
@@ -319,7 +320,17 @@ impl TestHost {
             threads: 1,
             heap_probe: None,
             constant_inputs: 0,
+            fusion: Vec::new(),
         }
+    }
+
+    /// Runs the kernel as a fused call with this description (what its
+    /// [`Operator::fuse`](crate::Operator::fuse) returned), which
+    /// `KernelContext::fusion` gives back. Pass the absorbed nodes' inputs after the node's own
+    /// (inference sees them too, so the operator's `infer` must ignore inputs past its own).
+    pub fn fusion(mut self, description: Vec<u8>) -> Self {
+        self.fusion = description;
+        self
     }
 
     /// The thread count `KernelContext::threads` reports, so kernels take their parallel paths.
@@ -404,6 +415,7 @@ impl TestHost {
             scratch: Mutex::new(Scratch::default()),
             constant_inputs: self.constant_inputs,
             prepared: Mutex::new(None),
+            fusion: self.fusion.clone(),
         };
         let input_views: Vec<TensorView<'_>> = inputs.iter().map(OwnedTensor::view).collect();
         let passes = if self.heap_probe.is_some() { 2 } else { 1 };
@@ -455,6 +467,7 @@ struct HostContext {
     constant_inputs: u64,
     /// The node's prepared data and its size in bytes, kept across the calls of one `run`.
     prepared: Mutex<Option<(usize, Vec<Block>)>>,
+    fusion: Vec<u8>,
 }
 
 /// A bump arena of zeroed, 64-byte-aligned chunks. Chunks never move once made, so pointers
@@ -523,7 +536,16 @@ const TEST_HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVT
     constant_inputs: test_constant_inputs,
     prepared: test_prepared,
     scratch_unzeroed: test_scratch_unzeroed,
+    fusion: test_fusion,
 });
+
+unsafe extern "C" fn test_fusion(ctx: *const c_void, len: *mut usize) -> *const u8 {
+    // SAFETY: the plugin passes back the context it was lent.
+    let host = unsafe { host(ctx) };
+    // SAFETY: the plugin passes a valid place for the length.
+    unsafe { *len = host.fusion.len() };
+    host.fusion.as_ptr()
+}
 
 /// # Safety
 /// `ctx` must be the context [`TestHost::run`] lent for the current call.

@@ -42,6 +42,9 @@ pub struct EngineConfig {
     pub memory_limit: u64,
     /// The largest scratch a single kernel call may take.
     pub scratch_limit: u64,
+    /// Let kernels absorb the nodes that consume their output (an activation after a
+    /// convolution, say) when their plugin offers it. Off, every node is its own kernel call.
+    pub fusion: bool,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +53,7 @@ impl Default for EngineConfig {
             threads: 1,
             memory_limit: 8 << 30,
             scratch_limit: 1 << 30,
+            fusion: true,
         }
     }
 }

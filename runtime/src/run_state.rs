@@ -6,7 +6,7 @@
 use crate::{
     engine::Engine,
     memory::{ScratchArena, Slab},
-    plan::{invoke, Place, Plan, Step, ValueRef},
+    plan::{invoke, Place, Plan, Step, ValueRef, INLINE_INPUTS},
     tensor::{byte_size, Tensor, TensorRef},
 };
 use abi_stable::std_types::{RNone, RSome};
@@ -112,7 +112,7 @@ impl RunState {
         inputs: &[TensorRef<'_>],
     ) -> Result<(), RunError> {
         let model = plan.model();
-        let node = || model.nodes[step.node].describe();
+        let node = || plan.describe_step(step);
         let RunState {
             slab,
             slots,
@@ -124,7 +124,7 @@ impl RunState {
             Place::Slab(range) => Some(range.clone()),
             Place::Pool => None,
         };
-        let reads: SmallVec<[Range<usize>; 8]> = step
+        let reads: SmallVec<[Range<usize>; INLINE_INPUTS]> = step
             .inputs
             .iter()
             .filter_map(|&at| match at {
@@ -155,7 +155,7 @@ impl RunState {
             }
         };
         let mut slab_reads = slab_reads.into_iter();
-        let views: SmallVec<[Option<TensorRef<'_>>; 8]> = step
+        let views: SmallVec<[Option<TensorRef<'_>>; INLINE_INPUTS]> = step
             .inputs
             .iter()
             .map(|&at| match at {
@@ -425,7 +425,7 @@ fn kernel_error(plan: &Plan, step: &Step, message: String) -> RunError {
     let model = plan.model();
     RunError::Kernel {
         path: model.path().to_owned(),
-        node: model.nodes[step.node].describe(),
+        node: plan.describe_step(step),
         plugin: step.kernel.plugin_name().to_owned(),
         operator: step.kernel.describe(),
         message,

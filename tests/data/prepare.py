@@ -7,6 +7,9 @@ Each case is a directory holding `model.onnx` and `test_data_set_0/input_<k>.pb`
   definitions (`onnx.backend.test.case.node.collect_testcases`).
 - `light/<model>`: the 9 "light" model-zoo models shipped in the `onnx` wheel, with zero inputs
   and the reference outputs shipped beside them.
+- `fusion/<case>`: small graphs of the patterns opal fuses into one kernel call (a Conv or
+  BatchNormalization followed by normalisations, activations and residual adds, and patterns
+  that must not fuse), with seeded random inputs and reference outputs from onnxruntime.
 - `real/<model>`: real models taken from PyPI wheels (YOLOv8n from nudenet, PP-OCR detection and
   direction classification from rapidocr-onnxruntime), with seeded random inputs and reference
   outputs from onnxruntime on one thread.
@@ -200,8 +203,141 @@ def real_models(out):
     print(f"prepare: {len(REAL_MODELS)} real models in {out}")
 
 
+def fusion_graphs():
+    """(name, nodes, initializers, input shape, opset) of each fusion case; the graph input is
+    `x`, its output `y`."""
+    from onnx import helper
+
+    rng = np.random.default_rng(1)
+
+    def const(name, shape, low=-1.0, high=1.0):
+        return numpy_helper.from_array(rng.uniform(low, high, shape).astype(np.float32), name)
+
+    def conv(x, out, channels_in, channels_out, prefix, kernel=3, group=1, bias=True):
+        inits = [const(f"{prefix}_w", (channels_out, channels_in // group, kernel, kernel), -0.5, 0.5)]
+        inputs = [x, f"{prefix}_w"]
+        if bias:
+            inits.append(const(f"{prefix}_b", (channels_out,)))
+            inputs.append(f"{prefix}_b")
+        node = helper.make_node("Conv", inputs, [out], pads=[kernel // 2] * 4, group=group)
+        return [node], inits
+
+    def batch_norm(x, out, channels, prefix):
+        inits = [
+            const(f"{prefix}_scale", (channels,)),
+            const(f"{prefix}_bias", (channels,)),
+            const(f"{prefix}_mean", (channels,)),
+            const(f"{prefix}_var", (channels,), 0.5, 2.0),
+        ]
+        node = helper.make_node(
+            "BatchNormalization",
+            [x] + [f"{prefix}_{k}" for k in ("scale", "bias", "mean", "var")],
+            [out],
+            epsilon=1e-3,
+        )
+        return [node], inits
+
+    def scalar(name, value):
+        return numpy_helper.from_array(np.array(value, np.float32), name)
+
+    cases = []
+    # Conv + BatchNormalization + Relu (ResNet), 3x3 with 16 channels (the Winograd path).
+    n1, i1 = conv("x", "c", 16, 16, "c")
+    n2, i2 = batch_norm("c", "b", 16, "bn")
+    cases.append(("conv_bn_relu", n1 + n2 + [helper.make_node("Relu", ["b"], ["y"])], i1 + i2, (1, 16, 12, 12), 13))
+    # Conv + BatchNormalization + Sum with a shortcut + Relu (a ResNet block's end).
+    n1, i1 = conv("x", "c", 8, 8, "c", kernel=1)
+    n2, i2 = batch_norm("c", "b", 8, "bn")
+    nodes = n1 + n2 + [helper.make_node("Sum", ["b", "x"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    cases.append(("conv_bn_residual_relu", nodes, i1 + i2, (2, 8, 5, 7), 13))
+    # SiLU (YOLOv8): Conv, Sigmoid, and Mul of the two.
+    n1, i1 = conv("x", "c", 4, 6, "c")
+    nodes = n1 + [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+    cases.append(("conv_silu", nodes, i1, (1, 4, 9, 10), 13))
+    # Hard-swish (PP-OCR): BatchNormalization, Add 3, Clip 0..6, Mul, Div 6; a depthwise Conv
+    # without bias, so the inputs the absorbed nodes bring are not taken for one.
+    n1, i1 = conv("x", "c", 6, 6, "c", group=6, bias=False)
+    n2, i2 = batch_norm("c", "b", 6, "bn")
+    nodes = n1 + n2 + [
+        helper.make_node("Add", ["b", "three"], ["a"]),
+        helper.make_node("Clip", ["a", "zero", "six"], ["k"]),
+        helper.make_node("Mul", ["b", "k"], ["m"]),
+        helper.make_node("Div", ["m", "six"], ["y"]),
+    ]
+    inits = i1 + i2 + [scalar("three", 3.0), scalar("zero", 0.0), scalar("six", 6.0)]
+    cases.append(("conv_bn_hardswish", nodes, inits, (1, 6, 8, 8), 11))
+    # A per-channel Add and HardSigmoid (PP-OCR's squeeze-excitation).
+    n1, i1 = conv("x", "c", 5, 7, "c", kernel=1)
+    nodes = n1 + [
+        helper.make_node("Add", ["c", "shift"], ["a"]),
+        helper.make_node("HardSigmoid", ["a"], ["y"], alpha=0.2, beta=0.5),
+    ]
+    cases.append(("conv_channel_add_hardsigmoid", nodes, i1 + [const("shift", (1, 7, 1, 1))], (1, 5, 1, 1), 13))
+    # BatchNormalization leading, then Mul and Add per channel and Relu (DenseNet's pre-activation).
+    n1, i1 = batch_norm("x", "b", 6, "bn")
+    nodes = n1 + [
+        helper.make_node("Mul", ["b", "gain"], ["m"]),
+        helper.make_node("Add", ["shift", "m"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    inits = i1 + [const("gain", (6, 1, 1)), const("shift", (6, 1, 1))]
+    cases.append(("bn_mul_add_relu", nodes, inits, (2, 6, 4, 3), 13))
+    # Clip with attribute bounds (opset 6) and LeakyRelu.
+    n1, i1 = conv("x", "c", 3, 4, "c")
+    nodes = n1 + [
+        helper.make_node("Clip", ["c"], ["k"], min=-0.5, max=0.75),
+        helper.make_node("LeakyRelu", ["k"], ["y"], alpha=0.1),
+    ]
+    cases.append(("conv_clip6_leaky_relu", nodes, i1, (1, 3, 6, 6), 6))
+    # Must not fuse past a value read elsewhere: the Relu's input is also a graph output.
+    n1, i1 = conv("x", "c", 3, 4, "c")
+    nodes = n1 + [helper.make_node("Relu", ["c"], ["y"]), helper.make_node("Identity", ["c"], ["z"])]
+    cases.append(("conv_relu_shared", nodes, i1, (1, 3, 5, 5), 13))
+    # Must not fuse an Add that broadcasts over space (its output is larger than the Conv's).
+    n1, i1 = conv("x", "c", 3, 4, "c", kernel=1)
+    nodes = n1 + [helper.make_node("Add", ["c", "big"], ["y"])]
+    cases.append(("conv_add_broadcast_up", nodes, i1 + [const("big", (1, 4, 3, 5))], (1, 3, 1, 1), 13))
+    return cases
+
+
+def fusion_cases(out):
+    if done(out):
+        return
+    import onnxruntime as ort
+    from onnx import helper
+
+    fresh(out)
+    cases = fusion_graphs()
+    for name, nodes, inits, shape, opset in cases:
+        outputs = [o for n in nodes for o in n.output if o in ("y", "z")]
+        graph = helper.make_graph(
+            nodes,
+            name,
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs],
+            inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = 7
+        model_bytes = model.SerializeToString()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        value = np.random.default_rng(2).uniform(-2, 2, shape).astype(np.float32)
+        results = session.run(outputs, {"x": value})
+        write_case(
+            os.path.join(out, name),
+            model_bytes,
+            [numpy_helper.from_array(value, "x")],
+            [numpy_helper.from_array(r, o) for r, o in zip(results, outputs)],
+        )
+    mark_done(out)
+    print(f"prepare: {len(cases)} fusion cases in {out}")
+
+
 if __name__ == "__main__":
     root = sys.argv[1] if len(sys.argv) > 1 else ".cache/data"
     node_cases(os.path.join(root, "node"))
     light_models(os.path.join(root, "light"))
+    fusion_cases(os.path.join(root, "fusion"))
     real_models(os.path.join(root, "real"))

@@ -46,7 +46,11 @@ fn plugins_lists_matmul_with_its_plugin_name_and_version() {
     assert!(out.status.success(), "{}", stderr(&out));
     let version = env!("CARGO_PKG_VERSION_MAJOR"); // the tests crate is 0.x like the plugin
     assert!(
-        text.contains(&format!("plugin core-math {version}.1.0 (ABI 1.3) from ")),
+        text.contains(&format!(
+            "plugin core-math {version}.1.0 (ABI {}.{}) from ",
+            opal_plugin_api::ABI_MAJOR,
+            opal_plugin_api::ABI_MINOR
+        )),
         "{text}"
     );
     assert!(

@@ -1,4 +1,5 @@
-//! The scoreboard: the ONNX backend node cases, the light model zoo and three real models, run
+//! The scoreboard: the ONNX backend node cases, the light model zoo, the fusion cases and three
+//! real models, run
 //! through `opal check` on the test data `tests/data/prepare.py` writes (tests/run.sh makes it).
 //! Every node case on `tests/conformance/expected-pass.txt` must pass; the list only grows.
 
@@ -10,7 +11,7 @@ use std::{
 };
 
 /// The prepared test data (`$OPAL_TEST_DATA`, or `.cache/data` in the workspace).
-fn data_dir(kind: &str) -> PathBuf {
+pub(crate) fn data_dir(kind: &str) -> PathBuf {
     let root = std::env::var_os("OPAL_TEST_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".cache/data"));
@@ -110,6 +111,13 @@ fn every_node_case_on_the_expected_list_passes() {
 #[test]
 fn the_light_model_zoo_passes() {
     let (passed, failed) = check_all(&data_dir("light"));
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(passed.len(), 9, "{passed:?}");
+}
+
+#[test]
+fn the_fusion_cases_pass() {
+    let (passed, failed) = check_all(&data_dir("fusion"));
     assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(passed.len(), 9, "{passed:?}");
 }

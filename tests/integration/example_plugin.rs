@@ -33,7 +33,11 @@ fn opal_plugins_lists_the_custom_operator() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("plugin example-swish 0.1.0 (ABI 1.3)"),
+        text.contains(&format!(
+            "plugin example-swish 0.1.0 (ABI {}.{})",
+            opal_plugin_api::ABI_MAJOR,
+            opal_plugin_api::ABI_MINOR
+        )),
         "{text}"
     );
     assert!(

@@ -4,6 +4,7 @@ mod bad_models;
 mod cli;
 mod conformance;
 mod example_plugin;
+mod fusion;
 mod hot_swap;
 mod kserve_client;
 mod models;

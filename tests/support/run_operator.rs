@@ -125,6 +125,7 @@ pub fn run_f32(
             threads: None,
             constant_inputs: 0,
             prepared: None,
+            fusion: &[],
         };
         let mut call = KernelCall {
             inputs: input_views.as_slice().into(),

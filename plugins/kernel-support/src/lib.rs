@@ -1,5 +1,5 @@
 //! Building blocks shared by opal's operator plugins: argument checks and errors, numpy
-//! broadcasting, half-float conversion, vectorisable f32 exp/sigmoid/tanh, splitting work over
+//! broadcasting, half-float conversion, the elementwise epilogue of fused calls, vectorisable f32 exp/sigmoid/tanh, splitting work over
 //! the host's `parallel_for`, a blocked SGEMM whose packing buffers come from the host's scratch,
 //! and helpers for kernel tests.
 //!
@@ -7,6 +7,7 @@
 
 pub mod broadcast;
 pub mod check;
+pub mod epilogue;
 pub mod fast_math;
 pub mod half;
 pub mod parallel;

@@ -1,6 +1,7 @@
 //! BatchNormalization: inference with the running statistics (`y = scale * (x - mean) /
 //! sqrt(var + epsilon) + bias` per channel), and training mode (opset 14 on) with the batch's
-//! statistics and updated running mean and variance as outputs 1 and 2.
+//! statistics and updated running mean and variance as outputs 1 and 2. In inference mode the
+//! elementwise nodes after it can be fused into its output pass.
 
 use crate::{
     float::{expect_float, expect_float_channels, input_f32, output_f32},
@@ -8,6 +9,7 @@ use crate::{
 };
 use opal_kernel_support::{
     check::{error, Shape},
+    epilogue::{absorb, Epilogue},
     parallel::for_each_chunk,
 };
 use opal_plugin_api::prelude::*;
@@ -88,6 +90,9 @@ impl Operator for BatchNormalization {
                 }
             });
         }
+        if let Some(epilogue) = Epilogue::from_call(cx, OP, channels, y.len())? {
+            epilogue.apply(cx, y, channels, plane);
+        }
         sink.finish(OP, y)?;
         for (index, (running, batch)) in [(running_mean, mean), (running_var, var)]
             .into_iter()
@@ -107,5 +112,15 @@ impl Operator for BatchNormalization {
             sink.finish(OP, out)?;
         }
         Ok(())
+    }
+
+    /// In inference mode, absorbs the elementwise nodes that follow (a scale and shift, an
+    /// activation) into its output pass.
+    fn fuse(query: &FuseQuery<'_>) -> Option<Vec<u8>> {
+        let training = query.attributes().int("training_mode", 0).ok()? != 0;
+        if training {
+            return None;
+        }
+        absorb(query)
     }
 }

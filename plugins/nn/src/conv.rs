@@ -2,6 +2,7 @@
 //! dilations, group) and an optional bias. Depthwise convolutions run a direct loop
 //! ([`crate::depthwise`]); the others are matrix products on [`sgemm`] over an im2col buffer
 //! ([`crate::im2col`]), or over the input itself for 1x1 convolutions without stride or padding.
+//! Elementwise nodes the host fuses into the call run as an [`Epilogue`] over the output.
 
 use crate::{
     depthwise::depthwise,
@@ -10,7 +11,10 @@ use crate::{
     window::{output_dims, window, Window, WindowAttributes},
     winograd,
 };
-use opal_kernel_support::check::{error, Shape};
+use opal_kernel_support::{
+    check::{error, Shape},
+    epilogue::{absorb, node_input_count, Epilogue},
+};
 use opal_plugin_api::prelude::*;
 
 /// Conv of every opset (1, 11, 22): the semantics did not change, only the dtypes.
@@ -175,11 +179,27 @@ impl Operator for Conv {
         };
         let x = input_f32(cx, OP, 0)?;
         let w = input_f32(cx, OP, 1)?;
-        let bias = optional_input_f32(cx, OP, 2)?;
+        // Inputs past the node's own belong to nodes fused into the call.
+        let bias = if node_input_count(cx) > 2 {
+            optional_input_f32(cx, OP, 2)?
+        } else {
+            None
+        };
         let prepared = prepared_weights(cx, &shape, w)?;
+        let output_len = shape.batch * shape.out_channels * shape.window.output_size();
+        let epilogue = Epilogue::from_call(cx, OP, shape.out_channels, output_len)?;
         let (y, sink) = output_f32(cx, 0)?;
         convolve(cx, &shape, x, w, prepared, bias, y)?;
+        if let Some(epilogue) = epilogue {
+            epilogue.apply(cx, y, shape.out_channels, shape.window.output_size());
+        }
         sink.finish(OP, y)
+    }
+
+    /// Absorbs the elementwise nodes after a convolution (BatchNormalization, activations,
+    /// residual adds) into its output pass.
+    fn fuse(query: &FuseQuery<'_>) -> Option<Vec<u8>> {
+        absorb(query)
     }
 }
 

@@ -60,6 +60,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             "liveness_lower_bound_bytes": plan.liveness_lower_bound(),
             "prepared_bytes": plan.prepared_bytes(),
             "kernel_calls": plan.steps().len(),
+            "fused_nodes": plan.fused_nodes(),
             "kernel_calls_inferred_at_run_time": plan.steps().iter().filter(|s| s.infer_at_run_time).count(),
         });
         writeln!(out, "{value}")?;
@@ -74,7 +75,9 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         )?;
         writeln!(
             out,
-            "Heap allocations per run after warm-up: {allocations_per_run}"
+            "Kernel calls per run: {} ({} nodes fused into them); heap allocations per run after warm-up: {allocations_per_run}",
+            plan.steps().len(),
+            plan.fused_nodes()
         )?;
         writeln!(
             out,

@@ -3,6 +3,7 @@
 //! known shapes), and place each intermediate in the slab or the pool.
 
 use super::{
+    fusion::{fuse_steps, ValueTypes},
     invoke,
     memory_plan::{place, Lifetime},
     order::topological_order,
@@ -136,6 +137,9 @@ impl<'e> Compiler<'e> {
             .map_err(|(node, reason)| self.error(Some(&self.model.nodes[node]), reason))?;
         for index in order {
             self.add_node(index)?;
+        }
+        if self.engine.config().fusion {
+            self.fuse(input_types);
         }
         let (slab_bytes, liveness_lower_bound) = self.place_intermediates();
         let limit = self.engine.config().memory_limit;
@@ -285,6 +289,7 @@ impl<'e> Compiler<'e> {
             release: SmallVec::new(),
             constant_inputs,
             prepared: PreparedData::default(),
+            fusion: None,
         };
         for ((out, dtype, shape), ty) in outputs.into_iter().zip(&types) {
             let slot = self.slots.len();
@@ -555,12 +560,26 @@ impl<'e> Compiler<'e> {
         Ok(())
     }
 
+    /// Lets kernels absorb the steps that consume their output (see [`fusion`](super::fusion)).
+    fn fuse(&mut self, input_types: &[(DType, Shape)]) {
+        let (model, constants) = (self.model, &self.constants);
+        let constant = |c: usize| constants[c].tensor(model);
+        let types = ValueTypes {
+            model,
+            slots: &self.slots,
+            input_types,
+            constant: &constant,
+        };
+        let steps = std::mem::take(&mut self.steps);
+        self.steps = fuse_steps(steps, &types);
+    }
+
     /// Gives each intermediate its place: graph outputs and tensors of run-time shape come from
     /// the pool, the latter released after their last reader; the rest share a slab by lifetime.
     /// Returns the slab's size and the liveness lower bound.
     fn place_intermediates(&mut self) -> (usize, usize) {
         let mut last_reader: Vec<Option<usize>> = vec![None; self.slots.len()];
-        let mut producer = vec![0; self.slots.len()];
+        let mut producer: Vec<Option<usize>> = vec![None; self.slots.len()];
         for (s, step) in self.steps.iter().enumerate() {
             for input in &step.inputs {
                 if let ValueRef::Slot(slot) = input {
@@ -568,21 +587,25 @@ impl<'e> Compiler<'e> {
                 }
             }
             for &slot in &step.outputs {
-                producer[slot] = s;
+                producer[slot] = Some(s);
             }
         }
         let mut in_slab = Vec::new();
         let mut lifetimes = Vec::new();
         for (slot, info) in self.slots.iter().enumerate() {
+            // A value computed inside a fused step is never written.
+            let Some(producer) = producer[slot] else {
+                continue;
+            };
             let is_output = info.value.is_some_and(|v| self.model.outputs.contains(&v));
-            let last = last_reader[slot].unwrap_or(producer[slot]);
+            let last = last_reader[slot].unwrap_or(producer);
             match &info.shape {
                 _ if is_output => {}
                 Some(shape) => {
                     in_slab.push(slot);
                     lifetimes.push(Lifetime {
                         bytes: byte_size(info.dtype, shape).unwrap_or(0),
-                        first: producer[slot],
+                        first: producer,
                         last,
                     });
                 }

@@ -6,7 +6,7 @@ use crate::{
     engine::Engine,
     memory::{Owner, ScratchArena},
     onnx::NodeAttributes,
-    plan::Step,
+    plan::{Step, INLINE_INPUTS},
     plugin::{CallHost, OperatorEntry},
     tensor::TensorRef,
 };
@@ -31,7 +31,7 @@ pub(crate) fn invoke(
     arena: &RefCell<ScratchArena>,
     step: Option<&Step>,
 ) -> Result<(), String> {
-    let input_views: SmallVec<[TensorView<'_>; 8]> = inputs
+    let input_views: SmallVec<[TensorView<'_>; INLINE_INPUTS]> = inputs
         .iter()
         .map(|t| t.map_or(TensorView::ABSENT, TensorRef::to_abi))
         .collect();
@@ -41,6 +41,9 @@ pub(crate) fn invoke(
         threads: engine.threads(),
         constant_inputs: step.map_or(0, |step| step.constant_inputs),
         prepared: step.map(|step| &step.prepared),
+        fusion: step
+            .and_then(|step| step.fusion.as_ref())
+            .map_or(&[], |f| &f.description),
     };
     let result = attributes.with_abi(|attributes| {
         let mut call = KernelCall {

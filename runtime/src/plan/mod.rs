@@ -4,6 +4,7 @@
 //! an offset in the run's slab (when its shape is known ahead) or a tensor from the pool.
 
 mod compile;
+mod fusion;
 mod invoke;
 mod memory_plan;
 mod order;
@@ -22,6 +23,9 @@ use crate::{
 use opal_plugin_api::DType;
 use smallvec::SmallVec;
 use std::{ops::Range, sync::Arc};
+
+/// Inputs a call lends without a heap allocation; fusion grows a step no further.
+pub(crate) const INLINE_INPUTS: usize = 24;
 
 /// Where a node input or graph output comes from at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +97,18 @@ pub struct Step {
     pub constant_inputs: u64,
     /// What the kernel derived from its constant inputs, kept for every run.
     pub prepared: PreparedData,
+    /// The nodes the kernel absorbed, when it fused any.
+    pub fusion: Option<Fusion>,
+}
+
+/// Nodes fused into a step's kernel call: their work is done by the step's kernel, their
+/// inputs follow the step node's own, and the step writes the last one's output.
+#[derive(Debug)]
+pub struct Fusion {
+    /// The absorbed nodes (indices in the model), in the order they were absorbed.
+    pub nodes: Vec<usize>,
+    /// The operator's description of the fused work, lent back on every call.
+    pub description: Vec<u8>,
 }
 
 /// A model compiled for one set of input shapes.
@@ -144,7 +160,16 @@ impl Plan {
 
     /// How many nodes were folded into constants at compile time.
     pub fn folded_nodes(&self) -> usize {
-        self.model.nodes.len() - self.steps.len()
+        self.model.nodes.len() - self.steps.len() - self.fused_nodes()
+    }
+
+    /// How many nodes run inside another node's kernel call (see [`Fusion`]).
+    pub fn fused_nodes(&self) -> usize {
+        self.steps
+            .iter()
+            .filter_map(|step| step.fusion.as_ref())
+            .map(|fusion| fusion.nodes.len())
+            .sum()
     }
 
     /// Bytes of the constants made by folding nodes at compile time (Constant nodes' values,
@@ -157,6 +182,22 @@ impl Plan {
                 PlanConstant::Model(_) => 0,
             })
             .sum()
+    }
+
+    /// The step's node, and the nodes fused into it: `node 'a' (Conv) fused with node 'b'
+    /// (Relu)`.
+    pub fn describe_step(&self, step: &Step) -> String {
+        let mut text = self.model.nodes[step.node].describe();
+        if let Some(fusion) = &step.fusion {
+            let absorbed: Vec<String> = fusion
+                .nodes
+                .iter()
+                .map(|&n| self.model.nodes[n].describe())
+                .collect();
+            text.push_str(" fused with ");
+            text.push_str(&absorbed.join(", "));
+        }
+        text
     }
 
     /// Bytes of data kernels derived from constant inputs (packed weights), kept with the

@@ -20,6 +20,8 @@ pub struct CallHost<'a> {
     pub constant_inputs: u64,
     /// The node's prepared data; `None` when the call keeps none (constant folding).
     pub prepared: Option<&'a PreparedData>,
+    /// The operator's description of the nodes fused into this call; empty when none were.
+    pub fusion: &'a [u8],
 }
 
 impl CallHost<'_> {
@@ -44,6 +46,7 @@ const HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable 
     constant_inputs: host_constant_inputs,
     prepared: host_prepared,
     scratch_unzeroed: host_scratch_unzeroed,
+    fusion: host_fusion,
 });
 
 /// # Safety
@@ -174,4 +177,12 @@ unsafe extern "C" fn host_prepared(
         unsafe { (fill.run)(fill_ctx, bytes.as_mut_ptr(), bytes.len()) }
     });
     filled.unwrap_or(std::ptr::null())
+}
+
+unsafe extern "C" fn host_fusion(ctx: *const c_void, len: *mut usize) -> *const u8 {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    let host = unsafe { call_host(ctx) };
+    // SAFETY: the plugin passes a valid place for the length.
+    unsafe { *len = host.fusion.len() };
+    host.fusion.as_ptr()
 }

@@ -5,10 +5,11 @@
 
 use super::{layout::check_module_layout, OperatorKey, PluginError};
 use abi_stable::{
-    std_types::{RResult, RString, RVec},
+    std_types::{ROption, RResult, RString, RVec},
     StableAbi,
 };
 use opal_plugin_api::{
+    fusion::FuseCall,
     infer::OutputType,
     module::{PluginDescriptor, PluginModuleRef, DESCRIPTOR_MAGIC},
     operator::{InferCall, KernelCall},
@@ -22,6 +23,7 @@ use std::{
 
 type InferFn = extern "C" fn(&InferCall<'_>) -> RResult<RVec<OutputType>, RString>;
 type ComputeFn = extern "C" fn(&mut KernelCall<'_>) -> RResult<(), RString>;
+type FuseFn = extern "C" fn(&FuseCall<'_>) -> ROption<RVec<u8>>;
 
 /// A plugin library loaded into the host.
 pub struct PluginLibrary {
@@ -49,6 +51,8 @@ struct OperatorFns {
     shape_inputs: u64,
     infer: InferFn,
     compute: ComputeFn,
+    /// Absent before ABI 1.4: the operator fuses nothing.
+    fuse: Option<FuseFn>,
 }
 
 /// One operator a plugin provides, with the functions to call it. Holds its library loaded.
@@ -221,6 +225,7 @@ fn read_operators(path: &Path, module: PluginModuleRef) -> Result<Vec<OperatorFn
                 shape_inputs: op.shape_inputs().unwrap_or(0),
                 infer: op.infer(),
                 compute: op.compute(),
+                fuse: op.fuse(),
             };
             if fns.op_type.is_empty() || fns.since_version > fns.until_version {
                 return Err(PluginError::BadOperator {
@@ -282,6 +287,18 @@ impl OperatorEntry {
             RResult::ROk(types) => Ok(types.into_vec()),
             RResult::RErr(message) => Err(message.into_string()),
         }
+    }
+
+    /// Whether the operator may absorb other nodes into its calls (ABI 1.4).
+    pub fn can_fuse(&self) -> bool {
+        self.fns.fuse.is_some()
+    }
+
+    /// Offers a node for absorption: the operator's description of the fused call, or `None`
+    /// when it refuses (or fuses nothing).
+    pub fn fuse(&self, call: &FuseCall<'_>) -> Option<Vec<u8>> {
+        let fuse = self.fns.fuse?;
+        fuse(call).into_option().map(RVec::into_vec)
     }
 
     /// Calls the plugin's kernel; errors come back as owned strings.

@@ -1,0 +1,151 @@
+//! Fusion through the real plugins: each fusion case (`tests/data/prepare.py`) compiles to the
+//! kernel calls expected, and to one per node with `engine.fusion = false`; real models give
+//! the same outputs fused and unfused, and a fused model runs without heap allocations. That
+//! the fused cases match onnxruntime is checked with the other cases in `conformance`.
+
+use crate::conformance::data_dir;
+use opal_plugin_api::DType;
+use opal_runtime::{memory::heap_allocations, Deployment, Engine, Session, Tensor};
+use opal_tests::plugin;
+use std::{collections::BTreeMap, path::Path, sync::Arc};
+
+/// An engine with the four operator plugins, fusing or not.
+fn engine(fusion: bool) -> Arc<Engine> {
+    let mut text = format!("[engine]\nfusion = {fusion}\n");
+    for name in [
+        "opal_core_math",
+        "opal_tensor_ops",
+        "opal_nn",
+        "opal_transformer",
+    ] {
+        text.push_str(&format!(
+            "[[plugins]]\npath = \"{}\"\n",
+            plugin(name).display()
+        ));
+    }
+    let deployment = Deployment::parse(&text, Path::new("fusion-test.toml")).unwrap();
+    Engine::new(&deployment).unwrap()
+}
+
+/// A session on `model` and a seeded input of `shape` (the declared one when empty).
+fn session(engine: &Arc<Engine>, model: &Path, shape: &[usize]) -> (Session, Tensor) {
+    let model = engine.load_model(model).unwrap();
+    let mut session = Session::new(engine.clone(), model.clone(), BTreeMap::new());
+    if !shape.is_empty() {
+        let name = model.value_name(model.inputs[0]).to_owned();
+        session = session.with_shapes(BTreeMap::from([(name, shape.to_vec())]));
+    }
+    let types = session.declared_input_types().unwrap();
+    let owner = engine.tracker().owner("inputs");
+    let input =
+        opal_runtime::synthetic::synthetic_tensor(DType::F32, &types[0].1, 7, &owner).unwrap();
+    (session, input)
+}
+
+/// (kernel calls, nodes fused into them, nodes in the model) of `model` after one run.
+fn compiled(engine: &Arc<Engine>, model: &Path) -> (usize, usize, usize) {
+    let (mut session, input) = session(engine, model, &[]);
+    session.run(&[input.as_ref()]).unwrap();
+    let plan = session.plan().unwrap();
+    (
+        plan.steps().len(),
+        plan.fused_nodes(),
+        plan.model().nodes.len(),
+    )
+}
+
+#[test]
+fn steps_absorb_what_their_plugin_accepts_and_only_closed_groups() {
+    let (fused, unfused) = (engine(true), engine(false));
+    // (case, kernel calls when fused, nodes absorbed)
+    let expected = [
+        ("conv_bn_relu", 1, 2),
+        ("conv_bn_residual_relu", 1, 3),
+        ("conv_silu", 1, 2),
+        ("conv_bn_hardswish", 1, 5),
+        ("conv_channel_add_hardsigmoid", 1, 2),
+        ("bn_mul_add_relu", 1, 3),
+        ("conv_clip6_leaky_relu", 1, 2),
+        // The Conv's output is also read by an Identity: the Relu cannot be absorbed.
+        ("conv_relu_shared", 3, 0),
+        // The Add's output is larger than the Conv's: not elementwise over it.
+        ("conv_add_broadcast_up", 2, 0),
+    ];
+    let dir = data_dir("fusion");
+    for (case, calls, absorbed) in expected {
+        let model = dir.join(case).join("model.onnx");
+        let (steps, fused_nodes, nodes) = compiled(&fused, &model);
+        assert_eq!((steps, fused_nodes), (calls, absorbed), "{case} fused");
+        assert_eq!(steps + fused_nodes, nodes, "{case}: every node runs once");
+        assert_eq!(
+            compiled(&unfused, &model),
+            (nodes, 0, nodes),
+            "{case} unfused"
+        );
+    }
+}
+
+#[test]
+fn real_models_give_the_same_outputs_fused_and_unfused() {
+    let (fused, unfused) = (engine(true), engine(false));
+    let models = [
+        ("light/resnet50", vec![]),
+        ("real/yolov8n_320", vec![1, 3, 320, 320]),
+        ("real/ppocr_mobile_v2_cls", vec![1, 3, 48, 192]),
+    ];
+    for (model, shape) in models {
+        let (kind, name) = model.split_once('/').unwrap();
+        let path = data_dir(kind).join(name).join("model.onnx");
+        let outputs = |engine: &Arc<Engine>| -> (Vec<f32>, usize) {
+            let (mut session, input) = session(engine, &path, &shape);
+            let state = session.run(&[input.as_ref()]).unwrap();
+            let output = state.output(0).unwrap().as_slice::<f32>().unwrap().to_vec();
+            (output, session.plan().unwrap().fused_nodes())
+        };
+        let ((a, fused_nodes), (b, none)) = (outputs(&fused), outputs(&unfused));
+        assert!(fused_nodes > 0, "{model}: nothing was fused");
+        assert_eq!(none, 0);
+        assert_eq!(a.len(), b.len());
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-4 * scale,
+            "{model}: fused and unfused outputs differ by {worst} (largest output {scale})"
+        );
+    }
+}
+
+#[test]
+fn a_fused_model_runs_without_heap_allocations() {
+    let engine = engine(true);
+    let path = data_dir("real").join("ppocr_mobile_v2_cls/model.onnx");
+    let (mut session, input) = session(&engine, &path, &[1, 3, 48, 192]);
+    for _ in 0..3 {
+        session.run(&[input.as_ref()]).unwrap();
+    }
+    assert!(session.plan().unwrap().fused_nodes() > 0);
+    let plugin_allocations = || -> u64 {
+        engine
+            .registry()
+            .plugins()
+            .iter()
+            .filter_map(|p| p.own_heap_allocations())
+            .sum()
+    };
+    let (host_before, plugins_before) = (heap_allocations(), plugin_allocations());
+    for _ in 0..20 {
+        session.run(&[input.as_ref()]).unwrap();
+    }
+    assert_eq!(
+        (
+            heap_allocations() - host_before,
+            plugin_allocations() - plugins_before
+        ),
+        (0, 0),
+        "heap allocations over 20 runs (host, plugins)"
+    );
+}
