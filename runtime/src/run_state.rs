@@ -14,7 +14,13 @@ use opal_plugin_api::{
     infer::InferInput, operator::InferCall, tensor::TensorViewMut, DType, OutputType,
 };
 use smallvec::SmallVec;
-use std::{cell::RefCell, ops::Range, path::PathBuf, sync::Arc};
+use std::{
+    cell::RefCell,
+    ops::Range,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 /// Why a run failed. The state stays usable: the next run starts clean.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +66,8 @@ pub struct RunState {
     /// output instead of being freed and allocated again.
     kept: Vec<Option<Tensor>>,
     arena: RefCell<ScratchArena>,
+    /// Time spent in each step over the runs since profiling was turned on.
+    step_times: Option<Vec<Duration>>,
 }
 
 impl RunState {
@@ -75,7 +83,18 @@ impl RunState {
                 engine.config().scratch_limit as usize,
             )),
             plan,
+            step_times: None,
         }
+    }
+
+    /// Starts (or stops) adding up the time each step takes, from zero.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.step_times = on.then(|| vec![Duration::ZERO; self.plan.steps().len()]);
+    }
+
+    /// Time spent in each step of the plan over the runs since profiling was turned on.
+    pub fn step_times(&self) -> Option<&[Duration]> {
+        self.step_times.as_deref()
     }
 
     pub fn plan(&self) -> &Arc<Plan> {
@@ -88,10 +107,14 @@ impl RunState {
         self.release(engine);
         self.check_inputs(inputs)?;
         let plan = self.plan.clone();
-        for step in plan.steps() {
+        for (s, step) in plan.steps().iter().enumerate() {
+            let start = self.step_times.is_some().then(Instant::now);
             if let Err(e) = self.run_step(engine, &plan, step, inputs) {
                 self.release(engine);
                 return Err(e);
+            }
+            if let (Some(times), Some(start)) = (&mut self.step_times, start) {
+                times[s] += start.elapsed();
             }
             for &slot in &step.release {
                 if let SlotValue::Pooled(t) =

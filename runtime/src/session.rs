@@ -31,6 +31,8 @@ pub struct Session {
     state: Option<RunState>,
     /// The engine's registry generation the state's plan was compiled under.
     generation: u64,
+    /// Whether run states add up the time of each step.
+    profiling: bool,
 }
 
 impl Session {
@@ -42,7 +44,23 @@ impl Session {
             shapes: BTreeMap::new(),
             state: None,
             generation: 0,
+            profiling: false,
         }
+    }
+
+    /// Starts adding up the time each kernel call takes, from zero (and again from zero when
+    /// a new plan is compiled); see [`Session::profile`].
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiling = on;
+        if let Some(state) = &mut self.state {
+            state.set_profiling(on);
+        }
+    }
+
+    /// The current plan and the time spent in each of its steps since profiling started.
+    pub fn profile(&self) -> Option<(&Arc<Plan>, &[std::time::Duration])> {
+        let state = self.state.as_ref()?;
+        Some((state.plan(), state.step_times()?))
     }
 
     /// Gives inputs whole shapes (by input name), for models that leave dims unnamed.
@@ -132,7 +150,9 @@ impl Session {
                 old.release(&self.engine);
             }
             let plan = Arc::new(Plan::compile(&self.engine, &self.model, &types)?);
-            self.state = Some(RunState::new(&self.engine, plan));
+            let mut state = RunState::new(&self.engine, plan);
+            state.set_profiling(self.profiling);
+            self.state = Some(state);
             self.generation = generation;
         }
         let state = self.state.as_mut().expect("a state was just made");

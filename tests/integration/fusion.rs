@@ -149,3 +149,54 @@ fn a_fused_model_runs_without_heap_allocations() {
         "heap allocations over 20 runs (host, plugins)"
     );
 }
+
+#[test]
+fn opal_bench_profiles_time_by_operator_with_fused_calls_named_by_their_chain() {
+    let case = data_dir("fusion").join("conv_bn_residual_relu/model.onnx");
+    let config =
+        std::env::temp_dir().join(format!("opal-fusion-bench-{}.toml", std::process::id()));
+    let mut text = String::new();
+    for name in ["opal_core_math", "opal_tensor_ops", "opal_nn"] {
+        text.push_str(&format!(
+            "[[plugins]]\npath = \"{}\"\n",
+            plugin(name).display()
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
+    let output = std::process::Command::new(opal_tests::opal_binary())
+        .args([
+            "bench",
+            "--json",
+            "--profile",
+            "--iterations",
+            "5",
+            "--config",
+        ])
+        .arg(&config)
+        .arg(&case)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["kernel_calls"], 1);
+    assert_eq!(report["fused_nodes"], 3);
+    let profile = report["profile"].as_array().unwrap();
+    assert_eq!(profile.len(), 1, "{profile:?}");
+    assert_eq!(profile[0]["operator"], "Conv+BatchNormalization+Sum+Relu");
+    assert_eq!(profile[0]["calls"], 1);
+    let ms = profile[0]["ms"].as_f64().unwrap();
+    assert!(
+        ms > 0.0 && ms <= report["mean_ms"].as_f64().unwrap(),
+        "{report}"
+    );
+    let steps = report["steps"].as_array().unwrap();
+    assert!(
+        steps[0]["node"].as_str().unwrap().contains("fused with"),
+        "{steps:?}"
+    );
+}
