@@ -1,8 +1,10 @@
 //! The threads the host lends kernels through `parallel_for`: a fixed set of workers that, with
 //! the calling thread, take chunks of a range from a shared counter. A call allocates nothing,
 //! so runs stay allocation-free with several threads. The caller never waits for a worker that
-//! has not joined its job (one still waking up finds the job closed), and workers spin briefly
-//! for the next job before they sleep, since kernel calls follow each other closely.
+//! has not joined its job (one still waking up finds the job closed). Both sides spin briefly
+//! before they sleep — workers for the next job, since kernel calls follow each other closely,
+//! and the caller for the workers still in its job, whose last chunks usually end moments
+//! after its own — so the scheduler's wake-up latency stays off the common path.
 
 use parking_lot::{Condvar, Mutex};
 use std::{
@@ -34,6 +36,9 @@ struct Shared {
     next: AtomicUsize,
     /// The job's epoch, readable without the lock by spinning workers.
     posted_epoch: AtomicU64,
+    /// Workers in the current job: they join under the job's lock while it is open, and leave
+    /// (decrement) once they no longer touch the task, so the caller may spin on it.
+    active: AtomicUsize,
 }
 
 struct Job {
@@ -43,8 +48,6 @@ struct Job {
     task: Option<TaskRef>,
     n: usize,
     chunks: usize,
-    /// Workers that joined the current job and are still in it.
-    active: usize,
     shutdown: bool,
 }
 
@@ -74,13 +77,13 @@ impl KernelThreads {
                 task: None,
                 n: 0,
                 chunks: 0,
-                active: 0,
                 shutdown: false,
             }),
             posted: Condvar::new(),
             finished: Condvar::new(),
             next: AtomicUsize::new(0),
             posted_epoch: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
         });
         let workers = (1..threads.max(1))
             .map(|i| {
@@ -130,10 +133,14 @@ impl KernelThreads {
         }
         self.shared.posted.notify_all();
         run_chunks(&self.shared, task, n, chunks);
-        // Close the job, so workers not yet in it stay out, and wait for those in it.
+        // Close the job, so workers not yet in it stay out, and wait for those in it: spinning
+        // first, since the last chunks usually end within microseconds of each other and a
+        // sleeping caller would wait for the scheduler to wake it.
+        self.shared.job.lock().task = None;
+        let active = &self.shared.active;
+        spin_while(|| active.load(Ordering::Acquire) > 0);
         let mut job = self.shared.job.lock();
-        job.task = None;
-        while job.active > 0 {
+        while active.load(Ordering::Acquire) > 0 {
             self.shared.finished.wait(&mut job);
         }
     }
@@ -160,19 +167,24 @@ fn run_chunks(shared: &Shared, task: &Task<'_>, n: usize, chunks: usize) {
     }
 }
 
+/// Spins while `busy` holds, for at most [`SPIN`].
+fn spin_while(busy: impl Fn() -> bool) {
+    let spin_until = Instant::now() + SPIN;
+    while Instant::now() < spin_until {
+        for _ in 0..SPINS_PER_CLOCK {
+            if !busy() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
 /// A worker: waits for each new job, joins it while it is open, reports leaving.
 fn work(shared: &Shared) {
     let mut seen = 0;
     loop {
-        let spin_until = Instant::now() + SPIN;
-        'spin: while Instant::now() < spin_until {
-            for _ in 0..SPINS_PER_CLOCK {
-                if shared.posted_epoch.load(Ordering::Acquire) != seen {
-                    break 'spin;
-                }
-                std::hint::spin_loop();
-            }
-        }
+        spin_while(|| shared.posted_epoch.load(Ordering::Acquire) == seen);
         let (task, n, chunks) = {
             let mut job = shared.job.lock();
             while job.epoch == seen && !job.shutdown {
@@ -185,15 +197,15 @@ fn work(shared: &Shared) {
             let Some(task) = job.task else {
                 continue;
             };
-            job.active += 1;
+            shared.active.fetch_add(1, Ordering::AcqRel);
             (task, job.n, job.chunks)
         };
         // SAFETY: the caller waits for every worker that joined (`active`) before it returns,
         // so the task is valid until this worker leaves below.
         run_chunks(shared, unsafe { &*task.0 }, n, chunks);
-        let mut job = shared.job.lock();
-        job.active -= 1;
-        if job.active == 0 {
+        if shared.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Under the lock, so a caller that saw this worker active is waiting already.
+            let _job = shared.job.lock();
             shared.finished.notify_all();
         }
     }
