@@ -6,7 +6,7 @@
 //! fixed-size arrays of `LANES` values that LLVM turns into vector FMAs (one `[f32; 8]` chunk
 //! per 256-bit register with AVX2). Rows (across batches) are split over the host's threads.
 
-use crate::parallel::{task_count, Tasks};
+use crate::parallel::{for_each_chunk, task_count, Tasks};
 use opal_plugin_api::{KernelContext, KernelResult};
 
 /// Values per vector chunk of a tile row: one 256-bit register of f32 (two SSE registers).
@@ -38,6 +38,9 @@ const NC: usize = 1024;
 const PACK_ROWS: usize = 8;
 /// Multiply-adds below which a product runs on one thread.
 const PARALLEL_GRAIN: usize = 1 << 18;
+/// Elements of the result below which [`columns_split`] copies its blocks into place on one
+/// thread.
+const COPY_GRAIN: usize = 1 << 15;
 
 /// One register tile of `R` rows: `R x C` chunks of `LANES` accumulators.
 type Tile<const R: usize, const C: usize> = [[[f32; LANES]; C]; R];
@@ -219,15 +222,19 @@ fn columns_split(
         };
         rows_range(&piece, 0, block, a_pack, b_pack);
     });
-    let mut done = &blocks[..];
-    for t in 0..tasks {
-        let (j0, j1) = (columns(t), columns(t + 1));
-        let (block, tail) = done.split_at(m * (j1 - j0));
-        done = tail;
-        for (c_row, row) in c.chunks_exact_mut(n).zip(block.chunks_exact(j1 - j0)) {
-            c_row[j0..j1].copy_from_slice(row);
+    // Each task's block holds its columns of every row, the blocks one after the other.
+    let blocks = &*blocks;
+    for_each_chunk(cx, c, n, COPY_GRAIN, |start, rows| {
+        let first_row = start / n;
+        for (r, c_row) in rows.chunks_exact_mut(n).enumerate() {
+            let row = first_row + r;
+            for t in 0..tasks {
+                let (j0, j1) = (columns(t), columns(t + 1));
+                let block = &blocks[m * j0..m * j1];
+                c_row[j0..j1].copy_from_slice(&block[row * (j1 - j0)..(row + 1) * (j1 - j0)]);
+            }
         }
-    }
+    });
     Ok(())
 }
 
@@ -821,6 +828,8 @@ mod tests {
         check(10, 700, 300, false, false, 1.0, 0.0, 2);
         check(20, 1000, 64, true, true, 0.5, 2.0, 3);
         check(6, 2000, 100, false, true, 1.0, 1.0, 2);
+        // Enough of a result that copying the blocks into place is split as well.
+        check(8, 9000, 5, false, false, 1.0, 0.0, 2);
     }
 
     #[test]
