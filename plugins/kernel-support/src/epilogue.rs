@@ -13,6 +13,8 @@ use opal_plugin_api::{prelude::*, FusedOperand};
 pub const MAX_OPS: usize = 8;
 /// Elements per chunk: every value of the epilogue has one chunk on the stack.
 const CHUNK: usize = 128;
+/// Elements below which the epilogue runs on one thread: splitting costs a few microseconds.
+const GRAIN: usize = 1 << 12;
 /// Bytes of one encoded op.
 const OP_BYTES: usize = 20;
 /// Bytes before the ops: how many inputs the kernel's own node has.
@@ -498,7 +500,7 @@ impl<'a> Epilogue<'a> {
         if plane == 0 || channels == 0 {
             return;
         }
-        crate::parallel::for_each_chunk(cx, y, plane, 1 << 14, |start, chunk| {
+        crate::parallel::for_each_chunk(cx, y, plane, GRAIN, |start, chunk| {
             let mut temps = [[0f32; CHUNK]; MAX_OPS];
             for (p, y_plane) in chunk.chunks_mut(plane).enumerate() {
                 let index = start / plane + p;

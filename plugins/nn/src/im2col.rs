@@ -17,7 +17,7 @@ use opal_plugin_api::prelude::*;
 /// The most f32 values an im2col tile holds (16 MiB).
 const TILE_BUDGET: usize = 1 << 20;
 /// Elements of col below which im2col runs on one thread.
-const IM2COL_GRAIN: usize = 1 << 15;
+const IM2COL_GRAIN: usize = 1 << 13;
 
 /// The length of the weights of a `shape` convolution packed by [`pack_weights`].
 pub(crate) fn packed_weights_len(shape: &ConvShape) -> usize {

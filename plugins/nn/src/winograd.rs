@@ -30,7 +30,7 @@ const BLOCK_BUDGET: usize = if cfg!(test) { 1 << 15 } else { 1 << 21 };
 /// Tiles of a block when the image does not fit in one: a multiple of the GEMM's panel width.
 const BLOCK_MULTIPLE: usize = 16;
 /// Elements below which a transform runs on one thread.
-const TRANSFORM_GRAIN: usize = 1 << 14;
+const TRANSFORM_GRAIN: usize = 1 << 12;
 /// The fewest input and output channels for which Winograd pays off (measured: 16 channels at
 /// 160x160 ran in 0.85 of the im2col time).
 const MIN_CHANNELS: usize = 16;
