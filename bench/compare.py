@@ -8,7 +8,8 @@ ResNet-50, SqueezeNet, VGG-19, Inception-v1, DenseNet-121 and the real YOLOv8n 3
 and PP-OCR cls. For each round and model, onnxruntime (intra_op_num_threads=N,
 inter_op_num_threads=1, sequential execution) and `opal bench --json --threads N` each time K
 runs after warm-up; the table gives each runtime's median over all its runs, opal/onnxruntime,
-and the geometric mean of the ratios.
+and the geometric mean of the ratios. With N above 1, each round also times opal on one thread,
+and the table adds opal's speed-up from the N threads.
 """
 
 import argparse
@@ -107,7 +108,9 @@ def main():
     parser.add_argument("--tract", action="store_true", help="also time tract (pip install tract)")
     args = parser.parse_args()
 
-    results = {name: {"ort": [], "opal": [], "tract": [], "allocs": set()} for name in args.models}
+    results = {
+        name: {"ort": [], "opal": [], "opal_1": [], "tract": [], "allocs": set()} for name in args.models
+    }
     for _ in range(args.rounds):
         for name in args.models:
             model, input_name, input_pb, value = case(name)
@@ -116,14 +119,19 @@ def main():
             bench = time_opal(model, input_name, input_pb, args.threads, args.warmup, args.iterations)
             r["opal"].append(bench["median_ms"])
             r["allocs"].add(bench["allocations_per_run"])
+            if args.threads > 1:
+                # opal on one thread too, in the same round: its own speed-up from the threads.
+                r["opal_1"].append(time_opal(model, input_name, input_pb, 1, args.warmup, args.iterations)["median_ms"])
             if args.tract and args.threads == 1:
                 r["tract"] += time_tract(model, input_name, value, args.warmup, args.iterations) or []
 
     print(f"opal vs onnxruntime {ort.__version__}, {args.threads} thread(s), {args.rounds} rounds × "
           f"{args.iterations} runs, {platform.machine()} {os.cpu_count()} cores, {datetime.date.today()}")
     print()
-    print("| model | onnxruntime ms | opal ms | opal/onnxruntime | tract ms | opal allocations/run |")
-    print("|---|---:|---:|---:|---:|---:|")
+    scaling = args.threads > 1
+    extra = " opal 1 thread ms | opal speed-up |" if scaling else ""
+    print(f"| model | onnxruntime ms | opal ms | opal/onnxruntime | tract ms | opal allocations/run |{extra}")
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if scaling else ""))
     ratios = []
     for name in args.models:
         r = results[name]
@@ -132,7 +140,11 @@ def main():
         ratios.append(ratio)
         tract_ms = f"{statistics.median(r['tract']):.1f}" if r["tract"] else "–"
         allocs = ", ".join(f"{a:g}" for a in sorted(r["allocs"]))
-        print(f"| {name} | {ort_ms:.1f} | {opal_ms:.1f} | {ratio:.2f} | {tract_ms} | {allocs} |")
+        row = f"| {name} | {ort_ms:.1f} | {opal_ms:.1f} | {ratio:.2f} | {tract_ms} | {allocs} |"
+        if scaling:
+            one = statistics.median(r["opal_1"])
+            row += f" {one:.1f} | {one / opal_ms:.2f}× |"
+        print(row)
     geomean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
     print()
     print(f"geometric mean of opal/onnxruntime: {geomean:.2f}")
