@@ -282,6 +282,15 @@ def fusion_graphs():
     ]
     inits = i1 + [const("gain", (6, 1, 1)), const("shift", (6, 1, 1))]
     cases.append(("bn_mul_add_relu", nodes, inits, (2, 6, 4, 3), 13))
+    # An elementwise node leading: squeeze-excitation's product, then the residual Add and Relu.
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["g"]),
+        helper.make_node("Sigmoid", ["g"], ["s"]),
+        helper.make_node("Mul", ["x", "s"], ["m"]),
+        helper.make_node("Add", ["x", "m"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"]),
+    ]
+    cases.append(("mul_residual_relu", nodes, [], (2, 5, 6, 7), 13))
     # Clip with attribute bounds (opset 6) and LeakyRelu.
     n1, i1 = conv("x", "c", 3, 4, "c")
     nodes = n1 + [

@@ -65,6 +65,8 @@ fn steps_absorb_what_their_plugin_accepts_and_only_closed_groups() {
         ("conv_bn_hardswish", 1, 5),
         ("conv_channel_add_hardsigmoid", 1, 2),
         ("bn_mul_add_relu", 1, 3),
+        // core-math's Mul leads: GlobalAveragePool and Sigmoid stay apart.
+        ("mul_residual_relu", 3, 2),
         ("conv_clip6_leaky_relu", 1, 2),
         // The Conv's output is also read by an Identity: the Relu cannot be absorbed.
         ("conv_relu_shared", 3, 0),

@@ -1,6 +1,6 @@
 //! Broadcasting arithmetic on two inputs of any numeric dtype: Add, Sub, Mul, Div, Mod, Pow,
 //! PRelu. f32 takes the same loops as every other type, monomorphised; f16 and bf16 compute in
-//! f32.
+//! f32. Add, Sub, Mul and Div on f32 absorb the elementwise nodes after them (fusion).
 
 use crate::{
     cast::f64_values,
@@ -9,6 +9,7 @@ use crate::{
     half::{widened, Narrow},
     numeric::{is_half, is_numeric, with_numeric, Num},
 };
+use opal_kernel_support::epilogue::{absorb, Epilogue};
 use opal_plugin_api::prelude::*;
 
 /// Fails unless `dtype` is numeric.
@@ -52,6 +53,24 @@ pub(crate) fn compute_arithmetic<A: Arithmetic>(
     }
     let out = cx.output(0)?;
     let shape = out.shape();
+    // Nodes fused into the call (only ever onto an f32 output with a channel axis).
+    let (channels, plane) = match shape {
+        [_, channels, rest @ ..] => (*channels, rest.iter().product()),
+        _ => (1, 1),
+    };
+    if let Some(epilogue) = Epilogue::from_call(cx, op, channels, out.len())? {
+        let y = out.as_slice_mut::<f32>()?;
+        broadcast_binary(
+            op,
+            cx,
+            (a.as_slice::<f32>()?, a.shape()),
+            (b.as_slice::<f32>()?, b.shape()),
+            (&mut *y, shape),
+            A::apply::<f32>,
+        )?;
+        epilogue.apply(cx, y, channels, plane);
+        return Ok(());
+    }
     with_numeric!(a.dtype(), T => broadcast_binary(
         op,
         cx,
@@ -99,6 +118,12 @@ macro_rules! arithmetic_operator {
 
             fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
                 compute_arithmetic::<Self>(Self::OP_TYPE, cx)
+            }
+
+            /// Absorbs the elementwise nodes after it (a residual add after a
+            /// squeeze-excitation product, an activation) into its output pass.
+            fn fuse(query: &FuseQuery<'_>) -> Option<Vec<u8>> {
+                absorb(query)
             }
         }
     };
