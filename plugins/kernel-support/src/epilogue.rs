@@ -363,6 +363,13 @@ pub struct Epilogue<'a> {
     result: Loc,
 }
 
+/// Inference-mode BatchNormalization of one channel as `x * factor + shift`: the same
+/// arithmetic fused or not, so fused results match.
+pub fn batch_norm_affine(scale: f32, bias: f32, mean: f32, var: f32, epsilon: f32) -> (f32, f32) {
+    let factor = scale / (var + epsilon).sqrt();
+    (factor, bias - mean * factor)
+}
+
 /// How many inputs of the call are the kernel's node's own (the rest are fused nodes'), so a
 /// kernel does not mistake them for optional inputs its node omitted.
 pub fn node_input_count(cx: &KernelContext<'_>) -> usize {
@@ -464,8 +471,8 @@ impl<'a> Epilogue<'a> {
                     let factor = cx.scratch::<f32>(channels)?;
                     let shift = cx.scratch::<f32>(channels)?;
                     for c in 0..channels {
-                        factor[c] = scale[c] / (var[c] + op.params[0]).sqrt();
-                        shift[c] = bias[c] - mean[c] * factor[c];
+                        (factor[c], shift[c]) =
+                            batch_norm_affine(scale[c], bias[c], mean[c], var[c], op.params[0]);
                     }
                     Action::Affine(factor, shift)
                 }

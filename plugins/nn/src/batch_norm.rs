@@ -9,7 +9,7 @@ use crate::{
 };
 use opal_kernel_support::{
     check::{error, Shape},
-    epilogue::{absorb, Epilogue},
+    epilogue::{absorb, batch_norm_affine, Epilogue},
     parallel::for_each_chunk,
 };
 use opal_plugin_api::prelude::*;
@@ -81,8 +81,7 @@ impl Operator for BatchNormalization {
             for_each_chunk(cx, y, plane, GRAIN, |start, chunk| {
                 for (p, y) in chunk.chunks_exact_mut(plane).enumerate() {
                     let c = (start / plane + p) % channels;
-                    let a = scale[c] / (var[c] + epsilon).sqrt();
-                    let b = bias[c] - mean[c] * a;
+                    let (a, b) = batch_norm_affine(scale[c], bias[c], mean[c], var[c], epsilon);
                     let x = &x[(start / plane + p) * plane..][..plane];
                     for (y, &x) in y.iter_mut().zip(x) {
                         *y = x * a + b;

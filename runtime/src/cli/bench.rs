@@ -38,14 +38,13 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     }
     prepared.session.set_profiling(args.profile);
     let measured = prepared.measure(iterations)?;
-    let profile = prepared
-        .session
-        .profile()
-        .map(|(plan, times)| profile_by_operator(plan, times, iterations));
-    let steps = prepared
-        .session
-        .profile()
-        .map(|(plan, times)| slowest_steps(plan, times, iterations));
+    let (profile, steps) = match prepared.session.profile() {
+        Some((plan, times)) => (
+            Some(profile_by_operator(plan, times, iterations)),
+            Some(slowest_steps(plan, times, iterations)),
+        ),
+        None => (None, None),
+    };
     let allocations_per_run =
         (measured.host_allocations + measured.plugin_allocations) as f64 / iterations as f64;
     let times = &measured.times_ms;

@@ -3,6 +3,7 @@
 //! known shapes), and place each intermediate in the slab or the pool.
 
 use super::{
+    constant_mask,
     fusion::{fuse_steps, ValueTypes},
     invoke,
     memory_plan::{place, Lifetime},
@@ -272,12 +273,7 @@ impl<'e> Compiler<'e> {
             .iter()
             .map(|k| k.as_ref().map_or(ValueRef::Absent, |k| k.at))
             .collect();
-        let constant_inputs = step_inputs
-            .iter()
-            .take(64)
-            .enumerate()
-            .filter(|(_, at)| matches!(at, ValueRef::Constant(_)))
-            .fold(0u64, |mask, (i, _)| mask | 1 << i);
+        let constant_inputs = constant_mask(&step_inputs);
         let mut step = Step {
             node: index,
             kernel,

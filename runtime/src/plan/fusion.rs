@@ -4,7 +4,7 @@
 //! only inside it and is not a graph output — and runs where its last member ran, when all its
 //! inputs exist. The host decides nothing about operators: the plugin says what it absorbs.
 
-use super::{Fusion, SlotInfo, Step, ValueRef, INLINE_INPUTS};
+use super::{constant_mask, Fusion, SlotInfo, Step, ValueRef, INLINE_INPUTS};
 use crate::{
     onnx::Model,
     tensor::{Shape, TensorRef},
@@ -87,15 +87,6 @@ pub(super) fn fuse_steps(steps: Vec<Step>, types: &ValueTypes<'_>) -> Vec<Step> 
         }
     }
     fused
-}
-
-fn constant_mask(inputs: &[ValueRef]) -> u64 {
-    inputs
-        .iter()
-        .take(64)
-        .enumerate()
-        .filter(|(_, at)| matches!(at, ValueRef::Constant(_)))
-        .fold(0u64, |mask, (i, _)| mask | 1 << i)
 }
 
 /// A step with one output of known shape: one that can lead or join a group.

@@ -40,6 +40,16 @@ pub enum ValueRef {
     Slot(usize),
 }
 
+/// Bit `i` set: step input `i` (of the first 64) is a constant of the plan.
+fn constant_mask(inputs: &[ValueRef]) -> u64 {
+    inputs
+        .iter()
+        .take(64)
+        .enumerate()
+        .filter(|(_, at)| matches!(at, ValueRef::Constant(_)))
+        .fold(0u64, |mask, (i, _)| mask | 1 << i)
+}
+
 /// A constant a plan reads: an initializer of the model or a folded node output.
 #[derive(Debug)]
 enum PlanConstant {
