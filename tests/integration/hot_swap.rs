@@ -106,14 +106,7 @@ fn assert_correct(server: &Server) {
 }
 
 fn plugin_version(server: &Server) -> String {
-    let plugins = server.get("/v2/plugins").json();
-    plugins
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "swappable")
-        .map(|p| p["version"].as_str().unwrap().to_owned())
-        .expect("the swappable plugin is listed")
+    server.plugin_version("swappable")
 }
 
 fn reload(server: &Server) -> opal_tests::Reply {

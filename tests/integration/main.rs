@@ -10,6 +10,7 @@ mod kserve_client;
 mod models;
 mod plugin_loading;
 mod serve;
+mod watch;
 
 /// Counts heap allocations, so tests can assert that steady-state runs make none.
 #[global_allocator]

@@ -45,7 +45,14 @@ impl Reply {
 impl Server {
     /// Starts `opal serve --config <config>` on an ephemeral port and waits until it listens.
     pub fn start(config: &Path) -> Server {
+        Self::start_in(Path::new("."), config)
+    }
+
+    /// [`Server::start`] in the working directory `dir`, against which a relative `config`
+    /// resolves.
+    pub fn start_in(dir: &Path, config: &Path) -> Server {
         let mut child = Command::new(crate::opal_binary())
+            .current_dir(dir)
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(config)
             .stdout(Stdio::piped())
@@ -82,6 +89,19 @@ impl Server {
 
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
         request(&self.address, "POST", path, headers, body)
+    }
+
+    /// The version of the loaded plugin `name`, from `GET /v2/plugins`.
+    pub fn plugin_version(&self, name: &str) -> String {
+        let plugins = self.get("/v2/plugins").json();
+        plugins
+            .as_array()
+            .expect("/v2/plugins lists plugins")
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["version"].as_str())
+            .unwrap_or_else(|| panic!("plugin '{name}' is not listed"))
+            .to_owned()
     }
 
     /// Whether the server still answers its liveness probe.

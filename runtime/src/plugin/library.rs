@@ -3,7 +3,7 @@
 //! it (strings, function pointers) outlives that: names are copied, and functions are only
 //! reachable through an [`OperatorEntry`], which holds the `Arc`.
 
-use super::{layout::check_module_layout, OperatorKey, PluginError};
+use super::{layout::check_module_layout, ContentDigest, OperatorKey, PluginError};
 use abi_stable::{
     std_types::{ROption, RResult, RString, RVec},
     StableAbi,
@@ -34,6 +34,8 @@ pub struct PluginLibrary {
     path: PathBuf,
     /// The file the deployment names.
     source: PathBuf,
+    /// What `source` held when it was loaded.
+    digest: ContentDigest,
     module: PluginModuleRef,
     operators: Vec<OperatorFns>,
     // Dropped last: everything above that points into the library is gone by then.
@@ -66,11 +68,19 @@ impl PluginLibrary {
     /// Loads the plugin at `path`: checks the descriptor, the ABI version and the module layout,
     /// then reads its name, version and operators.
     pub fn load(path: &Path) -> Result<Arc<Self>, PluginError> {
-        Self::load_as(path, path)
+        let digest = ContentDigest::of_file(path).map_err(|_| PluginError::NotFound {
+            path: path.to_owned(),
+        })?;
+        Self::load_as(path, path, digest)
     }
 
-    /// Loads the library file `path`, a copy of `source`; errors and listings name `source`.
-    pub(crate) fn load_as(path: &Path, source: &Path) -> Result<Arc<Self>, PluginError> {
+    /// Loads the library file `path`, a copy of `source` whose contents were `digest`; errors
+    /// and listings name `source`.
+    pub(crate) fn load_as(
+        path: &Path,
+        source: &Path,
+        digest: ContentDigest,
+    ) -> Result<Arc<Self>, PluginError> {
         if !path.is_file() {
             return Err(PluginError::NotFound {
                 path: source.to_owned(),
@@ -103,6 +113,7 @@ impl PluginLibrary {
             abi: (descriptor.abi_major, descriptor.abi_minor),
             path: path.to_owned(),
             source: source.to_owned(),
+            digest,
             module,
             operators,
             _library: library,
@@ -130,6 +141,11 @@ impl PluginLibrary {
     /// The file the deployment names, which a reload reads again.
     pub fn source(&self) -> &Path {
         &self.source
+    }
+
+    /// What the deployed file held when this library was loaded from it.
+    pub fn digest(&self) -> ContentDigest {
+        self.digest
     }
 
     /// The plugin's operators, each holding this library loaded.

@@ -1,6 +1,7 @@
 //! Plugins: loading `.so` files through the stable ABI, the operator registry, and the services
 //! the host lends kernels.
 
+mod digest;
 mod error;
 mod host_services;
 mod kernel_threads;
@@ -9,6 +10,7 @@ mod library;
 mod registry;
 mod shadow;
 
+pub use digest::ContentDigest;
 pub use error::PluginError;
 pub use host_services::{CallHost, HOST_VTABLE};
 pub use kernel_threads::KernelThreads;

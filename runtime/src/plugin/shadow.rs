@@ -2,7 +2,7 @@
 //! loaded, so the deployed file can be rebuilt or replaced while the old code stays mapped, and
 //! `dlopen` never hands back an already loaded library for a path it has seen.
 
-use super::{PluginError, PluginLibrary};
+use super::{ContentDigest, PluginError, PluginLibrary};
 use std::{
     path::{Path, PathBuf},
     sync::{atomic::AtomicU64, atomic::Ordering, Arc},
@@ -36,9 +36,11 @@ pub fn load_shadow_copy(source: &Path) -> Result<Arc<PluginLibrary>, PluginError
         path: source.to_owned(),
         source: e,
     };
+    // Read once: the digest describes exactly the bytes loaded, even if the file changes now.
+    let contents = std::fs::read(source).map_err(shadow_error)?;
     std::fs::create_dir_all(&dir).map_err(shadow_error)?;
-    std::fs::copy(source, &copy).map_err(shadow_error)?;
-    let loaded = PluginLibrary::load_as(&copy, source);
+    std::fs::write(&copy, &contents).map_err(shadow_error)?;
+    let loaded = PluginLibrary::load_as(&copy, source, ContentDigest::of_bytes(&contents));
     let _ = std::fs::remove_file(&copy);
     loaded
 }
