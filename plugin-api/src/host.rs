@@ -54,6 +54,9 @@ pub struct HostVTable {
     /// (see [`fusion`](crate::fusion)); writes its length to `len`. Empty (`len` 0) when
     /// nothing was fused. Valid until the call returns.
     pub fusion: unsafe extern "C" fn(ctx: *const c_void, len: *mut usize) -> *const u8,
+    /// Since ABI 1.5: the instruction set the call's kernels may use
+    /// ([`Isa::to_abi`](crate::Isa::to_abi)), chosen by the host once per process.
+    pub isa: unsafe extern "C" fn(ctx: *const c_void) -> u32,
 }
 
 /// A task for `parallel_for`: called as `run(task_ctx, start, end)` for each range. It must

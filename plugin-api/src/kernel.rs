@@ -5,7 +5,7 @@ use crate::{
     attribute::Attributes,
     operator::KernelCall,
     tensor::{TensorView, TensorViewMut},
-    DType, Element,
+    DType, Element, Isa,
 };
 use std::{
     any::Any,
@@ -317,6 +317,18 @@ impl<'a> KernelContext<'a> {
         // SAFETY: the host keeps these `len` bytes unchanged with the compiled node, which
         // outlives this call.
         unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
+    /// The instruction set this call's kernels may use, chosen by the host: the best the CPU
+    /// offers unless the deployment or `OPAL_ISA` caps it. A host before ABI 1.5 does not
+    /// say; the kernel then uses [`Isa::from_environment`].
+    pub fn isa(&self) -> Isa {
+        let Some(isa) = self.host.vtable.isa() else {
+            return Isa::from_environment();
+        };
+        // SAFETY: the table and context come from the host for the duration of this call.
+        let value = unsafe { isa(self.host.ctx) };
+        Isa::from_abi(value).unwrap_or(Isa::Baseline)
     }
 
     /// Data this node derives once from its constant inputs, such as weights packed for a

@@ -12,6 +12,7 @@ pub mod dtype;
 pub mod fusion;
 pub mod host;
 pub mod infer;
+pub mod isa;
 pub mod kernel;
 pub mod module;
 pub mod operator;
@@ -27,6 +28,7 @@ pub use dtype::DType;
 pub use element::Element;
 pub use fusion::{FuseQuery, FusedOperand};
 pub use infer::{InferContext, InferInput, OutputType};
+pub use isa::Isa;
 pub use kernel::{KernelContext, KernelError, KernelResult, ScratchBuffer, TensorMut, TensorRef};
 pub use module::{PluginDescriptor, ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL};
 pub use operator::Operator;
@@ -42,7 +44,7 @@ pub mod __private {
 pub mod prelude {
     pub use crate::{
         export_plugin, Attributes, DType, Element, FuseQuery, FusedOperand, InferContext,
-        InferInput, KernelContext, KernelError, KernelResult, Operator, OutputType, TensorMut,
+        InferInput, Isa, KernelContext, KernelError, KernelResult, Operator, OutputType, TensorMut,
         TensorRef,
     };
 }

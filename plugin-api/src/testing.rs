@@ -25,7 +25,7 @@ use crate::{
     infer::{InferInput, OutputType},
     operator::{InferCall, KernelCall},
     tensor::{TensorView, TensorViewMut},
-    DType, Element, Operator, TensorRef,
+    DType, Element, Isa, Operator, TensorRef,
 };
 use abi_stable::{
     prefix_type::WithMetadata,
@@ -305,6 +305,7 @@ pub struct TestHost {
     heap_probe: Option<fn() -> u64>,
     constant_inputs: u64,
     fusion: Vec<u8>,
+    isa: Isa,
 }
 
 impl Default for TestHost {
@@ -314,14 +315,26 @@ impl Default for TestHost {
 }
 
 impl TestHost {
-    /// One reported thread, no heap probe.
+    /// One reported thread, no heap probe, the instruction set of
+    /// [`Isa::from_environment`] (so `OPAL_ISA` reruns a plugin's tests on another path).
     pub fn new() -> Self {
         TestHost {
             threads: 1,
             heap_probe: None,
             constant_inputs: 0,
             fusion: Vec::new(),
+            isa: Isa::from_environment(),
         }
+    }
+
+    /// The instruction set `KernelContext::isa` reports.
+    ///
+    /// # Panics
+    /// When this CPU cannot run `isa`: a kernel would fault on it.
+    pub fn isa(mut self, isa: Isa) -> Self {
+        assert!(isa.is_available(), "this CPU cannot run {isa} kernels");
+        self.isa = isa;
+        self
     }
 
     /// Runs the kernel as a fused call with this description (what its
@@ -416,6 +429,7 @@ impl TestHost {
             constant_inputs: self.constant_inputs,
             prepared: Mutex::new(None),
             fusion: self.fusion.clone(),
+            isa: self.isa,
         };
         let input_views: Vec<TensorView<'_>> = inputs.iter().map(OwnedTensor::view).collect();
         let passes = if self.heap_probe.is_some() { 2 } else { 1 };
@@ -468,6 +482,7 @@ struct HostContext {
     /// The node's prepared data and its size in bytes, kept across the calls of one `run`.
     prepared: Mutex<Option<(usize, Vec<Block>)>>,
     fusion: Vec<u8>,
+    isa: Isa,
 }
 
 /// A bump arena of zeroed, 64-byte-aligned chunks. Chunks never move once made, so pointers
@@ -537,7 +552,13 @@ const TEST_HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVT
     prepared: test_prepared,
     scratch_unzeroed: test_scratch_unzeroed,
     fusion: test_fusion,
+    isa: test_isa,
 });
+
+unsafe extern "C" fn test_isa(ctx: *const c_void) -> u32 {
+    // SAFETY: the plugin passes back the context it was lent.
+    unsafe { host(ctx) }.isa.to_abi()
+}
 
 unsafe extern "C" fn test_fusion(ctx: *const c_void, len: *mut usize) -> *const u8 {
     // SAFETY: the plugin passes back the context it was lent.

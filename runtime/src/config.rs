@@ -2,6 +2,7 @@
 //! behave, and which models to serve. Unknown keys and wrong types are errors naming the file,
 //! line and key; relative paths resolve against the file's directory.
 
+use opal_plugin_api::{isa::ALL_ISAS, Isa};
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,
@@ -45,6 +46,22 @@ pub struct EngineConfig {
     /// Let kernels absorb the nodes that consume their output (an activation after a
     /// convolution, say) when their plugin offers it. Off, every node is its own kernel call.
     pub fusion: bool,
+    /// The instruction set kernels are capped to (`avx512`, `avx2`, `neon`, `baseline`); the
+    /// best the CPU offers when absent. `OPAL_ISA` in the environment overrides it.
+    #[serde(deserialize_with = "isa_name")]
+    pub isa: Option<Isa>,
+}
+
+/// `engine.isa`: a known instruction set's name.
+fn isa_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Isa>, D::Error> {
+    let name = String::deserialize(d)?;
+    Isa::from_name(&name).map(Some).ok_or_else(|| {
+        let names: Vec<&str> = ALL_ISAS.iter().map(|isa| isa.name()).collect();
+        serde::de::Error::custom(format!(
+            "unknown instruction set '{name}': use one of {}",
+            names.join(", ")
+        ))
+    })
 }
 
 impl Default for EngineConfig {
@@ -54,6 +71,7 @@ impl Default for EngineConfig {
             memory_limit: 8 << 30,
             scratch_limit: 1 << 30,
             fusion: true,
+            isa: None,
         }
     }
 }
@@ -469,6 +487,20 @@ mod tests {
             .to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(err.contains("max_per_key"), "{err}");
+    }
+
+    #[test]
+    fn an_instruction_set_is_named_or_refused_with_its_line() {
+        let d = parse("[engine]\nisa = \"avx2\"\n").unwrap();
+        assert_eq!(d.engine.isa, Some(Isa::Avx2));
+        let err = parse("[engine]\nthreads = 1\nisa = \"sse9\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("unknown instruction set 'sse9': use one of avx512, avx2, neon, baseline"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use crate::{
     config::{opal_dtype, Deployment, EngineConfig},
+    instruction_set::{IsaChoice, IsaError},
     memory::{MemoryReport, MemoryTracker, Owner, OwnerReport, PoolConfig, TensorPool},
     onnx::{Model, ModelError},
     plugin::{load_shadow_copy, KernelThreads, OperatorKey, PluginError, Registry, RegistryError},
@@ -41,6 +42,8 @@ pub enum EngineError {
     },
     #[error("cannot start {threads} kernel threads: {reason}")]
     Threads { threads: usize, reason: String },
+    #[error(transparent)]
+    Isa(#[from] IsaError),
 }
 
 /// Everything runs share.
@@ -57,6 +60,8 @@ pub struct Engine {
     /// Which plugin wins where two provide an operator, as the deployment says.
     winners: HashMap<OperatorKey, String>,
     threads: Option<KernelThreads>,
+    /// The instruction set lent to every kernel call.
+    isa: IsaChoice,
 }
 
 impl Engine {
@@ -109,6 +114,7 @@ impl Engine {
         pool: PoolConfig,
         registry: Registry,
     ) -> Result<Self, EngineError> {
+        let isa = IsaChoice::choose(config.isa)?;
         let tracker = MemoryTracker::new();
         let [tensors, pooled, scratch, weights] = HOST_OWNERS.map(|name| tracker.owner(name));
         for plugin in registry.plugins() {
@@ -132,6 +138,7 @@ impl Engine {
             generation: AtomicU64::new(0),
             winners: HashMap::new(),
             threads,
+            isa,
         })
     }
 
@@ -196,6 +203,11 @@ impl Engine {
     /// The owner of memory plugin `name` borrows through the lent allocator.
     pub fn plugin_owner(&self, name: &str) -> Owner {
         self.tracker.owner(&plugin_owner_name(name))
+    }
+
+    /// The instruction set kernels use, and what capped it.
+    pub fn isa(&self) -> IsaChoice {
+        self.isa
     }
 
     /// The threads lent to kernels, if more than one.

@@ -4,6 +4,7 @@
 //! - [`config`]: deployment files.
 //! - [`engine`]: what a deployment sets up once: memory, plugins, registry, threads.
 //! - [`memory`]: tracker, aligned buffers, tensor pool, scratch arenas, mapped files, stats.
+//! - [`instruction_set`]: which kernels (AVX-512, AVX2, NEON, baseline) the engine lends.
 //! - [`plugin`]: loading `.so` plugins, the operator registry, services lent to kernels.
 //! - [`onnx`]: model files.
 //! - [`plan`], [`run_state`], [`session`]: compiling a model and running it.
@@ -13,6 +14,7 @@ pub mod compare;
 pub mod config;
 pub mod engine;
 pub mod hot_swap;
+pub mod instruction_set;
 pub mod memory;
 pub mod onnx;
 pub mod plan;

@@ -1,8 +1,9 @@
 //! The scoreboard: the ONNX backend node cases, the light model zoo, the fusion cases and three
-//! real models, run
-//! through `opal check` on the test data `tests/data/prepare.py` writes (tests/run.sh makes it).
-//! Every node case on `tests/conformance/expected-pass.txt` must pass; the list only grows.
+//! real models, run through `opal check` on the test data `tests/data/prepare.py` writes
+//! (tests/run.sh makes it), once on each instruction set this CPU can run (`OPAL_ISA`). Every
+//! node case on `tests/conformance/expected-pass.txt` must pass; the list only grows.
 
+use opal_plugin_api::Isa;
 use opal_tests::{opal_binary, workspace_root};
 use std::{
     collections::BTreeSet,
@@ -26,8 +27,9 @@ pub(crate) fn data_dir(kind: &str) -> PathBuf {
     dir
 }
 
-/// Runs `opal check` on every case directory under `dir`; returns (passed, failed lines).
-fn check_all(dir: &Path) -> (BTreeSet<String>, Vec<String>) {
+/// Runs `opal check` on every case directory under `dir` with kernels capped to `isa`; returns
+/// (passed, failed lines).
+fn check_all(dir: &Path, isa: Isa) -> (BTreeSet<String>, Vec<String>) {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -37,18 +39,19 @@ fn check_all(dir: &Path) -> (BTreeSet<String>, Vec<String>) {
     let output = Command::new(opal_binary())
         .arg("check")
         .args(&cases)
+        .env("OPAL_ISA", isa.name())
         .output()
         .expect("opal runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.code().is_some(),
-        "opal check was killed: {}",
+        "opal check ({isa}) was killed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
         last.ends_with(" failed") && last.contains(" passed, "),
-        "opal check did not finish with its summary line:\n{stdout}"
+        "opal check ({isa}) did not finish with its summary line:\n{stdout}"
     );
     let passed = stdout
         .lines()
@@ -73,7 +76,13 @@ fn every_node_case_on_the_expected_list_passes() {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
-    let (passed, failed) = check_all(&data_dir("node"));
+    for isa in Isa::available() {
+        check_node_cases(&expected, isa);
+    }
+}
+
+fn check_node_cases(expected: &BTreeSet<&str>, isa: Isa) {
+    let (passed, failed) = check_all(&data_dir("node"), isa);
     let regressions: Vec<&String> = failed
         .iter()
         .filter(|l| {
@@ -86,7 +95,7 @@ fn every_node_case_on_the_expected_list_passes() {
         .filter(|c| !expected.contains(c.as_str()))
         .collect();
     println!(
-        "{} of {} node cases pass ({} on the expected list); {} pass but are not listed yet",
+        "{isa}: {} of {} node cases pass ({} on the expected list); {} pass but are not listed yet",
         passed.len(),
         passed.len() + failed.len(),
         expected.len(),
@@ -94,7 +103,7 @@ fn every_node_case_on_the_expected_list_passes() {
     );
     assert!(
         regressions.is_empty(),
-        "cases on the expected list failed:\n{}",
+        "{isa}: cases on the expected list failed:\n{}",
         regressions
             .iter()
             .map(|s| s.as_str())
@@ -104,27 +113,30 @@ fn every_node_case_on_the_expected_list_passes() {
     let missing: Vec<&&str> = expected.iter().filter(|c| !passed.contains(**c)).collect();
     assert!(
         missing.is_empty(),
-        "expected cases not found in the data: {missing:?}"
+        "{isa}: expected cases not found in the data: {missing:?}"
     );
+}
+
+/// Every case under `kind` passes on every instruction set, and there are `count` of them.
+fn all_pass(kind: &str, count: usize) {
+    for isa in Isa::available() {
+        let (passed, failed) = check_all(&data_dir(kind), isa);
+        assert!(failed.is_empty(), "{isa}: {failed:#?}");
+        assert_eq!(passed.len(), count, "{isa}: {passed:?}");
+    }
 }
 
 #[test]
 fn the_light_model_zoo_passes() {
-    let (passed, failed) = check_all(&data_dir("light"));
-    assert!(failed.is_empty(), "{failed:#?}");
-    assert_eq!(passed.len(), 9, "{passed:?}");
+    all_pass("light", 9);
 }
 
 #[test]
 fn the_fusion_cases_pass() {
-    let (passed, failed) = check_all(&data_dir("fusion"));
-    assert!(failed.is_empty(), "{failed:#?}");
-    assert_eq!(passed.len(), 10, "{passed:?}");
+    all_pass("fusion", 10);
 }
 
 #[test]
 fn the_real_models_pass() {
-    let (passed, failed) = check_all(&data_dir("real"));
-    assert!(failed.is_empty(), "{failed:#?}");
-    assert_eq!(passed.len(), 3, "{passed:?}");
+    all_pass("real", 3);
 }

@@ -6,6 +6,7 @@ mod conformance;
 mod example_plugin;
 mod fusion;
 mod hot_swap;
+mod isa;
 mod kserve_client;
 mod models;
 mod plugin_loading;

@@ -152,11 +152,11 @@ fn a_plugin_of_an_older_abi_minor_loads_and_runs() {
 
 #[test]
 fn a_plugin_of_a_newer_abi_minor_loads_and_runs() {
-    let library = load(&abi_fixture(AbiVariant::V1_5));
+    let library = load(&abi_fixture(AbiVariant::V1_6));
     assert_eq!(library.abi_version(), (1, 3));
     assert_eq!(
         (library.name(), library.version()),
-        ("abi-fixture", "1.5.0")
+        ("abi-fixture", "1.6.0")
     );
     assert_eq!(library.own_heap_allocations(), Some(0));
     assert_double_runs(&library);

@@ -9,8 +9,8 @@ use std::{path::PathBuf, sync::OnceLock};
 pub enum AbiVariant {
     /// ABI 1.0: the module ends at `last_prefix_field`, without `heap_allocations`.
     V1_0,
-    /// ABI 1.5: one module field appended after those of 1.4.
-    V1_5,
+    /// ABI 1.6: one module field appended after those of 1.5.
+    V1_6,
     /// ABI 2.0: a major version the host does not speak.
     V2_0,
     /// Claims ABI 1.1, but the module's `version` field is a `u64`.
@@ -22,7 +22,7 @@ impl AbiVariant {
     pub fn feature(self) -> &'static str {
         match self {
             AbiVariant::V1_0 => "abi-1-0",
-            AbiVariant::V1_5 => "abi-1-5",
+            AbiVariant::V1_6 => "abi-1-6",
             AbiVariant::V2_0 => "abi-2-0",
             AbiVariant::ChangedField => "abi-changed-field",
         }

@@ -126,6 +126,7 @@ pub fn run_f32(
             constant_inputs: 0,
             prepared: None,
             fusion: &[],
+            isa: opal_plugin_api::Isa::from_environment(),
         };
         let mut call = KernelCall {
             inputs: input_views.as_slice().into(),

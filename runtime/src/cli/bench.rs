@@ -4,7 +4,7 @@
 //! `--profile`, the time per operator.
 
 use super::setup::{ModelArgs, Prepared};
-use opal_runtime::plan::Plan;
+use opal_runtime::{instruction_set::cpu_model, plan::Plan};
 use serde_json::json;
 use std::{collections::BTreeMap, io::Write as _, time::Duration};
 
@@ -61,6 +61,8 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         let value = json!({
             "model": prepared.spec.name,
             "threads": threads,
+            "isa": prepared.engine.isa().isa.name(),
+            "cpu": cpu_model(),
             "iterations": iterations,
             "median_ms": percentile(0.5),
             "p90_ms": percentile(0.9),
@@ -94,8 +96,10 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "{}: {iterations} runs on {threads} thread(s): median {:.3} ms, p90 {:.3} ms, min {:.3} ms",
+            "{}: {iterations} runs on {threads} thread(s), {} kernels on {}: median {:.3} ms, p90 {:.3} ms, min {:.3} ms",
             prepared.spec.name,
+            prepared.engine.isa(),
+            cpu_model(),
             percentile(0.5),
             percentile(0.9),
             times[0]

@@ -1,4 +1,5 @@
-//! `opal plugins`: the loaded plugins (name, version, ABI, file) and their operators.
+//! `opal plugins`: the instruction set kernels use, the loaded plugins (name, version, ABI, the
+//! file the deployment names) and their operators.
 
 use opal_runtime::Engine;
 use std::{io::Write as _, path::PathBuf};
@@ -16,6 +17,12 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     let engine = Engine::new(&deployment)?;
     let registry = engine.registry();
     writeln!(out, "Deployment: {}", deployment.source.display())?;
+    writeln!(
+        out,
+        "Instruction set: {} on {}",
+        engine.isa(),
+        opal_runtime::instruction_set::cpu_model()
+    )?;
     for plugin in registry.plugins() {
         let (major, minor) = plugin.abi_version();
         writeln!(
@@ -23,7 +30,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             "\nplugin {} {} (ABI {major}.{minor}) from {}",
             plugin.name(),
             plugin.version(),
-            plugin.path().display()
+            plugin.source().display()
         )?;
         for (key, entry) in registry.all() {
             if entry.plugin_name() != plugin.name() {

@@ -91,6 +91,12 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     writeln!(out, "Deployment: {}", prepared.deployment.source.display())?;
     writeln!(
         out,
+        "Instruction set: {} on {}",
+        prepared.engine.isa(),
+        opal_runtime::instruction_set::cpu_model()
+    )?;
+    writeln!(
+        out,
         "Model: {} ({}): {} nodes, {} kernel calls per run, {} folded into constants",
         prepared.spec.name,
         prepared.spec.path.display(),

@@ -44,6 +44,7 @@ pub(crate) fn invoke(
         fusion: step
             .and_then(|step| step.fusion.as_ref())
             .map_or(&[], |f| &f.description),
+        isa: engine.isa().isa,
     };
     let result = attributes.with_abi(|attributes| {
         let mut call = KernelCall {

@@ -6,7 +6,10 @@ use super::KernelThreads;
 use crate::memory::{AlignedBuffer, Owner, ScratchArena, ALIGNMENT};
 use crate::plan::PreparedData;
 use abi_stable::prefix_type::WithMetadata;
-use opal_plugin_api::host::{HostServices, HostVTable, HostVTableRef, ParallelTask, PrepareTask};
+use opal_plugin_api::{
+    host::{HostServices, HostVTable, HostVTableRef, ParallelTask, PrepareTask},
+    Isa,
+};
 use std::{cell::RefCell, ffi::c_void};
 
 /// What one kernel call may use; lent to the plugin as the context of [`HOST_VTABLE`].
@@ -22,6 +25,8 @@ pub struct CallHost<'a> {
     pub prepared: Option<&'a PreparedData>,
     /// The operator's description of the nodes fused into this call; empty when none were.
     pub fusion: &'a [u8],
+    /// The instruction set the kernel may use.
+    pub isa: Isa,
 }
 
 impl CallHost<'_> {
@@ -47,6 +52,7 @@ const HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable 
     prepared: host_prepared,
     scratch_unzeroed: host_scratch_unzeroed,
     fusion: host_fusion,
+    isa: host_isa,
 });
 
 /// # Safety
@@ -185,4 +191,9 @@ unsafe extern "C" fn host_fusion(ctx: *const c_void, len: *mut usize) -> *const 
     // SAFETY: the plugin passes a valid place for the length.
     unsafe { *len = host.fusion.len() };
     host.fusion.as_ptr()
+}
+
+unsafe extern "C" fn host_isa(ctx: *const c_void) -> u32 {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    unsafe { call_host(ctx) }.isa.to_abi()
 }

@@ -184,6 +184,20 @@ impl Metrics {
                 escape(&plugin.source().display().to_string())
             );
         }
+        let isa = engine.isa();
+        header(
+            &mut out,
+            "opal_isa_info",
+            "gauge",
+            "The instruction set kernels use, and the best this CPU offers.",
+        );
+        let _ = writeln!(
+            out,
+            "opal_isa_info{{isa=\"{}\",best=\"{}\",cpu=\"{}\"}} 1",
+            isa.isa,
+            isa.best,
+            escape(&opal_runtime::instruction_set::cpu_model())
+        );
         out
     }
 }
