@@ -10,6 +10,11 @@ inter_op_num_threads=1, sequential execution) and `opal bench --json --threads N
 runs after warm-up; the table gives each runtime's median over all its runs, opal/onnxruntime,
 and the geometric mean of the ratios. With N above 1, each round also times opal on one thread,
 and the table adds opal's speed-up from the N threads.
+
+`--isa avx2,baseline` also times opal with its kernels capped to each of those instruction sets
+(`OPAL_ISA`), and `--other-opal PATH` another build of the `opal` binary, both in the same rounds,
+as extra columns with their ratio to opal. The header names the CPU (`lscpu`), the instruction
+set opal's kernels used, and onnxruntime's version (onnxruntime picks its own kernels by CPUID).
 """
 
 import argparse
@@ -69,11 +74,29 @@ def time_onnxruntime(model, input_name, value, threads, warmup, iterations):
     return times
 
 
-def time_opal(model, input_name, input_pb, threads, warmup, iterations):
+def cpu_model():
+    """The CPU as lscpu reports it: model name, family and model, and its vector extensions."""
+    try:
+        out = subprocess.run(["lscpu"], check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = fields.get("Flags", "").split()
+    vector = [f for f in ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx2", "fma", "asimd") if f in flags]
+    return (f"{fields.get('Model name', platform.machine())} (family {fields.get('CPU family', '?')}, "
+            f"model {fields.get('Model', '?')}; {' '.join(vector) or 'no AVX'})")
+
+
+def time_opal(model, input_name, input_pb, threads, warmup, iterations, binary=OPAL, isa=None):
+    env = dict(os.environ)
+    env.pop("OPAL_ISA", None)
+    if isa:
+        env["OPAL_ISA"] = isa
     out = subprocess.run(
-        [OPAL, "bench", model, "--input", f"{input_name}={input_pb}", "--threads", str(threads),
+        [binary, "bench", model, "--input", f"{input_name}={input_pb}", "--threads", str(threads),
          "--warmup", str(warmup), "--iterations", str(iterations), "--json"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=env,
     )
     return json.loads(out.stdout)
 
@@ -106,10 +129,18 @@ def main():
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--tract", action="store_true", help="also time tract (pip install tract)")
+    parser.add_argument("--isa", default="", help="also time opal capped to these instruction sets (comma-separated)")
+    parser.add_argument("--other-opal", help="also time this other build of the opal binary")
     args = parser.parse_args()
 
+    # Extra opal columns: (label, binary, OPAL_ISA).
+    variants = [(f"opal {isa}", OPAL, isa) for isa in args.isa.split(",") if isa]
+    if args.other_opal:
+        variants.append(("other opal", args.other_opal, None))
     results = {
-        name: {"ort": [], "opal": [], "opal_1": [], "tract": [], "allocs": set()} for name in args.models
+        name: {"ort": [], "opal": [], "opal_1": [], "tract": [], "allocs": set(), "isa": set(),
+               "variants": {label: [] for label, _, _ in variants}}
+        for name in args.models
     }
     for _ in range(args.rounds):
         for name in args.models:
@@ -119,19 +150,26 @@ def main():
             bench = time_opal(model, input_name, input_pb, args.threads, args.warmup, args.iterations)
             r["opal"].append(bench["median_ms"])
             r["allocs"].add(bench["allocations_per_run"])
+            r["isa"].add(bench.get("isa", "?"))
+            for label, binary, isa in variants:
+                other = time_opal(model, input_name, input_pb, args.threads, args.warmup, args.iterations, binary, isa)
+                r["variants"][label].append(other["median_ms"])
             if args.threads > 1:
                 # opal on one thread too, in the same round: its own speed-up from the threads.
                 r["opal_1"].append(time_opal(model, input_name, input_pb, 1, args.warmup, args.iterations)["median_ms"])
             if args.tract and args.threads == 1:
                 r["tract"] += time_tract(model, input_name, value, args.warmup, args.iterations) or []
 
+    isas = sorted(set().union(*(r["isa"] for r in results.values())))
     print(f"opal vs onnxruntime {ort.__version__}, {args.threads} thread(s), {args.rounds} rounds × "
           f"{args.iterations} runs, {platform.machine()} {os.cpu_count()} cores, {datetime.date.today()}")
+    print(f"CPU: {cpu_model()}; opal's kernels: {', '.join(isas)}; onnxruntime: its own choice by CPUID")
     print()
     scaling = args.threads > 1
     extra = " opal 1 thread ms | opal speed-up |" if scaling else ""
+    extra += "".join(f" {label} ms | {label}/opal |" for label, _, _ in variants)
     print(f"| model | onnxruntime ms | opal ms | opal/onnxruntime | tract ms | opal allocations/run |{extra}")
-    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if scaling else ""))
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if scaling else "") + "---:|---:|" * len(variants))
     ratios = []
     for name in args.models:
         r = results[name]
@@ -144,6 +182,9 @@ def main():
         if scaling:
             one = statistics.median(r["opal_1"])
             row += f" {one:.1f} | {one / opal_ms:.2f}× |"
+        for label, _, _ in variants:
+            other = statistics.median(r["variants"][label])
+            row += f" {other:.1f} | {other / opal_ms:.2f} |"
         print(row)
     geomean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
     print()
