@@ -142,3 +142,42 @@ fn metrics_report_the_instruction_set() {
         "{line}"
     );
 }
+
+/// SqueezeNet's convolution weights, packed once for the SGEMM micro-kernel's row panels, for
+/// kernels capped to `isa`: (prepared bytes, the instruction set `opal bench` reports).
+fn squeezenet_prepared_bytes(isa: Isa) -> (u64, String) {
+    let model = crate::conformance::data_dir("light").join("squeezenet/model.onnx");
+    let out = opal(
+        Some(isa.name()),
+        &["bench", model.to_str().unwrap(), "--json", "--warmup", "0", "--iterations", "1"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "OPAL_ISA={isa}: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    (
+        report["prepared_bytes"].as_u64().unwrap(),
+        report["isa"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn the_cap_changes_the_path_kernels_take() {
+    // Each SGEMM micro-kernel has its own tile (AVX-512 14 x 32; AVX2 and this build's baseline
+    // 6 x 16), so the weights a convolution packs for it are padded to another number of rows.
+    let sizes: Vec<(Isa, u64)> = Isa::available()
+        .into_iter()
+        .map(|isa| {
+            let (bytes, reported) = squeezenet_prepared_bytes(isa);
+            assert_eq!(reported, isa.name());
+            (isa, bytes)
+        })
+        .collect();
+    println!("prepared bytes by instruction set: {sizes:?}");
+    let bytes = |wanted: Isa| sizes.iter().find(|(isa, _)| *isa == wanted).map(|s| s.1);
+    if Isa::Avx512.is_available() {
+        assert_ne!(bytes(Isa::Avx512), bytes(Isa::Avx2), "{sizes:?}");
+    }
+    if Isa::Avx2.is_available() {
+        assert_eq!(bytes(Isa::Avx2), bytes(Isa::Baseline), "{sizes:?}");
+    }
+}
