@@ -10,6 +10,7 @@ pub mod check;
 pub mod epilogue;
 pub mod fast_math;
 pub mod half;
+pub mod isa;
 pub mod parallel;
 pub mod sgemm;
 pub mod testutil;
