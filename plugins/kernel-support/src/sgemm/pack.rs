@@ -1,13 +1,19 @@
 //! Packing blocks of A and B into the micro-panels that the micro-kernels read: `MR`-row panels
 //! of A and `NR`-column panels of B, each depth step's values consecutive, edges zero-padded.
 
-use super::Operand;
+use super::{Operand, PackRowsFn};
 
 /// Rows of B copied together when packing row-major B.
 const PACK_ROWS: usize = 8;
+/// Depth steps of A copied together, row after row, when packing row-major A: a cache line of
+/// each row.
+const PACK_STEPS: usize = 16;
+
 /// Packs rows `i..i + mc`, columns `p..p + kc` of A as `MR`-row micro-panels, each `kc` steps of
 /// `MR` consecutive values (one per row); rows beyond `mc` are zero. `out` holds whole panels.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pack_a<const MR: usize>(
+    pack_rows: Option<PackRowsFn>,
     a: &Operand<'_>,
     offset: usize,
     i: usize,
@@ -20,16 +26,24 @@ pub(super) fn pack_a<const MR: usize>(
         let r0 = i + panel * MR;
         let rows = MR.min(i + mc - r0);
         let (steps, _) = out.as_chunks_mut::<MR>();
-        if a.col_stride == 1 {
-            // Rows of A are contiguous: read each along the depth.
-            for r in 0..MR {
-                if r < rows {
-                    let start = offset + (r0 + r) * a.row_stride + p;
-                    for (step, &v) in steps.iter_mut().zip(&a.data[start..start + kc]) {
-                        step[r] = v;
+        if let (1, Some(pack_rows)) = (a.col_stride, pack_rows) {
+            let start = offset + r0 * a.row_stride + p;
+            pack_rows(&a.data[start..], a.row_stride, rows, out);
+        } else if a.col_stride == 1 {
+            // Rows of A are contiguous: read a few steps of every row in turn, so that the reads
+            // of all rows (from L3 or memory for a large A) are in flight together.
+            for (q0, steps) in steps.chunks_mut(PACK_STEPS).enumerate() {
+                let q0 = p + q0 * PACK_STEPS;
+                for r in 0..MR {
+                    if r < rows {
+                        let start = offset + (r0 + r) * a.row_stride + q0;
+                        let values = &a.data[start..start + steps.len()];
+                        for (step, &v) in steps.iter_mut().zip(values) {
+                            step[r] = v;
+                        }
+                    } else {
+                        steps.iter_mut().for_each(|step| step[r] = 0.0);
                     }
-                } else {
-                    steps.iter_mut().for_each(|step| step[r] = 0.0);
                 }
             }
         } else if a.row_stride == 1 {

@@ -383,3 +383,44 @@ fn a_packed_for_another_instruction_set_or_one_the_cpu_lacks_is_refused() {
         assert!(error.contains("does not run neon"), "{error}");
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_avx512_packing_of_row_major_a_matches_the_portable_one() {
+    if !Isa::Avx512.is_available() {
+        return;
+    }
+    const MR: usize = x86::AVX512_MR;
+    let (m, k) = (40, 70);
+    let data = values(m * (k + 1) + 3, 4);
+    // Row-major with an offset, and rows further apart than they are long.
+    for (offset, row_stride) in [(0, k), (3, k), (0, k + 1)] {
+        let a = Operand {
+            data: &data[..offset + (m - 1) * row_stride + k.min(row_stride)],
+            row_stride,
+            col_stride: 1,
+        };
+        for (i, mc) in [(0, 40), (5, 14), (26, 14), (39, 1), (2, 29)] {
+            for (p, kc) in [(0, 70), (1, 16), (3, 17), (10, 15), (0, 1), (54, 16)] {
+                let len = round_up(mc, MR) * kc;
+                let mut fast = vec![f32::NAN; len];
+                let mut portable = vec![f32::NAN; len];
+                pack::pack_a::<MR>(
+                    Some(x86::avx512_pack_rows),
+                    &a,
+                    offset,
+                    i,
+                    mc,
+                    p,
+                    kc,
+                    &mut fast,
+                );
+                pack::pack_a::<MR>(None, &a, offset, i, mc, p, kc, &mut portable);
+                assert_eq!(
+                    fast, portable,
+                    "rows {i}+{mc}, steps {p}+{kc}, stride {row_stride}"
+                );
+            }
+        }
+    }
+}
