@@ -4,7 +4,7 @@
 //! ([`KernelContext::isa`](crate::KernelContext::isa)); kernels never decide it from build
 //! flags.
 
-use std::fmt;
+use std::{fmt, str::FromStr};
 
 /// An instruction set a kernel may use. On x86-64 the paths are ordered
 /// `Baseline < Avx2 < Avx512`; on aarch64 `Baseline < Neon`.
@@ -77,11 +77,8 @@ impl Isa {
     }
 
     /// The instruction sets this CPU can run, best first.
-    pub fn available() -> Vec<Isa> {
-        ALL_ISAS
-            .into_iter()
-            .filter(|isa| isa.is_available())
-            .collect()
+    pub fn available() -> impl Iterator<Item = Isa> {
+        ALL_ISAS.into_iter().filter(|isa| isa.is_available())
     }
 
     /// The best instruction set, capped by the `OPAL_ISA` environment variable when it names
@@ -117,6 +114,31 @@ impl Isa {
     }
 }
 
+/// A name that is none of [`Isa::name`]'s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownIsa(pub String);
+
+impl fmt::Display for UnknownIsa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown instruction set '{}': use one of avx512, avx2, neon, baseline",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownIsa {}
+
+impl FromStr for Isa {
+    type Err = UnknownIsa;
+
+    /// [`Isa::from_name`], with an error that names the choices.
+    fn from_str(name: &str) -> Result<Isa, UnknownIsa> {
+        Isa::from_name(name).ok_or_else(|| UnknownIsa(name.trim().to_owned()))
+    }
+}
+
 impl fmt::Display for Isa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -142,7 +164,11 @@ mod tests {
     fn the_best_is_available_and_so_is_the_baseline() {
         assert!(Isa::best().is_available());
         assert!(Isa::Baseline.is_available());
-        assert_eq!(Isa::available()[0], Isa::best());
+        assert_eq!(Isa::available().next(), Some(Isa::best()));
+        assert_eq!(
+            "sse9".parse::<Isa>().unwrap_err().to_string(),
+            "unknown instruction set 'sse9': use one of avx512, avx2, neon, baseline"
+        );
         #[cfg(target_arch = "x86_64")]
         assert!(!Isa::Neon.is_available());
     }

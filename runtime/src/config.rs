@@ -2,7 +2,7 @@
 //! behave, and which models to serve. Unknown keys and wrong types are errors naming the file,
 //! line and key; relative paths resolve against the file's directory.
 
-use opal_plugin_api::{isa::ALL_ISAS, Isa};
+use opal_plugin_api::Isa;
 use serde::Deserialize;
 use std::{
     collections::BTreeMap,
@@ -55,13 +55,7 @@ pub struct EngineConfig {
 /// `engine.isa`: a known instruction set's name.
 fn isa_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Isa>, D::Error> {
     let name = String::deserialize(d)?;
-    Isa::from_name(&name).map(Some).ok_or_else(|| {
-        let names: Vec<&str> = ALL_ISAS.iter().map(|isa| isa.name()).collect();
-        serde::de::Error::custom(format!(
-            "unknown instruction set '{name}': use one of {}",
-            names.join(", ")
-        ))
-    })
+    name.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 impl Default for EngineConfig {

@@ -121,7 +121,7 @@ fn isa_names() -> String {
 }
 
 fn available_names() -> String {
-    let names: Vec<&str> = Isa::available().iter().map(|isa| isa.name()).collect();
+    let names: Vec<&str> = Isa::available().map(|isa| isa.name()).collect();
     names.join(", ")
 }
 

@@ -149,7 +149,15 @@ fn squeezenet_prepared_bytes(isa: Isa) -> (u64, String) {
     let model = crate::conformance::data_dir("light").join("squeezenet/model.onnx");
     let out = opal(
         Some(isa.name()),
-        &["bench", model.to_str().unwrap(), "--json", "--warmup", "0", "--iterations", "1"],
+        &[
+            "bench",
+            model.to_str().unwrap(),
+            "--json",
+            "--warmup",
+            "0",
+            "--iterations",
+            "1",
+        ],
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "OPAL_ISA={isa}: {stderr}");
@@ -165,7 +173,6 @@ fn the_cap_changes_the_path_kernels_take() {
     // Each SGEMM micro-kernel has its own tile (AVX-512 14 x 32; AVX2 and this build's baseline
     // 6 x 16), so the weights a convolution packs for it are padded to another number of rows.
     let sizes: Vec<(Isa, u64)> = Isa::available()
-        .into_iter()
         .map(|isa| {
             let (bytes, reported) = squeezenet_prepared_bytes(isa);
             assert_eq!(reported, isa.name());

@@ -1,10 +1,17 @@
-//! Single-thread SGEMM throughput, opal's against OpenBLAS's in the same run:
-//! `cargo bench -p opal-kernel-support --bench sgemm`.
+//! Single-thread SGEMM throughput, opal's on each instruction set this CPU runs against
+//! OpenBLAS's in the same run:
+//! `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE cargo bench -p opal-kernel-support --bench sgemm`
+//! (those variables hold OpenBLAS to a lesser kernel; the bench warns when one is set).
 //!
-//! Each `opal` iteration is one kernel call on a `TestHost` (one thread) that runs one `sgemm`
-//! of row-major `m x k` by `k x n`, as MatMul and Conv call it (host scratch for the packing
-//! buffers included); each `openblas` iteration is one `cblas_sgemm` of the same operands on
-//! one OpenBLAS thread. Criterion's throughput is counted in floating-point operations
+//! Each `opal-<isa>` iteration is one `sgemm_on` of row-major `m x k` by `k x n` on that
+//! instruction set's micro-kernel, called as MatMul and Conv call it, inside a kernel call on a
+//! `TestHost` (one thread): the time of that call is measured, host scratch for its packing
+//! buffers included, and not the test host's own work around it (making and filling the output
+//! tensor, reading the attributes), which the runtime does differently. The test host also
+//! allocates, zeroes and fills every scratch request, where the runtime's arena lends memory it
+//! keeps, so opal's figures are if anything low. Each `openblas` iteration is one `cblas_sgemm`
+//! of the same operands on one OpenBLAS thread. The bench prints the CPU model and the kernel
+//! OpenBLAS chose. Criterion's throughput is counted in floating-point operations
 //! (`2 * m * n * k` per product), so its `Gelem/s` reads as GFLOP/s. The shapes are the square
 //! sizes and the skinny products that convolutions make (output channels x output positions x
 //! input channels times taps).
@@ -20,20 +27,25 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use opal_kernel_support::{
-    sgemm::{sgemm, single_batch, Operand, Product},
+    isa::Isa,
+    sgemm::{sgemm_on, single_batch, Operand, Product},
     testutil::values,
 };
 use opal_plugin_api::{
-    testing::{OwnedTensor, TestHost},
-    InferContext, KernelContext, KernelResult, Operator, OutputType,
+    testing::{string_attr, OwnedTensor, TestHost},
+    InferContext, KernelContext, KernelError, KernelResult, Operator, OutputType,
 };
 use std::{
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    },
     time::{Duration, Instant},
 };
 
-/// `C = A * B` through `sgemm`. Inputs: A (`m x k`), B (`k x n`), a C of the output's shape,
-/// and `[m, n, k]` as f32; output C.
+/// `C = A * B` through `sgemm_on`. Inputs: A (`m x k`), B (`k x n`), a C of the output's
+/// shape, and `[m, n, k]` as f32; attribute `isa`, the instruction set's name; output C.
 struct Product1;
 
 impl Operator for Product1 {
@@ -49,7 +61,12 @@ impl Operator for Product1 {
         let b = cx.input(1)?.f32()?;
         let dims = cx.input(3)?.f32()?;
         let [m, n, k] = [0, 1, 2].map(|i| dims[i] as usize);
+        let isa: Isa =
+            cx.attributes().string("isa", "")?.parse().map_err(
+                |e: opal_kernel_support::isa::UnknownIsa| KernelError::new(e.to_string()),
+            )?;
         let c = cx.output(0)?.f32_mut()?;
+        let start = clock();
         let product = Product {
             m,
             n,
@@ -70,9 +87,16 @@ impl Operator for Product1 {
             batch_offsets: &single_batch,
             packed_a: None,
         };
-        sgemm(cx, &product, c)
+        let result = sgemm_on(cx, isa, &product, c);
+        let nanos = (clock() - start).as_nanos();
+        SGEMM_TIME.fetch_add(nanos.try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+        result
     }
 }
+
+/// The time of the `sgemm_on` calls of [`Product1`] since [`time_opal`] last cleared it, in
+/// nanoseconds.
+static SGEMM_TIME: AtomicU64 = AtomicU64::new(0);
 
 /// The calling thread's CPU time, if Linux reports it.
 fn thread_cpu_time() -> Option<Duration> {
@@ -83,33 +107,41 @@ fn thread_cpu_time() -> Option<Duration> {
     Some(Duration::from_nanos(nanos))
 }
 
-/// The time of `reps` runs of `f`, after one warm-up run: the thread's CPU time where Linux
-/// reports it, wall-clock time otherwise.
+/// The clock the bench times with: the thread's CPU time where Linux reports it, wall-clock
+/// time (since the first reading) otherwise.
+fn clock() -> Duration {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    thread_cpu_time().unwrap_or_else(|| start.elapsed())
+}
+
+/// The time of `reps` runs of `f`, after one warm-up run.
 fn time_runs(reps: u64, mut f: impl FnMut()) -> Duration {
     f();
-    let wall = Instant::now();
-    let cpu = thread_cpu_time();
+    let start = clock();
     for _ in 0..reps {
         f();
     }
-    match (cpu, thread_cpu_time()) {
-        (Some(start), Some(end)) => end - start,
-        _ => wall.elapsed(),
-    }
+    clock() - start
 }
 
-/// The time of `reps` opal products of `m x k` by `k x n` on one thread.
-fn time_opal(m: usize, n: usize, k: usize, reps: u64) -> Duration {
+/// The time of `reps` opal products of `m x k` by `k x n` on one thread, on `isa`: of the
+/// `sgemm_on` calls alone, after one warm-up run.
+fn time_opal(isa: Isa, m: usize, n: usize, k: usize, reps: u64) -> Duration {
     let inputs = [
         OwnedTensor::f32(&[m * k], &values(m * k, 1)),
         OwnedTensor::f32(&[k * n], &values(k * n, 2)),
         OwnedTensor::f32(&[m * n], &vec![0.0; m * n]),
         OwnedTensor::f32(&[3], &[m as f32, n as f32, k as f32]),
     ];
+    let attributes = [string_attr("isa", isa.name())];
     let host = TestHost::new().threads(1);
-    time_runs(reps, || {
-        host.run::<Product1>(&inputs, &[], 1).unwrap();
-    })
+    host.run::<Product1>(&inputs, &attributes, 1).unwrap();
+    SGEMM_TIME.store(0, Ordering::Relaxed);
+    for _ in 0..reps {
+        host.run::<Product1>(&inputs, &attributes, 1).unwrap();
+    }
+    Duration::from_nanos(SGEMM_TIME.load(Ordering::Relaxed))
 }
 
 /// `cblas_sgemm` of an ILP64 OpenBLAS: order, transposes, m, n, k, alpha, A, lda, B, ldb, beta,
@@ -132,6 +164,8 @@ type CblasSgemm = unsafe extern "C" fn(
 );
 /// `openblas_set_num_threads`.
 type SetThreads = unsafe extern "C" fn(i32);
+/// `openblas_get_corename` and `openblas_get_config`: static NUL-terminated strings.
+type GetName = unsafe extern "C" fn() -> *const std::ffi::c_char;
 const CBLAS_ROW_MAJOR: i32 = 101;
 const CBLAS_NO_TRANS: i32 = 111;
 
@@ -139,6 +173,9 @@ const CBLAS_NO_TRANS: i32 = 111;
 struct OpenBlas {
     sgemm: CblasSgemm,
     path: PathBuf,
+    /// The kernel OpenBLAS chose for this CPU (its core name) and its build configuration,
+    /// when it tells.
+    core: String,
     _library: libloading::Library,
 }
 
@@ -179,9 +216,30 @@ impl OpenBlas {
         };
         // SAFETY: a plain setter of OpenBLAS's thread count.
         unsafe { set_threads(1) };
+        let core = ["scipy_openblas_get_corename64_", "openblas_get_corename"]
+            .iter()
+            .zip(["scipy_openblas_get_config64_", "openblas_get_config"])
+            .find_map(|(corename, config)| {
+                let name = |symbol: &str| {
+                    // SAFETY: both functions take nothing and return a static NUL-terminated
+                    // string (OpenBLAS's `openblas_get_corename` and `openblas_get_config`).
+                    unsafe {
+                        let get = library.get::<GetName>(symbol.as_bytes()).ok()?;
+                        let name = get();
+                        (!name.is_null()).then(|| {
+                            std::ffi::CStr::from_ptr(name)
+                                .to_string_lossy()
+                                .into_owned()
+                        })
+                    }
+                };
+                Some(format!("{} ({})", name(corename)?, name(config)?.trim()))
+            })
+            .unwrap_or_else(|| "unknown".into());
         Ok(OpenBlas {
             sgemm,
             path,
+            core,
             _library: library,
         })
     }
@@ -217,10 +275,38 @@ impl OpenBlas {
     }
 }
 
+/// The CPU's model name, from `/proc/cpuinfo`.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn bench(c: &mut Criterion) {
+    let isas: Vec<Isa> = Isa::available().collect();
+    let names: Vec<&str> = isas.iter().map(|isa| isa.name()).collect();
+    eprintln!("CPU: {}; opal runs on {}", cpu_model(), names.join(", "));
+    for variable in ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"] {
+        if let Some(value) = std::env::var_os(variable) {
+            eprintln!(
+                "warning: {variable}={} holds OpenBLAS to a kernel it would not choose; run with \
+                 `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE` for its best",
+                value.to_string_lossy()
+            );
+        }
+    }
     let openblas = match OpenBlas::find().map(OpenBlas::load) {
         Some(Ok(openblas)) => {
-            eprintln!("OpenBLAS baseline: {}", openblas.path.display());
+            eprintln!(
+                "OpenBLAS baseline: {}, kernel {}",
+                openblas.path.display(),
+                openblas.core
+            );
             Some(openblas)
         }
         Some(Err(e)) => {
@@ -253,9 +339,12 @@ fn bench(c: &mut Criterion) {
     ];
     for (name, m, n, k) in shapes {
         group.throughput(Throughput::Elements(2 * (m * n * k) as u64));
-        group.bench_function(BenchmarkId::new("opal", name), |bencher| {
-            bencher.iter_custom(|reps| time_opal(m, n, k, reps))
-        });
+        for &isa in &isas {
+            let id = BenchmarkId::new(format!("opal-{isa}"), name);
+            group.bench_function(id, |bencher| {
+                bencher.iter_custom(|reps| time_opal(isa, m, n, k, reps))
+            });
+        }
         if let Some(openblas) = &openblas {
             group.bench_function(BenchmarkId::new("openblas", name), |bencher| {
                 bencher.iter_custom(|reps| openblas.time(m, n, k, reps))

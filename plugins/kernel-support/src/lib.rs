@@ -1,7 +1,8 @@
 //! Building blocks shared by opal's operator plugins: argument checks and errors, numpy
 //! broadcasting, half-float conversion, the elementwise epilogue of fused calls, vectorisable f32 exp/sigmoid/tanh, splitting work over
-//! the host's `parallel_for`, a blocked SGEMM whose packing buffers come from the host's scratch,
-//! and helpers for kernel tests.
+//! the host's `parallel_for`, the instruction set a kernel call runs on, a blocked SGEMM whose
+//! micro-kernel follows it and whose packing buffers come from the host's scratch, and helpers
+//! for kernel tests.
 //!
 //! A plain library: it exports no plugin and installs no allocator, so any plugin can link it.
 
@@ -10,6 +11,7 @@ pub mod check;
 pub mod epilogue;
 pub mod fast_math;
 pub mod half;
+pub mod isa;
 pub mod parallel;
 pub mod sgemm;
 pub mod testutil;

@@ -214,13 +214,15 @@ fn prepared_weights<'a>(
     if w.len() != shape.weight_len() || cx.input(1)?.dtype() != DType::F32 || !cx.is_constant(1) {
         return Ok(None);
     }
+    // Packed for the instruction set that every call of the node asks for.
+    let isa = opal_kernel_support::isa::current(cx);
     match Method::choose(shape, true) {
         Method::Depthwise => Ok(None),
-        Method::Winograd => cx.prepared(winograd::prepared_len(shape), |prepared| {
-            winograd::prepare_weights(cx, shape, w, prepared)
+        Method::Winograd => cx.prepared(winograd::prepared_len(isa, shape), |prepared| {
+            winograd::prepare_weights(cx, isa, shape, w, prepared)
         }),
-        Method::Gemm => cx.prepared(packed_weights_len(shape), |packed| {
-            pack_weights(shape, w, packed);
+        Method::Gemm => cx.prepared(packed_weights_len(isa, shape), |packed| {
+            pack_weights(isa, shape, w, packed);
             Ok(())
         }),
     }

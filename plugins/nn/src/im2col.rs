@@ -9,6 +9,7 @@ use crate::{
     window::{valid_outputs, Window, SPATIAL},
 };
 use opal_kernel_support::{
+    isa::{self, Isa},
     parallel::for_each_chunk,
     sgemm::{pack_a_whole, packed_a_len, sgemm, single_batch, Operand, PackedA, Product},
 };
@@ -19,23 +20,24 @@ const TILE_BUDGET: usize = 1 << 20;
 /// Elements of col below which im2col runs on one thread.
 const IM2COL_GRAIN: usize = 1 << 13;
 
-/// The length of the weights of a `shape` convolution packed by [`pack_weights`].
-pub(crate) fn packed_weights_len(shape: &ConvShape) -> usize {
-    shape.group * packed_a_len(shape.out_per_group(), gemm_depth(shape))
+/// The length of the weights of a `shape` convolution packed by [`pack_weights`] for `isa`.
+pub(crate) fn packed_weights_len(isa: Isa, shape: &ConvShape) -> usize {
+    shape.group * packed_a_len(isa, shape.out_per_group(), gemm_depth(shape))
 }
 
-/// Packs each group's weights (`out_per_group x in_per_group * taps`) for [`sgemm`], one group
-/// after the other, into `out` ([`packed_weights_len`] values).
-pub(crate) fn pack_weights(shape: &ConvShape, w: &[f32], out: &mut [f32]) {
+/// Packs each group's weights (`out_per_group x in_per_group * taps`) for [`sgemm`] on `isa`
+/// (the instruction set [`isa::current`] answers), one group after the other, into `out`
+/// ([`packed_weights_len`] values).
+pub(crate) fn pack_weights(isa: Isa, shape: &ConvShape, w: &[f32], out: &mut [f32]) {
     let (mg, depth) = (shape.out_per_group(), gemm_depth(shape));
-    let group_len = packed_a_len(mg, depth);
+    let group_len = packed_a_len(isa, mg, depth);
     for (g, out) in out.chunks_exact_mut(group_len.max(1)).enumerate() {
         let weights = Operand {
             data: &w[g * mg * depth..][..mg * depth],
             row_stride: depth,
             col_stride: 1,
         };
-        pack_a_whole(&weights, mg, depth, out);
+        pack_a_whole(isa, &weights, mg, depth, out);
     }
 }
 
@@ -59,6 +61,8 @@ pub(crate) fn grouped_gemm(
     let (in_size, out_size) = (window.input_size(), window.output_size());
     let (cg, mg) = (shape.in_per_group(), shape.out_per_group());
     let depth = gemm_depth(shape);
+    let isa = isa::current(cx);
+    let group_len = packed_a_len(isa, mg, depth);
     let direct = window.kernel_size() == 1 && window.is_unit_stride_unpadded();
     // Tiles of whole output rows (the innermost axis), each col at most TILE_BUDGET values.
     let row_len = window.axes[SPATIAL - 1].output;
@@ -90,8 +94,11 @@ pub(crate) fn grouped_gemm(
                     row_stride: depth,
                     col_stride: 1,
                 },
-                packed: packed
-                    .map(|p| &p[g * packed_a_len(mg, depth)..][..packed_a_len(mg, depth)]),
+                packed: packed.map(|p| PackedA {
+                    data: &p[g * group_len..][..group_len],
+                    batch_stride: 0,
+                    isa,
+                }),
             };
             if direct {
                 multiply(cx, weights, x_group, mg, depth, out_size, y_group)?;
@@ -131,7 +138,7 @@ pub(crate) fn grouped_gemm(
 #[derive(Clone, Copy)]
 struct Weights<'a> {
     operand: Operand<'a>,
-    packed: Option<&'a [f32]>,
+    packed: Option<PackedA<'a>>,
 }
 
 /// `out (m x n) = a (m x k) · b (k x n)`, `b` row-major.
@@ -158,10 +165,7 @@ fn multiply(
         },
         batches: 1,
         batch_offsets: &single_batch,
-        packed_a: a.packed.map(|data| PackedA {
-            data,
-            batch_stride: 0,
-        }),
+        packed_a: a.packed,
     };
     sgemm(cx, &product, out)
 }

@@ -11,6 +11,7 @@
 
 use crate::conv::ConvShape;
 use opal_kernel_support::{
+    isa::{self, Isa},
     parallel::for_each_chunk,
     sgemm::{pack_a_whole, packed_a_len, sgemm, Operand, PackedA, Product},
 };
@@ -61,15 +62,18 @@ pub(crate) fn pays_off(shape: &ConvShape, prepared: bool) -> bool {
         && shape.batch * tile_count(shape) >= min_tiles
 }
 
-/// The length of the weights of a `shape` convolution as [`prepare_weights`] prepares them.
-pub(crate) fn prepared_len(shape: &ConvShape) -> usize {
-    POINTS * packed_a_len(shape.out_channels, shape.in_channels)
+/// The length of the weights of a `shape` convolution as [`prepare_weights`] prepares them
+/// for `isa`.
+pub(crate) fn prepared_len(isa: Isa, shape: &ConvShape) -> usize {
+    POINTS * packed_a_len(isa, shape.out_channels, shape.in_channels)
 }
 
 /// Transforms the weights `w` and packs each point's `U[point]` (out x in channels) for
-/// [`sgemm`], one point after the other, into `out` ([`prepared_len`] values).
+/// [`sgemm`] on `isa` (the instruction set [`isa::current`] answers), one point after the
+/// other, into `out` ([`prepared_len`] values).
 pub(crate) fn prepare_weights(
     cx: &KernelContext<'_>,
+    isa: Isa,
     shape: &ConvShape,
     w: &[f32],
     out: &mut [f32],
@@ -77,14 +81,14 @@ pub(crate) fn prepare_weights(
     let (c, m) = (shape.in_channels, shape.out_channels);
     let u = cx.scratch_unzeroed::<f32>(m * POINTS * c)?;
     transform_weights(cx, w, c, u);
-    let point_len = packed_a_len(m, c).max(1);
+    let point_len = packed_a_len(isa, m, c).max(1);
     for (point, out) in out.chunks_exact_mut(point_len).enumerate() {
         let u_point = Operand {
             data: &u[point * c..],
             row_stride: POINTS * c,
             col_stride: 1,
         };
-        pack_a_whole(&u_point, m, c, out);
+        pack_a_whole(isa, &u_point, m, c, out);
     }
     Ok(())
 }
@@ -151,13 +155,15 @@ pub(crate) fn winograd(
     let image_tiles = tile_count(shape);
     let block = block_tiles(c, m, image_tiles);
     let (in_size, out_size) = (ah.input * aw.input, ah.output * aw.output);
+    let isa = isa::current(cx);
 
     let (u, packed_u): (&[f32], _) = match prepared {
         Some(data) => (
             &[],
             Some(PackedA {
                 data,
-                batch_stride: packed_a_len(m, c),
+                batch_stride: packed_a_len(isa, m, c),
+                isa,
             }),
         ),
         None => {
@@ -576,8 +582,9 @@ mod tests {
             let w = input_f32(cx, "Conv", 1)?;
             let bias = optional_input_f32(cx, "Conv", 2)?;
             let prepared = if cx.is_constant(1) {
-                cx.prepared(prepared_len(&shape), |out| {
-                    prepare_weights(cx, &shape, w, out)
+                let isa = opal_kernel_support::isa::current(cx);
+                cx.prepared(prepared_len(isa, &shape), |out| {
+                    prepare_weights(cx, isa, &shape, w, out)
                 })?
             } else {
                 None

@@ -1,0 +1,16 @@
+//! The instruction set a kernel call runs on, as the host lends it ([`current`]).
+//!
+//! One build runs on any CPU of its architecture: code that needs more than the build's target
+//! (AVX2+FMA or AVX-512 beyond x86-64's baseline) is compiled for it with `#[target_feature]`
+//! and entered only after [`Isa::is_available`] said yes.
+
+pub use opal_plugin_api::isa::{Isa, UnknownIsa};
+use opal_plugin_api::KernelContext;
+
+/// The instruction set a kernel call runs on: what the host chose for the process (the best
+/// this CPU has, or the lower one `OPAL_ISA` or the deployment's `engine.isa` caps it to).
+/// Kernels ask only through this function, once per call, and use the answer for everything
+/// that depends on it (such as the layout of weights they pack).
+pub fn current(cx: &KernelContext<'_>) -> Isa {
+    cx.isa()
+}
