@@ -10,9 +10,9 @@ Each case is a directory holding `model.onnx` and `test_data_set_0/input_<k>.pb`
 - `fusion/<case>`: small graphs of the patterns opal fuses into one kernel call (a Conv or
   BatchNormalization followed by normalisations, activations and residual adds, and patterns
   that must not fuse), with seeded random inputs and reference outputs from onnxruntime.
-- `real/<model>`: real models taken from PyPI wheels (YOLOv8n from nudenet, PP-OCR detection and
-  direction classification from rapidocr-onnxruntime), with seeded random inputs and reference
-  outputs from onnxruntime on one thread.
+- `real/<model>`: real models taken from PyPI wheels (YOLOv8n from nudenet; PP-OCR detection,
+  direction classification and text recognition from rapidocr-onnxruntime), with seeded random
+  inputs and reference outputs from onnxruntime on one thread.
 
 Run inside the venv that tests/run.sh makes; each part is skipped when its directory holds a
 `.complete` marker from an earlier run.
@@ -50,6 +50,15 @@ REAL_MODELS = [
         "rapidocr-onnxruntime==1.4.4",
         "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
         (1, 3, 48, 192),
+    ),
+    # A text recogniser (SVTR-LCNet: a convolutional backbone, then attention blocks over the
+    # text line and a CTC head): 860 nodes, LayerNormalization-style arithmetic, MatMul with
+    # few rows, Softmax over 6,625 classes.
+    (
+        "ppocr_v4_rec",
+        "rapidocr-onnxruntime==1.4.4",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        (1, 3, 48, 320),
     ),
 ]
 
