@@ -2,9 +2,10 @@
 # The aarch64 check, which tests/run.sh makes after it has prepared the test data: cross-builds
 # the runtime and the plugins for aarch64-unknown-linux-gnu in release, then runs the aarch64
 # `opal check` under qemu-user on the light model zoo and the three real models
-# (.cache/data/light/* and .cache/data/real/*), which must all pass. Installs what it needs when
-# it is missing (the rustup target; Debian's cross gcc, arm64 libc and qemu-user) and prints
-# how long each phase took.
+# (.cache/data/light/* and .cache/data/real/*), which must all pass, and on the fusion cases
+# and the ONNX backend node cases, of which all and those on tests/conformance/expected-pass.txt
+# must pass. Installs what it needs when it is missing (the rustup target; Debian's cross gcc,
+# arm64 libc and qemu-user) and prints how long each phase took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ sysroot=/usr/aarch64-linux-gnu
 packages=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 data=${OPAL_TEST_DATA:-.cache/data}
 # kind and number of cases that must pass
-expected=(light 9 real 3)
+expected=(light 9 real 3 fusion 10)
 
 fail() {
     echo "aarch64: FAILED: $*" >&2
@@ -27,9 +28,9 @@ phase_done() {
     phase_started=$SECONDS
 }
 
-for ((i = 0; i < ${#expected[@]}; i += 2)); do
-    [ -f "$data/${expected[i]}/.complete" ] ||
-        fail "$data/${expected[i]} is not prepared (tests/run.sh makes it with tests/data/prepare.py)"
+for kind in light real fusion node; do
+    [ -f "$data/$kind/.complete" ] ||
+        fail "$data/$kind is not prepared (tests/run.sh makes it with tests/data/prepare.py)"
 done
 
 # 1. Install what is missing; nothing is fetched when everything is there.
@@ -63,10 +64,11 @@ cargo build --release --target "$target" \
 phase_done cross-build
 
 # 3. The aarch64 `opal check` under qemu-user, with the embedded default deployment, whose
-# plugins are found beside the executable. Each case runs in its own process, as many at once
+# plugins are found beside the executable. Each model runs in its own process, as many at once
 # as there are cores (the default deployment runs kernels on one thread), slowest first so the
 # others fill in beside them: under qemu on one core vgg19 takes about 100 s, resnet50 35 s,
-# densenet121 27 s, zfnet512 22 s, bvlc_alexnet 18 s, and every other case under 15 s.
+# densenet121 27 s, zfnet512 22 s, bvlc_alexnet 18 s, and every other case under 15 s. The
+# fusion cases and the node cases take seconds: one process each.
 run=(qemu-aarch64 -L "$sysroot")
 opal=target/$target/release/opal
 plugins=$("${run[@]}" "$opal" plugins 2>&1) || fail "opal plugins failed under qemu: $plugins"
@@ -91,11 +93,17 @@ done
 
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
-check_case() {
-    local started=$SECONDS out=$results/${1//\//_}
-    "${run[@]}" "$opal" check "$1" >"$out.out" 2>&1 || true
+# check OUTPUT CASE_DIR...
+check() {
+    local started=$SECONDS out=$results/$1
+    shift
+    "${run[@]}" "$opal" check "$@" >"$out.out" 2>&1 || true
     echo "$((SECONDS - started))" >"$out.time"
 }
+node_cases=("$data"/node/*/)
+check node "${node_cases[@]%/}"
+fusion_cases=("$data"/fusion/*/)
+check fusion "${fusion_cases[@]%/}"
 jobs=$(nproc)
 running=0
 for dir in "${cases[@]}"; do
@@ -103,7 +111,7 @@ for dir in "${cases[@]}"; do
         wait -n
         running=$((running - 1))
     fi
-    check_case "$dir" &
+    check "${dir//\//_}" "$dir" &
     running=$((running + 1))
 done
 wait
@@ -114,6 +122,9 @@ for ((i = 0; i < ${#expected[@]}; i += 2)); do
     for dir in "$data/$kind"/*/; do
         dir=${dir%/} name=$(basename "$dir")
         out=$results/${dir//\//_}
+        if [ "$kind" = fusion ]; then
+            out=$results/fusion
+        fi
         found=$((found + 1))
         if grep -qx "PASS $name" "$out.out"; then
             echo "PASS $kind/$name ($(cat "$out.time") s)"
@@ -121,16 +132,41 @@ for ((i = 0; i < ${#expected[@]}; i += 2)); do
         else
             failed=$((failed + 1))
             echo "FAIL $kind/$name ($(cat "$out.time") s), opal's output:"
-            tail -20 "$out.out" | sed 's/^/    /'
+            { grep "^FAIL $name:" "$out.out" || tail -20 "$out.out"; } | sed 's/^/    /'
         fi
     done
     [ "$found" = "$want" ] && [ "$kind_passed" = "$want" ] ||
         problems+=("$kind_passed of $found $kind cases passed (all $want must)")
 done
+# The node cases: every one on the expected list passes (others may fail: see README,
+# Conformance).
+lines() { grep -c . || true; }
+listed=$(sed 's/#.*//; s/[[:space:]]//g; /^$/d' tests/conformance/expected-pass.txt |
+    LC_ALL=C sort -u)
+node_passed=$(sed -n 's/^PASS //p' "$results/node.out" | LC_ALL=C sort -u)
+unexpected=$(LC_ALL=C comm -23 <(echo "$listed") <(echo "$node_passed"))
+echo "node cases: $(lines <<<"$node_passed") of ${#node_cases[@]} passed" \
+    "($(lines <<<"$listed") listed) ($(cat "$results/node.time") s)"
+if [ -n "$unexpected" ]; then
+    no_result=()
+    while read -r name; do
+        failed=$((failed + 1))
+        grep "^FAIL $name:" "$results/node.out" || no_result+=("$name")
+    done <<<"$unexpected"
+    if [ ${#no_result[@]} -gt 0 ]; then
+        echo "no result for ${#no_result[@]} listed node cases (${no_result[*]::3} ...);" \
+            "opal's output ends:"
+        tail -5 "$results/node.out" | sed 's/^/    /'
+    fi
+    count=$(lines <<<"$unexpected")
+    problems+=("$count node cases on tests/conformance/expected-pass.txt did not pass")
+else
+    passed=$((passed + $(lines <<<"$listed")))
+fi
 phase_done "qemu runs ($jobs at once)"
 echo "aarch64: all phases took $((SECONDS - all_started)) s"
 echo "aarch64: $passed passed, $failed failed"
 if [ ${#problems[@]} -gt 0 ]; then
     printf 'aarch64: %s\n' "${problems[@]}" >&2
-    fail "every light and real case must pass on aarch64"
+    fail "every light, real and fusion case and every listed node case must pass on aarch64"
 fi
