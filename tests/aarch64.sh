@@ -70,7 +70,7 @@ phase_done cross-build
 # densenet121 27 s, zfnet512 22 s, bvlc_alexnet 18 s, and every other case under 15 s. The
 # fusion cases and the node cases take seconds: one process each.
 run=(qemu-aarch64 -L "$sysroot")
-opal=target/$target/release/opal
+opal=${CARGO_TARGET_DIR:-target}/$target/release/opal
 plugins=$("${run[@]}" "$opal" plugins 2>&1) || fail "opal plugins failed under qemu: $plugins"
 isa=$(sed -n 's/^Instruction set: //p' <<<"$plugins")
 echo "aarch64: instruction set under qemu: ${isa:-not reported}"
