@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check CI makes, from a fresh checkout: formatting, lints, the release build, the test
-# data, and all tests (unit tests and the integration binary, which drives the real `opal`
-# binary, plugins and models).
+# data, the aarch64 cross-build checked under qemu, and all tests (unit tests and the
+# integration binary, which drives the real `opal` binary, plugins and models).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,11 @@ cargo build --workspace --release
 .cache/venv/bin/pip install --quiet --disable-pip-version-check -r tests/data/requirements.txt
 .cache/venv/bin/python tests/data/prepare.py .cache/data
 models/fetch.sh
+
+# aarch64: cross-builds the runtime and plugins and runs `opal check` on the light zoo and the
+# real models under qemu-user (installing the cross toolchain and qemu when missing); it needs
+# the test data above.
+tests/aarch64.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
     # One process per test: allocation counts and /proc/self/maps checks see only their test.
