@@ -10,15 +10,12 @@
 //! absolute error everywhere (allowed: 3 ulp, 1e-7), and 1.3 ulp for `tanh` (allowed: 2).
 //! Infinities give the limits and NaN stays NaN.
 
-/// `a * b + c`, fused where the target has FMA.
+/// `a * b + c`, fused where the target has FMA (without it `mul_add` is a slow library call).
 #[inline(always)]
 fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(target_feature = "fma")]
-    {
+    if crate::isa::TARGET_HAS_FMA {
         a.mul_add(b, c)
-    }
-    #[cfg(not(target_feature = "fma"))]
-    {
+    } else {
         a * b + c
     }
 }

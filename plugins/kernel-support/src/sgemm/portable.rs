@@ -28,7 +28,7 @@ pub(super) struct Baseline;
 impl<const NR: usize> Rows<NR> for Baseline {
     #[inline(never)]
     fn rows<const R: usize, const C: usize>(a_panel: &[f32], b_panel: &[f32], out: Out<'_>) {
-        tile_rows::<R, C, NR, { cfg!(target_feature = "fma") }>(a_panel, b_panel, out);
+        tile_rows::<R, C, NR, { crate::isa::TARGET_HAS_FMA }>(a_panel, b_panel, out);
     }
 }
 
