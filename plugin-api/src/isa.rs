@@ -114,6 +114,12 @@ impl Isa {
     }
 }
 
+/// The names of `isas`, comma-separated, for messages.
+pub fn names(isas: impl IntoIterator<Item = Isa>) -> String {
+    let names: Vec<&str> = isas.into_iter().map(Isa::name).collect();
+    names.join(", ")
+}
+
 /// A name that is none of [`Isa::name`]'s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownIsa(pub String);
@@ -122,8 +128,9 @@ impl fmt::Display for UnknownIsa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown instruction set '{}': use one of avx512, avx2, neon, baseline",
-            self.0
+            "unknown instruction set '{}': use one of {}",
+            self.0,
+            names(ALL_ISAS)
         )
     }
 }

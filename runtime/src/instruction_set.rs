@@ -2,7 +2,10 @@
 //! that `OPAL_ISA` in the environment (first) or `engine.isa` in the deployment sets. A cap
 //! the CPU cannot run is refused, never silently lowered.
 
-use opal_plugin_api::{isa::ALL_ISAS, Isa};
+use opal_plugin_api::{
+    isa::{names, ALL_ISAS},
+    Isa,
+};
 use std::fmt;
 
 /// The instruction set chosen for an engine, and why.
@@ -26,11 +29,11 @@ pub enum IsaCap {
 /// A cap that cannot be honoured.
 #[derive(Debug, thiserror::Error)]
 pub enum IsaError {
-    #[error("OPAL_ISA='{0}' names no instruction set opal knows: use one of {names}", names = isa_names())]
+    #[error("OPAL_ISA='{0}' names no instruction set opal knows: use one of {names}", names = names(ALL_ISAS))]
     UnknownName(String),
     #[error(
         "{setting} asks for {isa} kernels, but this CPU ({cpu}) cannot run them; it offers {offers}: lower the cap or remove it",
-        offers = available_names()
+        offers = names(Isa::available())
     )]
     Unavailable {
         setting: String,
@@ -113,16 +116,6 @@ pub fn cpu_model() -> String {
                 .map(|(_, name)| name.trim().to_owned())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_owned())
-}
-
-fn isa_names() -> String {
-    let names: Vec<&str> = ALL_ISAS.iter().map(|isa| isa.name()).collect();
-    names.join(", ")
-}
-
-fn available_names() -> String {
-    let names: Vec<&str> = Isa::available().map(|isa| isa.name()).collect();
-    names.join(", ")
 }
 
 #[cfg(test)]

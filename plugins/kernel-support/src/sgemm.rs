@@ -93,28 +93,25 @@ fn kernel(isa: Isa) -> Kernel {
             tile: x86::avx512_tile,
             pack_rows: Some(x86::avx512_pack_rows),
         },
-        // 6 x 16 tiles: a 256-deep B micro-panel is 16 KiB, a 144-row block of A 144 KiB, a
-        // 1024-wide block of B 1 MiB. (4096, with the block in L3 as BLIS does, measured no
-        // faster, and the host zeroes scratch on every call.)
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Kernel {
-            kc: 256,
-            mc: 24 * portable::MR,
-            nc: 1024,
-            tile: x86::avx2_tile,
-            pack_rows: None,
-        },
-        _ => Kernel {
-            kc: 256,
-            mc: 24 * portable::MR,
-            nc: 1024,
-            tile: portable::tile::<
-                portable::Baseline,
-                PORTABLE_NR,
-                { PORTABLE_NR / portable::LANES },
-            >,
-            pack_rows: None,
-        },
+        Isa::Avx2 => portable_kernel(x86::avx2_tile),
+        _ => portable_kernel(
+            portable::tile::<portable::Baseline, PORTABLE_NR, { PORTABLE_NR / portable::LANES }>,
+        ),
+    }
+}
+
+/// The blocking of the portable kernel's 6 x 16 tiles (6 x 8 on a build with neither AVX nor
+/// NEON), whichever instruction set it is compiled for: a 256-deep B micro-panel is 16 KiB, a 144-row block of A 144 KiB, a 1024-wide block of
+/// B 1 MiB. (4096, with the block in L3 as BLIS does, measured no faster, and the host zeroes
+/// scratch on every call.)
+fn portable_kernel(tile: TileFn) -> Kernel {
+    Kernel {
+        kc: 256,
+        mc: 24 * portable::MR,
+        nc: 1024,
+        tile,
+        pack_rows: None,
     }
 }
 

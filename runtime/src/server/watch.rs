@@ -82,9 +82,9 @@ pub(crate) fn watch_plugins(
         .name("opal-plugin-watch".into())
         .spawn(move || {
             while let Ok(first) = changes.recv() {
-                let mut changed = vec![first];
+                let mut changed = BTreeSet::from([first]);
                 while let Ok(more) = changes.recv_timeout(SETTLE) {
-                    changed.push(more);
+                    changed.insert(more);
                 }
                 for file in &files {
                     if changed.iter().any(|path| file.is(path)) {
