@@ -27,11 +27,18 @@ pub(crate) fn map<X: Copy + Sync, Y: Send>(
             format_args!("input has {} elements, output {}", x.len(), y.len()),
         ));
     }
-    for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |start, chunk| {
-        for (y, &x) in chunk.iter_mut().zip(&x[start..]) {
-            *y = f(x);
-        }
-    });
+    for_each_chunk(
+        cx,
+        y,
+        16,
+        ELEMENTWISE_GRAIN,
+        #[inline(always)]
+        |start, chunk| {
+            for (y, &x) in chunk.iter_mut().zip(&x[start..]) {
+                *y = f(x);
+            }
+        },
+    );
     Ok(())
 }
 
@@ -103,47 +110,80 @@ pub(crate) fn broadcast_binary<A: Copy + Sync, B: Copy + Sync, Y: Send>(
     }
     // Fast paths: same shape, or one operand a single value.
     if av.len() == y.len() && bv.len() == y.len() {
-        for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |start, chunk| {
-            zip(chunk, &av[start..], &bv[start..], f)
-        });
+        for_each_chunk(
+            cx,
+            y,
+            16,
+            ELEMENTWISE_GRAIN,
+            #[inline(always)]
+            |start, chunk| zip(chunk, &av[start..], &bv[start..], f),
+        );
         return Ok(());
     }
     if bv.len() == 1 && av.len() == y.len() {
         let b = bv[0];
-        for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |start, chunk| {
-            for (y, &a) in chunk.iter_mut().zip(&av[start..]) {
-                *y = f(a, b);
-            }
-        });
+        for_each_chunk(
+            cx,
+            y,
+            16,
+            ELEMENTWISE_GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (y, &a) in chunk.iter_mut().zip(&av[start..]) {
+                    *y = f(a, b);
+                }
+            },
+        );
         return Ok(());
     }
     if av.len() == 1 && bv.len() == y.len() {
         let a = av[0];
-        for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |start, chunk| {
-            for (y, &b) in chunk.iter_mut().zip(&bv[start..]) {
-                *y = f(a, b);
-            }
-        });
+        for_each_chunk(
+            cx,
+            y,
+            16,
+            ELEMENTWISE_GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (y, &b) in chunk.iter_mut().zip(&bv[start..]) {
+                    *y = f(a, b);
+                }
+            },
+        );
         return Ok(());
     }
 
     // A row repeated along the leading dims (a bias over the last dims): whole rows at a time.
     if av.len() == y.len() && is_trailing_row(b_shape, y_shape) {
         let row = bv.len();
-        for_each_chunk(cx, y, row, ELEMENTWISE_GRAIN, |start, chunk| {
-            for (out, a) in chunk.chunks_mut(row).zip(av[start..].chunks(row)) {
-                zip(out, a, bv, f);
-            }
-        });
+        for_each_chunk(
+            cx,
+            y,
+            row,
+            ELEMENTWISE_GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (out, a) in chunk.chunks_mut(row).zip(av[start..].chunks(row)) {
+                    zip(out, a, bv, f);
+                }
+            },
+        );
         return Ok(());
     }
     if bv.len() == y.len() && is_trailing_row(a_shape, y_shape) {
         let row = av.len();
-        for_each_chunk(cx, y, row, ELEMENTWISE_GRAIN, |start, chunk| {
-            for (out, b) in chunk.chunks_mut(row).zip(bv[start..].chunks(row)) {
-                zip(out, av, b, f);
-            }
-        });
+        for_each_chunk(
+            cx,
+            y,
+            row,
+            ELEMENTWISE_GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (out, b) in chunk.chunks_mut(row).zip(bv[start..].chunks(row)) {
+                    zip(out, av, b, f);
+                }
+            },
+        );
         return Ok(());
     }
 
@@ -151,32 +191,39 @@ pub(crate) fn broadcast_binary<A: Copy + Sync, B: Copy + Sync, Y: Send>(
     // (trailing-dim broadcasts such as a bias give long runs).
     let plan = Plan::broadcast(op, y_shape, [a_shape, b_shape])?;
     let [sa, sb] = plan.run_strides();
-    for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |first, chunk| {
-        plan.for_each_run(first..first + chunk.len(), |start, len, [ia, ib]| {
-            let out = &mut chunk[start - first..start - first + len];
-            match (sa, sb) {
-                (0, 0) => {
-                    let v = (av[ia], bv[ib]);
-                    for y in out.iter_mut() {
-                        *y = f(v.0, v.1);
+    for_each_chunk(
+        cx,
+        y,
+        16,
+        ELEMENTWISE_GRAIN,
+        #[inline(always)]
+        |first, chunk| {
+            plan.for_each_run(first..first + chunk.len(), |start, len, [ia, ib]| {
+                let out = &mut chunk[start - first..start - first + len];
+                match (sa, sb) {
+                    (0, 0) => {
+                        let v = (av[ia], bv[ib]);
+                        for y in out.iter_mut() {
+                            *y = f(v.0, v.1);
+                        }
                     }
-                }
-                (_, 0) => {
-                    let b = bv[ib];
-                    for (y, &a) in out.iter_mut().zip(&av[ia..ia + len]) {
-                        *y = f(a, b);
+                    (_, 0) => {
+                        let b = bv[ib];
+                        for (y, &a) in out.iter_mut().zip(&av[ia..ia + len]) {
+                            *y = f(a, b);
+                        }
                     }
-                }
-                (0, _) => {
-                    let a = av[ia];
-                    for (y, &b) in out.iter_mut().zip(&bv[ib..ib + len]) {
-                        *y = f(a, b);
+                    (0, _) => {
+                        let a = av[ia];
+                        for (y, &b) in out.iter_mut().zip(&bv[ib..ib + len]) {
+                            *y = f(a, b);
+                        }
                     }
+                    _ => zip(out, &av[ia..ia + len], &bv[ib..ib + len], f),
                 }
-                _ => zip(out, &av[ia..ia + len], &bv[ib..ib + len], f),
-            }
-        });
-    });
+            });
+        },
+    );
     Ok(())
 }
 
@@ -188,6 +235,7 @@ fn is_trailing_row(shape: &[usize], y_shape: &[usize]) -> bool {
     !row.is_empty() && row.len() <= y_shape.len() && y_shape.ends_with(row)
 }
 
+#[inline(always)]
 fn zip<A: Copy, B: Copy, Y>(out: &mut [Y], a: &[A], b: &[B], f: impl Fn(A, B) -> Y) {
     for ((y, &a), &b) in out.iter_mut().zip(a).zip(b) {
         *y = f(a, b);
@@ -207,21 +255,28 @@ pub(crate) fn broadcast_update<X: Copy + Sync, Y: Copy + Send>(
     }
     let plan = Plan::broadcast(op, y_shape, [x_shape])?;
     let [sx] = plan.run_strides();
-    for_each_chunk(cx, y, 16, ELEMENTWISE_GRAIN, |first, chunk| {
-        plan.for_each_run(first..first + chunk.len(), |start, len, [ix]| {
-            let out = &mut chunk[start - first..start - first + len];
-            if sx == 0 {
-                let x = xv[ix];
-                for y in out.iter_mut() {
-                    *y = f(*y, x);
+    for_each_chunk(
+        cx,
+        y,
+        16,
+        ELEMENTWISE_GRAIN,
+        #[inline(always)]
+        |first, chunk| {
+            plan.for_each_run(first..first + chunk.len(), |start, len, [ix]| {
+                let out = &mut chunk[start - first..start - first + len];
+                if sx == 0 {
+                    let x = xv[ix];
+                    for y in out.iter_mut() {
+                        *y = f(*y, x);
+                    }
+                } else {
+                    for (y, &x) in out.iter_mut().zip(&xv[ix..ix + len]) {
+                        *y = f(*y, x);
+                    }
                 }
-            } else {
-                for (y, &x) in out.iter_mut().zip(&xv[ix..ix + len]) {
-                    *y = f(*y, x);
-                }
-            }
-        });
-    });
+            });
+        },
+    );
     Ok(())
 }
 

@@ -272,20 +272,27 @@ impl Operator for Transpose {
 /// Copies elements of `N` bytes from `from` to `to` as the plan walks them.
 fn permute<const N: usize>(cx: &KernelContext<'_>, plan: &Plan<1>, from: &[u8], to: &mut [u8]) {
     let [stride] = plan.run_strides();
-    for_each_chunk(cx, to, N, COPY_GRAIN, |first_byte, chunk| {
-        let first = first_byte / N;
-        plan.for_each_run(first..first + chunk.len() / N, |start, len, [offset]| {
-            let out = &mut chunk[(start - first) * N..(start - first + len) * N];
-            if stride == 1 {
-                out.copy_from_slice(&from[offset * N..(offset + len) * N]);
-            } else {
-                for (t, element) in out.chunks_exact_mut(N).enumerate() {
-                    let at = (offset + t * stride) * N;
-                    element.copy_from_slice(&from[at..at + N]);
+    for_each_chunk(
+        cx,
+        to,
+        N,
+        COPY_GRAIN,
+        #[inline(always)]
+        |first_byte, chunk| {
+            let first = first_byte / N;
+            plan.for_each_run(first..first + chunk.len() / N, |start, len, [offset]| {
+                let out = &mut chunk[(start - first) * N..(start - first + len) * N];
+                if stride == 1 {
+                    out.copy_from_slice(&from[offset * N..(offset + len) * N]);
+                } else {
+                    for (t, element) in out.chunks_exact_mut(N).enumerate() {
+                        let at = (offset + t * stride) * N;
+                        element.copy_from_slice(&from[at..at + N]);
+                    }
                 }
-            }
-        });
-    });
+            });
+        },
+    );
 }
 
 #[cfg(test)]

@@ -86,14 +86,21 @@ fn normalize<F: Float>(
         return Ok(());
     }
     if inner == 1 {
-        for_each_chunk(cx, y, group, ELEMENTWISE_GRAIN, |start, chunk| {
-            for (y, x) in chunk
-                .chunks_exact_mut(dim)
-                .zip(x[start..].chunks_exact(dim))
-            {
-                normalize_row(kind, x, y);
-            }
-        });
+        for_each_chunk(
+            cx,
+            y,
+            group,
+            ELEMENTWISE_GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (y, x) in chunk
+                    .chunks_exact_mut(dim)
+                    .zip(x[start..].chunks_exact(dim))
+                {
+                    normalize_row(kind, x, y);
+                }
+            },
+        );
         return Ok(());
     }
     // Strided: a running maximum and sum per inner position, in scratch for each piece.
@@ -109,14 +116,18 @@ fn normalize<F: Float>(
         rest = tail;
         start = end;
     }
-    tasks.run(cx, |(start, chunk, scratch)| {
-        for (y, x) in chunk
-            .chunks_exact_mut(group)
-            .zip(x[start..].chunks_exact(group))
-        {
-            normalize_strided(kind, x, y, inner, scratch);
-        }
-    });
+    tasks.run(
+        cx,
+        #[inline(always)]
+        |(start, chunk, scratch)| {
+            for (y, x) in chunk
+                .chunks_exact_mut(group)
+                .zip(x[start..].chunks_exact(group))
+            {
+                normalize_strided(kind, x, y, inner, scratch);
+            }
+        },
+    );
     Ok(())
 }
 
@@ -124,6 +135,7 @@ fn normalize<F: Float>(
 const LANES: usize = 8;
 
 /// The largest value of `x` (NaN ignored unless first in a lane), `F::LOWEST` when empty.
+#[inline(always)]
 fn row_maximum<F: Float>(x: &[F]) -> F {
     let mut lanes = [F::LOWEST; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -139,6 +151,7 @@ fn row_maximum<F: Float>(x: &[F]) -> F {
 }
 
 /// The sum of `x`, in [`LANES`] partial sums.
+#[inline(always)]
 fn row_sum<F: Float>(x: &[F]) -> F {
     let mut lanes = [F::ZERO; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -152,6 +165,7 @@ fn row_sum<F: Float>(x: &[F]) -> F {
 }
 
 /// Normalises a contiguous row.
+#[inline(always)]
 fn normalize_row<F: Float>(kind: Normalization, x: &[F], y: &mut [F]) {
     let max = row_maximum(x);
     if kind == Normalization::Hardmax {
@@ -176,6 +190,7 @@ fn normalize_row<F: Float>(kind: Normalization, x: &[F], y: &mut [F]) {
 }
 
 /// Normalises a `[dim, inner]` block along `dim`; `scratch` holds `2 * inner` values.
+#[inline(always)]
 fn normalize_strided<F: Float>(
     kind: Normalization,
     x: &[F],

@@ -101,6 +101,7 @@ struct Op {
 }
 
 impl Op {
+    #[inline(always)]
     fn unary(kind: Kind, a: Source, params: [f32; 2]) -> Op {
         Op {
             kind,
@@ -507,16 +508,24 @@ impl<'a> Epilogue<'a> {
         if plane == 0 || channels == 0 {
             return;
         }
-        crate::parallel::for_each_chunk(cx, y, plane, GRAIN, |start, chunk| {
-            let mut temps = [[0f32; CHUNK]; MAX_OPS];
-            for (p, y_plane) in chunk.chunks_mut(plane).enumerate() {
-                let index = start / plane + p;
-                self.apply_plane(y_plane, index % channels, index * plane, &mut temps);
-            }
-        });
+        crate::parallel::for_each_chunk(
+            cx,
+            y,
+            plane,
+            GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                let mut temps = [[0f32; CHUNK]; MAX_OPS];
+                for (p, y_plane) in chunk.chunks_mut(plane).enumerate() {
+                    let index = start / plane + p;
+                    self.apply_plane(y_plane, index % channels, index * plane, &mut temps);
+                }
+            },
+        );
     }
 
     /// One channel plane, starting at element `offset` of the output.
+    #[inline(always)]
     fn apply_plane(
         &self,
         y: &mut [f32],
@@ -606,6 +615,7 @@ enum Operand<'s> {
     Same,
 }
 
+#[inline(always)]
 fn unary(kind: Kind, [p, q]: [f32; 2], x: &mut [f32]) {
     match kind {
         Kind::Relu => x.iter_mut().for_each(|x| *x = x.max(0.0)),
@@ -634,6 +644,7 @@ fn unary(kind: Kind, [p, q]: [f32; 2], x: &mut [f32]) {
 }
 
 /// `acc = acc op other` (or `other op acc` when `acc_is_left` is false).
+#[inline(always)]
 fn binary(kind: Kind, acc: &mut [f32], other: Operand<'_>, acc_is_left: bool) {
     macro_rules! each {
         ($op:expr) => {
@@ -687,6 +698,7 @@ mod tests {
         Source::Value(k)
     }
 
+    #[inline(always)]
     fn binary(kind: Kind, a: Source, b: Source) -> Op {
         Op {
             kind,

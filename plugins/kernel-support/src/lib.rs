@@ -14,4 +14,5 @@ pub mod half;
 pub mod isa;
 pub mod parallel;
 pub mod sgemm;
+pub mod simd;
 pub mod testutil;

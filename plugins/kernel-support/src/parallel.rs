@@ -1,7 +1,10 @@
 //! Handing disjoint pieces of a kernel's output to the host's `parallel_for`, in safe Rust and
 //! without heap allocations: pieces wait in a fixed array of slots, and the range that covers
-//! a slot's index takes its piece.
+//! a slot's index takes its piece. Every piece runs compiled for the call's instruction set
+//! ([`vectorized`]), so the loops kernels hand over here use AVX-512 or AVX2 where the host
+//! chose them.
 
+use crate::{isa, simd::vectorized};
 use opal_plugin_api::KernelContext;
 use std::sync::Mutex;
 
@@ -38,15 +41,21 @@ impl<T: Send> Tasks<T> {
         self.len += 1;
     }
 
-    /// Runs `f` on every piece, on the host's threads when there are several pieces.
+    /// Runs `f` on every piece, on the host's threads when there are several pieces, compiled
+    /// for the call's instruction set.
     pub fn run(mut self, cx: &KernelContext<'_>, f: impl Fn(T) + Sync) {
+        let isa = isa::current(cx);
         if self.len <= 1 {
             if let Some(task) = self.slots[0]
                 .get_mut()
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
             {
-                f(task);
+                vectorized(
+                    isa,
+                    #[inline(always)]
+                    || f(task),
+                );
             }
             return;
         }
@@ -55,7 +64,11 @@ impl<T: Send> Tasks<T> {
             for slot in &slots[range] {
                 let task = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(task) = task {
-                    f(task);
+                    vectorized(
+                        isa,
+                        #[inline(always)]
+                        || f(task),
+                    );
                 }
             }
         });
@@ -71,7 +84,8 @@ pub fn task_count(cx: &KernelContext<'_>, work: usize, grain: usize) -> usize {
 
 /// Runs `f(first_index, chunk)` over consecutive chunks of `data` covering all of it, each a
 /// multiple of `granule` elements (but the last) and, when split at all, at least `grain`
-/// elements; in parallel when the host lends several threads.
+/// elements; in parallel when the host lends several threads, and compiled for the call's
+/// instruction set.
 pub fn for_each_chunk<T: Send>(
     cx: &KernelContext<'_>,
     data: &mut [T],
@@ -83,7 +97,11 @@ pub fn for_each_chunk<T: Send>(
     let units = data.len().div_ceil(granule);
     let pieces = task_count(cx, data.len(), grain).min(units.max(1));
     if pieces <= 1 {
-        f(0, data);
+        vectorized(
+            isa::current(cx),
+            #[inline(always)]
+            || f(0, data),
+        );
         return;
     }
     let mut tasks = Tasks::new();

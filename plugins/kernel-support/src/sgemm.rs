@@ -9,8 +9,10 @@
 //! [`isa::current`] answers: an AVX-512 kernel (14 x 32, written with intrinsics), the portable
 //! kernel compiled for AVX2+FMA (6 x 16), or the portable kernel as the build targets it. A
 //! packed A's layout depends on the tile, so [`packed_a_len`], [`pack_a_whole`] and
-//! [`PackedA`] name the instruction set too.
+//! [`PackedA`] name the instruction set too. Products with a single row of A stream B instead
+//! ([`gemv`]).
 
+mod gemv;
 mod pack;
 mod portable;
 #[cfg(test)]
@@ -21,6 +23,7 @@ mod x86;
 use crate::{
     isa::{self, Isa},
     parallel::{for_each_chunk, task_count, Tasks},
+    simd::vectorized,
 };
 use opal_plugin_api::{KernelContext, KernelError, KernelResult};
 use pack::{pack_a, pack_b};
@@ -200,6 +203,9 @@ pub fn sgemm_on(
             )));
         }
     }
+    if gemv::applies(product) && product.k > 0 && !c.is_empty() {
+        return gemv::gemv(cx, isa, product, c);
+    }
     let kernel = kernel(isa);
     with_tile!(isa, run(cx, &kernel, product, c))
 }
@@ -268,7 +274,11 @@ fn run<const MR: usize, const NR: usize>(
     if tasks <= 1 {
         let a_pack = cx.scratch_unzeroed::<f32>(a_len)?;
         let b_pack = cx.scratch_unzeroed::<f32>(b_len)?;
-        rows_range::<MR, NR>(kernel, p, 0, c, a_pack, b_pack);
+        vectorized(
+            isa::current(cx),
+            #[inline(always)]
+            || rows_range::<MR, NR>(kernel, p, 0, c, a_pack, b_pack),
+        );
         return Ok(());
     }
     let mut pieces = Tasks::new();
@@ -289,9 +299,13 @@ fn run<const MR: usize, const NR: usize>(
         rest = tail;
         start = end;
     }
-    pieces.run(cx, |(first_row, c, a_pack, b_pack)| {
-        rows_range::<MR, NR>(kernel, p, first_row, c, a_pack, b_pack)
-    });
+    pieces.run(
+        cx,
+        #[inline(always)]
+        |(first_row, c, a_pack, b_pack)| {
+            rows_range::<MR, NR>(kernel, p, first_row, c, a_pack, b_pack)
+        },
+    );
     Ok(())
 }
 
@@ -325,36 +339,47 @@ fn columns_split<const MR: usize, const NR: usize>(
         let b_pack = cx.scratch_unzeroed::<f32>(round_up((j1 - j0).min(kernel.nc), NR) * kc)?;
         pieces.push((j0, block, a_pack, b_pack));
     }
-    pieces.run(cx, |(j0, block, a_pack, b_pack)| {
-        let piece = Product {
-            n: block.len() / m,
-            a: Operand {
-                data: &p.a.data[a_offset.min(p.a.data.len())..],
-                ..p.a
-            },
-            b: Operand {
-                data: &p.b.data[b_offset + j0 * p.b.col_stride..],
-                ..p.b
-            },
-            batches: 1,
-            batch_offsets: &single_batch,
-            ..*p
-        };
-        rows_range::<MR, NR>(kernel, &piece, 0, block, a_pack, b_pack);
-    });
+    pieces.run(
+        cx,
+        #[inline(always)]
+        |(j0, block, a_pack, b_pack)| {
+            let piece = Product {
+                n: block.len() / m,
+                a: Operand {
+                    data: &p.a.data[a_offset.min(p.a.data.len())..],
+                    ..p.a
+                },
+                b: Operand {
+                    data: &p.b.data[b_offset + j0 * p.b.col_stride..],
+                    ..p.b
+                },
+                batches: 1,
+                batch_offsets: &single_batch,
+                ..*p
+            };
+            rows_range::<MR, NR>(kernel, &piece, 0, block, a_pack, b_pack);
+        },
+    );
     // Each task's block holds its columns of every row, the blocks one after the other.
     let blocks = &*blocks;
-    for_each_chunk(cx, c, n, COPY_GRAIN, |start, rows| {
-        let first_row = start / n;
-        for (r, c_row) in rows.chunks_exact_mut(n).enumerate() {
-            let row = first_row + r;
-            for t in 0..tasks {
-                let (j0, j1) = (columns(t), columns(t + 1));
-                let block = &blocks[m * j0..m * j1];
-                c_row[j0..j1].copy_from_slice(&block[row * (j1 - j0)..(row + 1) * (j1 - j0)]);
+    for_each_chunk(
+        cx,
+        c,
+        n,
+        COPY_GRAIN,
+        #[inline(always)]
+        |start, rows| {
+            let first_row = start / n;
+            for (r, c_row) in rows.chunks_exact_mut(n).enumerate() {
+                let row = first_row + r;
+                for t in 0..tasks {
+                    let (j0, j1) = (columns(t), columns(t + 1));
+                    let block = &blocks[m * j0..m * j1];
+                    c_row[j0..j1].copy_from_slice(&block[row * (j1 - j0)..(row + 1) * (j1 - j0)]);
+                }
             }
-        }
-    });
+        },
+    );
     Ok(())
 }
 
@@ -393,6 +418,7 @@ fn scale(c: &mut [f32], beta: f32) {
 }
 
 /// Computes the rows `first_row..` (counted across batches) that `c` holds.
+#[inline(always)]
 fn rows_range<const MR: usize, const NR: usize>(
     kernel: &Kernel,
     p: &Product<'_>,
@@ -423,6 +449,7 @@ struct Rows {
 }
 
 /// `rows` of one batch's product, into `c` (those rows, `n` wide).
+#[inline(always)]
 fn block<const MR: usize, const NR: usize>(
     kernel: &Kernel,
     p: &Product<'_>,

@@ -78,16 +78,23 @@ impl Operator for BatchNormalization {
         };
         let (y, sink) = output_f32(cx, 0)?;
         if plane > 0 {
-            for_each_chunk(cx, y, plane, GRAIN, |start, chunk| {
-                for (p, y) in chunk.chunks_exact_mut(plane).enumerate() {
-                    let c = (start / plane + p) % channels;
-                    let (a, b) = batch_norm_affine(scale[c], bias[c], mean[c], var[c], epsilon);
-                    let x = &x[(start / plane + p) * plane..][..plane];
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = x * a + b;
+            for_each_chunk(
+                cx,
+                y,
+                plane,
+                GRAIN,
+                #[inline(always)]
+                |start, chunk| {
+                    for (p, y) in chunk.chunks_exact_mut(plane).enumerate() {
+                        let c = (start / plane + p) % channels;
+                        let (a, b) = batch_norm_affine(scale[c], bias[c], mean[c], var[c], epsilon);
+                        let x = &x[(start / plane + p) * plane..][..plane];
+                        for (y, &x) in y.iter_mut().zip(x) {
+                            *y = x * a + b;
+                        }
                     }
-                }
-            });
+                },
+            );
         }
         if let Some(epilogue) = Epilogue::from_call(cx, OP, channels, y.len())? {
             epilogue.apply(cx, y, channels, plane);

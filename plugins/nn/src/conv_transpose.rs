@@ -293,13 +293,20 @@ fn transpose_convolve(
                 };
                 sgemm(cx, &product, col)?;
                 let col = &*col;
-                for_each_chunk(cx, y_group, out_size, GRAIN, |start, chunk| {
-                    for (c, plane) in chunk.chunks_exact_mut(out_size).enumerate() {
-                        let channel = start / out_size + c;
-                        let rows = &col[channel * taps * cols..][..taps * cols];
-                        col2im(&p.axes, rows, first_row, cols, plane);
-                    }
-                });
+                for_each_chunk(
+                    cx,
+                    y_group,
+                    out_size,
+                    GRAIN,
+                    #[inline(always)]
+                    |start, chunk| {
+                        for (c, plane) in chunk.chunks_exact_mut(out_size).enumerate() {
+                            let channel = start / out_size + c;
+                            let rows = &col[channel * taps * cols..][..taps * cols];
+                            col2im(&p.axes, rows, first_row, cols, plane);
+                        }
+                    },
+                );
             }
         }
     }

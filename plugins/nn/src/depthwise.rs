@@ -28,19 +28,28 @@ pub(crate) fn depthwise(
         window.kernel_size(),
     );
     let multiplier = shape.out_per_group();
-    for_each_chunk(cx, y, out_size, GRAIN, |start, chunk| {
-        for (p, y_plane) in chunk.chunks_exact_mut(out_size).enumerate() {
-            let plane = start / out_size + p;
-            let (image, channel) = (plane / shape.out_channels, plane % shape.out_channels);
-            let input_channel = channel / multiplier;
-            let x_plane = &x[(image * shape.in_channels + input_channel) * in_size..][..in_size];
-            y_plane.fill(bias.map_or(0.0, |b| b[channel]));
-            plane_conv(window, x_plane, &w[channel * taps..][..taps], y_plane);
-        }
-    });
+    for_each_chunk(
+        cx,
+        y,
+        out_size,
+        GRAIN,
+        #[inline(always)]
+        |start, chunk| {
+            for (p, y_plane) in chunk.chunks_exact_mut(out_size).enumerate() {
+                let plane = start / out_size + p;
+                let (image, channel) = (plane / shape.out_channels, plane % shape.out_channels);
+                let input_channel = channel / multiplier;
+                let x_plane =
+                    &x[(image * shape.in_channels + input_channel) * in_size..][..in_size];
+                y_plane.fill(bias.map_or(0.0, |b| b[channel]));
+                plane_conv(window, x_plane, &w[channel * taps..][..taps], y_plane);
+            }
+        },
+    );
 }
 
 /// Accumulates the convolution of one input plane with one kernel into `y`.
+#[inline(always)]
 fn plane_conv(window: &Window, x: &[f32], w: &[f32], y: &mut [f32]) {
     let [ad, ah, aw] = window.axes;
     for od in 0..ad.output {

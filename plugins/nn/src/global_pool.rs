@@ -63,21 +63,28 @@ fn global_pool(cx: &mut KernelContext<'_>, op: &str, reduce: Reduce) -> KernelRe
     let plane: usize = cx.input(0)?.shape()[2..].iter().product();
     let x = input_f32(cx, op, 0)?;
     let (y, sink) = output_f32(cx, 0)?;
-    for_each_chunk(cx, y, 1, (GRAIN / plane.max(1)).max(1), |start, chunk| {
-        for (i, y) in chunk.iter_mut().enumerate() {
-            let values = &x[(start + i) * plane..][..plane];
-            *y = match reduce {
-                Reduce::Mean => lanewise(values, 0.0, |s, v| s + v) / plane as f32,
-                Reduce::Max => lanewise(values, f32::NEG_INFINITY, f32::max),
-                Reduce::Lp(2.0) => lanewise(values, 0.0, |s, v| s + v * v).sqrt(),
-                Reduce::Lp(p) => values
-                    .iter()
-                    .map(|v| v.abs().powf(p))
-                    .sum::<f32>()
-                    .powf(1.0 / p),
-            };
-        }
-    });
+    for_each_chunk(
+        cx,
+        y,
+        1,
+        (GRAIN / plane.max(1)).max(1),
+        #[inline(always)]
+        |start, chunk| {
+            for (i, y) in chunk.iter_mut().enumerate() {
+                let values = &x[(start + i) * plane..][..plane];
+                *y = match reduce {
+                    Reduce::Mean => lanewise(values, 0.0, |s, v| s + v) / plane as f32,
+                    Reduce::Max => lanewise(values, f32::NEG_INFINITY, f32::max),
+                    Reduce::Lp(2.0) => lanewise(values, 0.0, |s, v| s + v * v).sqrt(),
+                    Reduce::Lp(p) => values
+                        .iter()
+                        .map(|v| v.abs().powf(p))
+                        .sum::<f32>()
+                        .powf(1.0 / p),
+                };
+            }
+        },
+    );
     sink.finish(op, y)
 }
 

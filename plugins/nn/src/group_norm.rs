@@ -71,31 +71,38 @@ fn group_normalize(cx: &mut KernelContext<'_>, op: &str, groups: usize) -> Kerne
     let (y, sink) = output_f32(cx, 0)?;
     let block = per_group * plane;
     if block > 0 {
-        for_each_chunk(cx, y, block, GRAIN, |start, chunk| {
-            for (b, y) in chunk.chunks_exact_mut(block).enumerate() {
-                let index = start / block + b;
-                let x = &x[index * block..][..block];
-                let (mean, variance) = mean_variance(x);
-                let inv_std = 1.0 / (variance + epsilon).sqrt();
-                let group = index % groups;
-                for (c, (y, x)) in y
-                    .chunks_exact_mut(plane)
-                    .zip(x.chunks_exact(plane))
-                    .enumerate()
-                {
-                    let at = if per_channel {
-                        group * per_group + c
-                    } else {
-                        group
-                    };
-                    let a = scale[at] * inv_std;
-                    let shift = bias[at] - mean * a;
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = x * a + shift;
+        for_each_chunk(
+            cx,
+            y,
+            block,
+            GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (b, y) in chunk.chunks_exact_mut(block).enumerate() {
+                    let index = start / block + b;
+                    let x = &x[index * block..][..block];
+                    let (mean, variance) = mean_variance(x);
+                    let inv_std = 1.0 / (variance + epsilon).sqrt();
+                    let group = index % groups;
+                    for (c, (y, x)) in y
+                        .chunks_exact_mut(plane)
+                        .zip(x.chunks_exact(plane))
+                        .enumerate()
+                    {
+                        let at = if per_channel {
+                            group * per_group + c
+                        } else {
+                            group
+                        };
+                        let a = scale[at] * inv_std;
+                        let shift = bias[at] - mean * a;
+                        for (y, &x) in y.iter_mut().zip(x) {
+                            *y = x * a + shift;
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
     }
     sink.finish(op, y)
 }

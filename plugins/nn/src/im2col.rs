@@ -198,28 +198,36 @@ fn fill_col(
         && ah.stride == 1
         && aw.stride == 1
         && aw.output == aw.input;
-    for_each_chunk(cx, col, cols, IM2COL_GRAIN, |start, chunk| {
-        for (r, dst) in chunk.chunks_exact_mut(cols).enumerate() {
-            let row = start / cols + r;
-            let (channel, tap) = (row / taps, row % taps);
-            let (kd, kh, kw) = (
-                tap / (ah.kernel * aw.kernel),
-                tap / aw.kernel % ah.kernel,
-                tap % aw.kernel,
-            );
-            let x_channel = &x[channel * plane..][..plane];
-            if shifted_plane {
-                copy_shifted_plane(window, x_channel, kh, kw, first_row, dst);
-            } else {
-                copy_tap_rows(window, x_channel, [kd, kh, kw], first_row, dst);
+    for_each_chunk(
+        cx,
+        col,
+        cols,
+        IM2COL_GRAIN,
+        #[inline(always)]
+        |start, chunk| {
+            for (r, dst) in chunk.chunks_exact_mut(cols).enumerate() {
+                let row = start / cols + r;
+                let (channel, tap) = (row / taps, row % taps);
+                let (kd, kh, kw) = (
+                    tap / (ah.kernel * aw.kernel),
+                    tap / aw.kernel % ah.kernel,
+                    tap % aw.kernel,
+                );
+                let x_channel = &x[channel * plane..][..plane];
+                if shifted_plane {
+                    copy_shifted_plane(window, x_channel, kh, kw, first_row, dst);
+                } else {
+                    copy_tap_rows(window, x_channel, [kd, kh, kw], first_row, dst);
+                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// One col row for a stride-1 2-D window whose output rows are as long as the input's: the
 /// output rows whose tap row lies in the input are one contiguous copy of the plane shifted by
 /// the tap's offset, after which the columns that wrapped around the row ends become zeros.
+#[inline(always)]
 fn copy_shifted_plane(
     window: &Window,
     x_channel: &[f32],
@@ -265,6 +273,7 @@ fn copy_shifted_plane(
 
 /// One col row for any window: the input values under tap `(kd, kh, kw)` for each output row,
 /// zeros where the tap falls in the padding.
+#[inline(always)]
 fn copy_tap_rows(
     window: &Window,
     x_channel: &[f32],
@@ -310,6 +319,7 @@ fn copy_tap_rows(
 
 /// `out[i] = x[i * STRIDE]`, in fixed-step loads that vectorize; the last value may sit fewer
 /// than `STRIDE` values before the end of `x`.
+#[inline(always)]
 fn gather_every<const STRIDE: usize>(x: &[f32], out: &mut [f32]) {
     let whole = (x.len() / STRIDE).min(out.len());
     for (v, c) in out[..whole].iter_mut().zip(x.chunks_exact(STRIDE)) {

@@ -316,47 +316,54 @@ fn apply(
     if row == 0 {
         return;
     }
-    for_each_chunk(cx, dst, row, GRAIN, |start, chunk| {
-        for (b, dst) in chunk.chunks_exact_mut(row).enumerate() {
-            let block = start / row + b;
-            let src = &src[block * input * inner..][..input * inner];
-            if inner == 1 && table.taps == 1 && input > 0 {
-                // One source value per output along the last axis (nearest): a plain gather.
-                let taps = table.index.iter().zip(table.weight).zip(table.inside);
-                for (out, ((&i, &w), &inside)) in dst.iter_mut().zip(taps) {
-                    let value = w * src[(i as usize).min(input - 1)];
-                    *out = if inside { value } else { table.extrapolation };
-                }
-                continue;
-            }
-            for (o, out) in dst.chunks_exact_mut(inner).enumerate() {
-                if !table.inside[o] {
-                    out.fill(table.extrapolation);
+    for_each_chunk(
+        cx,
+        dst,
+        row,
+        GRAIN,
+        #[inline(always)]
+        |start, chunk| {
+            for (b, dst) in chunk.chunks_exact_mut(row).enumerate() {
+                let block = start / row + b;
+                let src = &src[block * input * inner..][..input * inner];
+                if inner == 1 && table.taps == 1 && input > 0 {
+                    // One source value per output along the last axis (nearest): a plain gather.
+                    let taps = table.index.iter().zip(table.weight).zip(table.inside);
+                    for (out, ((&i, &w), &inside)) in dst.iter_mut().zip(taps) {
+                        let value = w * src[(i as usize).min(input - 1)];
+                        *out = if inside { value } else { table.extrapolation };
+                    }
                     continue;
                 }
-                let index = &table.index[o * table.taps..][..table.taps];
-                let weight = &table.weight[o * table.taps..][..table.taps];
-                if inner == 1 {
-                    out[0] = index
-                        .iter()
-                        .zip(weight)
-                        .map(|(&i, &w)| w * src[i as usize])
-                        .sum();
-                    continue;
-                }
-                let first = index[0] as usize * inner;
-                out.copy_from_slice(&src[first..first + inner]);
-                if table.taps == 1 {
-                    continue;
-                }
-                out.iter_mut().for_each(|v| *v *= weight[0]);
-                for (&i, &w) in index.iter().zip(weight).skip(1) {
-                    let line = &src[i as usize * inner..][..inner];
-                    for (v, &s) in out.iter_mut().zip(line) {
-                        *v += w * s;
+                for (o, out) in dst.chunks_exact_mut(inner).enumerate() {
+                    if !table.inside[o] {
+                        out.fill(table.extrapolation);
+                        continue;
+                    }
+                    let index = &table.index[o * table.taps..][..table.taps];
+                    let weight = &table.weight[o * table.taps..][..table.taps];
+                    if inner == 1 {
+                        out[0] = index
+                            .iter()
+                            .zip(weight)
+                            .map(|(&i, &w)| w * src[i as usize])
+                            .sum();
+                        continue;
+                    }
+                    let first = index[0] as usize * inner;
+                    out.copy_from_slice(&src[first..first + inner]);
+                    if table.taps == 1 {
+                        continue;
+                    }
+                    out.iter_mut().for_each(|v| *v *= weight[0]);
+                    for (&i, &w) in index.iter().zip(weight).skip(1) {
+                        let line = &src[i as usize * inner..][..inner];
+                        for (v, &s) in out.iter_mut().zip(line) {
+                            *v += w * s;
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
 }

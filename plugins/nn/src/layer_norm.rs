@@ -92,23 +92,30 @@ impl Operator for LayerNormalization {
             return Ok(());
         }
         let (y, sink) = output_f32(cx, 0)?;
-        for_each_chunk(cx, y, row, GRAIN, |start, chunk| {
-            for (r, y) in chunk.chunks_exact_mut(row).enumerate() {
-                let x = &x[start + r * row..][..row];
-                let (mean, variance) = mean_variance(x);
-                let inv_std = 1.0 / (variance + epsilon).sqrt();
-                for (y, x) in y.chunks_mut(scale.len()).zip(x.chunks(scale.len())) {
-                    for ((y, &x), &s) in y.iter_mut().zip(x).zip(scale) {
-                        *y = (x - mean) * inv_std * s;
+        for_each_chunk(
+            cx,
+            y,
+            row,
+            GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (r, y) in chunk.chunks_exact_mut(row).enumerate() {
+                    let x = &x[start + r * row..][..row];
+                    let (mean, variance) = mean_variance(x);
+                    let inv_std = 1.0 / (variance + epsilon).sqrt();
+                    for (y, x) in y.chunks_mut(scale.len()).zip(x.chunks(scale.len())) {
+                        for ((y, &x), &s) in y.iter_mut().zip(x).zip(scale) {
+                            *y = (x - mean) * inv_std * s;
+                        }
+                    }
+                    if let Some(bias) = bias {
+                        for y in y.chunks_mut(bias.len()) {
+                            y.iter_mut().zip(bias).for_each(|(y, &b)| *y += b);
+                        }
                     }
                 }
-                if let Some(bias) = bias {
-                    for y in y.chunks_mut(bias.len()) {
-                        y.iter_mut().zip(bias).for_each(|(y, &b)| *y += b);
-                    }
-                }
-            }
-        });
+            },
+        );
         sink.finish(op, y)?;
         // Mean and InvStdDev, when the node has them.
         for index in 1..cx.output_count().min(3) {
@@ -146,18 +153,25 @@ impl Operator for RmsNormalization {
             return Ok(());
         }
         let (y, sink) = output_f32(cx, 0)?;
-        for_each_chunk(cx, y, row, GRAIN, |start, chunk| {
-            for (r, y) in chunk.chunks_exact_mut(row).enumerate() {
-                let x = &x[start + r * row..][..row];
-                let mean_square = sum_of_squares(x) / row as f32;
-                let inv_rms = 1.0 / (mean_square + epsilon).sqrt();
-                for (y, x) in y.chunks_mut(scale.len()).zip(x.chunks(scale.len())) {
-                    for ((y, &x), &s) in y.iter_mut().zip(x).zip(scale) {
-                        *y = x * inv_rms * s;
+        for_each_chunk(
+            cx,
+            y,
+            row,
+            GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (r, y) in chunk.chunks_exact_mut(row).enumerate() {
+                    let x = &x[start + r * row..][..row];
+                    let mean_square = sum_of_squares(x) / row as f32;
+                    let inv_rms = 1.0 / (mean_square + epsilon).sqrt();
+                    for (y, x) in y.chunks_mut(scale.len()).zip(x.chunks(scale.len())) {
+                        for ((y, &x), &s) in y.iter_mut().zip(x).zip(scale) {
+                            *y = x * inv_rms * s;
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
         sink.finish(op, y)
     }
 }

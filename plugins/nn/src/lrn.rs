@@ -38,22 +38,29 @@ impl Operator for Lrn {
         let x = input_f32(cx, OP, 0)?;
         let (y, sink) = output_f32(cx, 0)?;
         if plane > 0 {
-            for_each_chunk(cx, y, plane, GRAIN, |start, chunk| {
-                for (p, y) in chunk.chunks_exact_mut(plane).enumerate() {
-                    let index = start / plane + p;
-                    let (image, c) = (index / channels, index % channels);
-                    let image_x = &x[image * channels * plane..][..channels * plane];
-                    y.fill(0.0);
-                    for other in c.saturating_sub(before)..(c + after + 1).min(channels) {
-                        for (s, &v) in y.iter_mut().zip(&image_x[other * plane..][..plane]) {
-                            *s += v * v;
+            for_each_chunk(
+                cx,
+                y,
+                plane,
+                GRAIN,
+                #[inline(always)]
+                |start, chunk| {
+                    for (p, y) in chunk.chunks_exact_mut(plane).enumerate() {
+                        let index = start / plane + p;
+                        let (image, c) = (index / channels, index % channels);
+                        let image_x = &x[image * channels * plane..][..channels * plane];
+                        y.fill(0.0);
+                        for other in c.saturating_sub(before)..(c + after + 1).min(channels) {
+                            for (s, &v) in y.iter_mut().zip(&image_x[other * plane..][..plane]) {
+                                *s += v * v;
+                            }
+                        }
+                        for (y, &x) in y.iter_mut().zip(&image_x[c * plane..][..plane]) {
+                            *y = x / (bias + alpha / size as f32 * *y).powf(beta);
                         }
                     }
-                    for (y, &x) in y.iter_mut().zip(&image_x[c * plane..][..plane]) {
-                        *y = x / (bias + alpha / size as f32 * *y).powf(beta);
-                    }
-                }
-            });
+                },
+            );
         }
         sink.finish(OP, y)
     }

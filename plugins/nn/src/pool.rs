@@ -133,6 +133,7 @@ fn input_offset(window: &Window, starts: [isize; 3], taps: [usize; 3]) -> usize 
 
 /// The maximum of one plane's windows into `y`, and the flat input index of each maximum into
 /// `indices` when given (`plane_base` is the plane's first flat index).
+#[inline(always)]
 fn max_plane<T: Ordered>(
     window: &Window,
     x: &[T],
@@ -199,16 +200,23 @@ fn max_pool<T: Ordered>(
         }
         None => {
             let plane_2d = Plane2d::of(window);
-            for_each_chunk(cx, y, out_size, GRAIN, |start, chunk| {
-                for (p, y) in chunk.chunks_exact_mut(out_size).enumerate() {
-                    let plane = start / out_size + p;
-                    let x = &x[plane * in_size..][..in_size];
-                    match &plane_2d {
-                        Some(plane_2d) => max_pool_2d(plane_2d, x, y),
-                        None => max_plane(window, x, y, None, 0, false),
+            for_each_chunk(
+                cx,
+                y,
+                out_size,
+                GRAIN,
+                #[inline(always)]
+                |start, chunk| {
+                    for (p, y) in chunk.chunks_exact_mut(out_size).enumerate() {
+                        let plane = start / out_size + p;
+                        let x = &x[plane * in_size..][..in_size];
+                        match &plane_2d {
+                            Some(plane_2d) => max_pool_2d(plane_2d, x, y),
+                            None => max_plane(window, x, y, None, 0, false),
+                        }
                     }
-                }
-            })
+                },
+            )
         }
     }
 }
@@ -291,20 +299,30 @@ fn reduce_pool(cx: &mut KernelContext<'_>, op: &str, reduce: Reduce) -> KernelRe
         Reduce::Lp { .. } => None,
     };
     if out_size > 0 {
-        for_each_chunk(cx, y, out_size, GRAIN, |start, chunk| {
-            for (p, y) in chunk.chunks_exact_mut(out_size).enumerate() {
-                let plane = start / out_size + p;
-                let x = &x[plane * in_size..][..in_size];
-                match &plane_2d {
-                    Some((plane_2d, include_pad)) => average_pool_2d(plane_2d, *include_pad, x, y),
-                    None => reduce_plane(&window, x, y, reduce),
+        for_each_chunk(
+            cx,
+            y,
+            out_size,
+            GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (p, y) in chunk.chunks_exact_mut(out_size).enumerate() {
+                    let plane = start / out_size + p;
+                    let x = &x[plane * in_size..][..in_size];
+                    match &plane_2d {
+                        Some((plane_2d, include_pad)) => {
+                            average_pool_2d(plane_2d, *include_pad, x, y)
+                        }
+                        None => reduce_plane(&window, x, y, reduce),
+                    }
                 }
-            }
-        });
+            },
+        );
     }
     sink.finish(op, y)
 }
 
+#[inline(always)]
 fn reduce_plane(window: &Window, x: &[f32], y: &mut [f32], reduce: Reduce) {
     let axes = window.axes;
     for_each_output(window, |o, [td, th, tw], starts| {

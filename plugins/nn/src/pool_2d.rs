@@ -114,6 +114,7 @@ impl Plane2d {
 }
 
 /// MaxPool of the stacked 2-D planes in `x` into `y`.
+#[inline(always)]
 pub(crate) fn max_pool_2d<T: Ordered>(plane: &Plane2d, x: &[T], y: &mut [T]) {
     for (x, y) in x
         .chunks_exact(plane.input_size())
@@ -125,6 +126,7 @@ pub(crate) fn max_pool_2d<T: Ordered>(plane: &Plane2d, x: &[T], y: &mut [T]) {
 
 /// AveragePool of the stacked 2-D planes in `x` into `y`; with `include_pad` the divisor
 /// counts the explicit padding too (but not what ceil_mode adds beyond it).
+#[inline(always)]
 pub(crate) fn average_pool_2d(plane: &Plane2d, include_pad: bool, x: &[f32], y: &mut [f32]) {
     let [rows, cols] = [plane.rows, plane.cols].map(|a| {
         if include_pad {
@@ -160,6 +162,7 @@ fn window_start(axis: &Axis, index: usize) -> isize {
 }
 
 /// The input rows or columns of output `index`'s window on `axis`.
+#[inline(always)]
 fn inside(axis: &Axis, index: usize) -> Range<usize> {
     let start = window_start(axis, index);
     let end = (start + axis.kernel as isize).min(axis.input as isize);
@@ -168,6 +171,7 @@ fn inside(axis: &Axis, index: usize) -> Range<usize> {
 
 /// Reduces one plane `x` into `y` with `C`, calling `finish(row, first_column, tile)` on
 /// each tile of an output row once its values are reduced.
+#[inline(always)]
 fn pool_plane<T: Copy, C: Combine<T>>(
     plane: &Plane2d,
     x: &[T],
@@ -197,6 +201,7 @@ fn pool_plane<T: Copy, C: Combine<T>>(
 
 /// Reduces input `rows` (of `width` values) into `buffer`, whose first value is input column
 /// `start`; columns outside the input get the neutral value.
+#[inline(always)]
 fn down<T: Copy, C: Combine<T>>(
     x: &[T],
     width: usize,

@@ -222,30 +222,37 @@ fn block_tiles(in_channels: usize, out_channels: usize, image_tiles: usize) -> u
 
 /// `u[o][point][i] = (G w[o][i] Gᵀ)[point]` for `w` of `[out][in][3][3]`.
 fn transform_weights(cx: &KernelContext<'_>, w: &[f32], c: usize, u: &mut [f32]) {
-    for_each_chunk(cx, u, POINTS * c, TRANSFORM_GRAIN, |start, chunk| {
-        for (o, u_out) in chunk.chunks_exact_mut(POINTS * c).enumerate() {
-            let first_out = start / (POINTS * c) + o;
-            let w_out = &w[first_out * c * 9..][..c * 9];
-            for i0 in (0..c).step_by(LANES) {
-                let lanes = LANES.min(c - i0);
-                let mut g = [[[0.0; LANES]; 3]; 3];
-                for (l, taps) in w_out[i0 * 9..(i0 + lanes) * 9].chunks_exact(9).enumerate() {
-                    for (k, &tap) in taps.iter().enumerate() {
-                        g[k / 3][k % 3][l] = tap;
+    for_each_chunk(
+        cx,
+        u,
+        POINTS * c,
+        TRANSFORM_GRAIN,
+        #[inline(always)]
+        |start, chunk| {
+            for (o, u_out) in chunk.chunks_exact_mut(POINTS * c).enumerate() {
+                let first_out = start / (POINTS * c) + o;
+                let w_out = &w[first_out * c * 9..][..c * 9];
+                for i0 in (0..c).step_by(LANES) {
+                    let lanes = LANES.min(c - i0);
+                    let mut g = [[[0.0; LANES]; 3]; 3];
+                    for (l, taps) in w_out[i0 * 9..(i0 + lanes) * 9].chunks_exact(9).enumerate() {
+                        for (k, &tap) in taps.iter().enumerate() {
+                            g[k / 3][k % 3][l] = tap;
+                        }
                     }
-                }
-                // G g, then (G g) Gᵀ along the rows.
-                let columns: [[Lanes; 6]; 3] =
-                    std::array::from_fn(|j| weight_1d(&[g[0][j], g[1][j], g[2][j]]));
-                for r in 0..TILE {
-                    let row = weight_1d(&[columns[0][r], columns[1][r], columns[2][r]]);
-                    for (s, values) in row.iter().enumerate() {
-                        store_lanes(&mut u_out[(r * TILE + s) * c + i0..], values, lanes);
+                    // G g, then (G g) Gᵀ along the rows.
+                    let columns: [[Lanes; 6]; 3] =
+                        std::array::from_fn(|j| weight_1d(&[g[0][j], g[1][j], g[2][j]]));
+                    for r in 0..TILE {
+                        let row = weight_1d(&[columns[0][r], columns[1][r], columns[2][r]]);
+                        for (s, values) in row.iter().enumerate() {
+                            store_lanes(&mut u_out[(r * TILE + s) * c + i0..], values, lanes);
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 /// `v[i][point][t] = (Bᵀ d B)[point]` for the input tile `d` of channel `i` under tile
@@ -259,36 +266,43 @@ fn transform_inputs(
     v: &mut [f32],
 ) {
     let plane = tiles.input_h * tiles.input_w;
-    for_each_chunk(cx, v, POINTS * n, TRANSFORM_GRAIN, |start, chunk| {
-        for (i, v_channel) in chunk.chunks_exact_mut(POINTS * n).enumerate() {
-            let channel = start / (POINTS * n) + i;
-            let x_channel = &x[channel * plane..][..plane];
-            for t0 in (0..n).step_by(LANES) {
-                let lanes = LANES.min(n - t0);
-                let mut d = [[[0.0; LANES]; TILE]; TILE];
-                if lanes < LANES || !gather_row_of_tiles(tiles, x_channel, first + t0, &mut d) {
-                    for l in 0..lanes {
-                        gather_tile(tiles, x_channel, first + t0 + l, l, &mut d);
+    for_each_chunk(
+        cx,
+        v,
+        POINTS * n,
+        TRANSFORM_GRAIN,
+        #[inline(always)]
+        |start, chunk| {
+            for (i, v_channel) in chunk.chunks_exact_mut(POINTS * n).enumerate() {
+                let channel = start / (POINTS * n) + i;
+                let x_channel = &x[channel * plane..][..plane];
+                for t0 in (0..n).step_by(LANES) {
+                    let lanes = LANES.min(n - t0);
+                    let mut d = [[[0.0; LANES]; TILE]; TILE];
+                    if lanes < LANES || !gather_row_of_tiles(tiles, x_channel, first + t0, &mut d) {
+                        for l in 0..lanes {
+                            gather_tile(tiles, x_channel, first + t0 + l, l, &mut d);
+                        }
                     }
-                }
-                // d B along each row, then Bᵀ (d B) down each column.
-                let mut rows = [[[0.0; LANES]; TILE]; TILE];
-                for (row, d_row) in rows.iter_mut().zip(&d) {
-                    input_1d(d_row, row);
-                }
-                for s in 0..TILE {
-                    let column: [Lanes; TILE] = [
-                        rows[0][s], rows[1][s], rows[2][s], rows[3][s], rows[4][s], rows[5][s],
-                    ];
-                    let mut out = [[0.0; LANES]; TILE];
-                    input_1d(&column, &mut out);
-                    for (r, values) in out.iter().enumerate() {
-                        store_lanes(&mut v_channel[(r * TILE + s) * n + t0..], values, lanes);
+                    // d B along each row, then Bᵀ (d B) down each column.
+                    let mut rows = [[[0.0; LANES]; TILE]; TILE];
+                    for (row, d_row) in rows.iter_mut().zip(&d) {
+                        input_1d(d_row, row);
+                    }
+                    for s in 0..TILE {
+                        let column: [Lanes; TILE] = [
+                            rows[0][s], rows[1][s], rows[2][s], rows[3][s], rows[4][s], rows[5][s],
+                        ];
+                        let mut out = [[0.0; LANES]; TILE];
+                        input_1d(&column, &mut out);
+                        for (r, values) in out.iter().enumerate() {
+                            store_lanes(&mut v_channel[(r * TILE + s) * n + t0..], values, lanes);
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Writes the first `lanes` values of `values` to the start of `out`.
@@ -324,6 +338,7 @@ const ROW_SPAN: usize = OUT * (LANES - 1) + TILE;
 
 /// Copies the input tiles under the [`LANES`] tiles from `t` into the lanes of `d`, with zeros
 /// in the padding, when they lie in one row of tiles; returns whether they did.
+#[inline(always)]
 fn gather_row_of_tiles(tiles: &Tiles, x: &[f32], t: usize, d: &mut [[Lanes; TILE]; TILE]) -> bool {
     if t % tiles.across + LANES > tiles.across {
         return false;
@@ -369,6 +384,7 @@ fn spread_row(span: &[f32; ROW_SPAN], d_row: &mut [Lanes; TILE]) {
 }
 
 /// Copies the 6x6 input tile under tile `t` into lane `l` of `d`, with zeros in the padding.
+#[inline(always)]
 fn gather_tile(tiles: &Tiles, x: &[f32], t: usize, l: usize, d: &mut [[Lanes; TILE]; TILE]) {
     let (oh, ow) = tiles.origin(t);
     let (w, h) = (tiles.input_w, tiles.input_h);
@@ -415,51 +431,59 @@ fn transform_outputs(
 ) {
     let plane = tiles.output_h * tiles.output_w;
     let out_channels = y.len() / plane;
-    for_each_chunk(cx, y, plane, TRANSFORM_GRAIN, |start, chunk| {
-        for (o, y_channel) in chunk.chunks_exact_mut(plane).enumerate() {
-            let channel = start / plane + o;
-            let b = bias.map_or(0.0, |b| b[channel]);
-            for t0 in (0..n).step_by(LANES) {
-                let lanes = LANES.min(n - t0);
-                // m A along each row, then Aᵀ (m A) down each column.
-                let mut rows = [[[0.0; LANES]; OUT]; TILE];
-                for (r, row) in rows.iter_mut().enumerate() {
-                    let at = |s: usize| ((r * TILE + s) * out_channels + channel) * n + t0;
-                    let products: [Lanes; TILE] = [
-                        load_lanes(&m[at(0)..], lanes),
-                        load_lanes(&m[at(1)..], lanes),
-                        load_lanes(&m[at(2)..], lanes),
-                        load_lanes(&m[at(3)..], lanes),
-                        load_lanes(&m[at(4)..], lanes),
-                        load_lanes(&m[at(5)..], lanes),
-                    ];
-                    output_1d(&products, row);
-                }
-                let mut tile = [[[0.0; LANES]; OUT]; OUT];
-                for s in 0..OUT {
-                    let column: [Lanes; TILE] = [
-                        rows[0][s], rows[1][s], rows[2][s], rows[3][s], rows[4][s], rows[5][s],
-                    ];
-                    let mut out = [[0.0; LANES]; OUT];
-                    output_1d(&column, &mut out);
-                    for (tile_row, values) in tile.iter_mut().zip(&out) {
-                        for (t, &v) in tile_row[s].iter_mut().zip(values) {
-                            *t = v + b;
+    for_each_chunk(
+        cx,
+        y,
+        plane,
+        TRANSFORM_GRAIN,
+        #[inline(always)]
+        |start, chunk| {
+            for (o, y_channel) in chunk.chunks_exact_mut(plane).enumerate() {
+                let channel = start / plane + o;
+                let b = bias.map_or(0.0, |b| b[channel]);
+                for t0 in (0..n).step_by(LANES) {
+                    let lanes = LANES.min(n - t0);
+                    // m A along each row, then Aᵀ (m A) down each column.
+                    let mut rows = [[[0.0; LANES]; OUT]; TILE];
+                    for (r, row) in rows.iter_mut().enumerate() {
+                        let at = |s: usize| ((r * TILE + s) * out_channels + channel) * n + t0;
+                        let products: [Lanes; TILE] = [
+                            load_lanes(&m[at(0)..], lanes),
+                            load_lanes(&m[at(1)..], lanes),
+                            load_lanes(&m[at(2)..], lanes),
+                            load_lanes(&m[at(3)..], lanes),
+                            load_lanes(&m[at(4)..], lanes),
+                            load_lanes(&m[at(5)..], lanes),
+                        ];
+                        output_1d(&products, row);
+                    }
+                    let mut tile = [[[0.0; LANES]; OUT]; OUT];
+                    for s in 0..OUT {
+                        let column: [Lanes; TILE] = [
+                            rows[0][s], rows[1][s], rows[2][s], rows[3][s], rows[4][s], rows[5][s],
+                        ];
+                        let mut out = [[0.0; LANES]; OUT];
+                        output_1d(&column, &mut out);
+                        for (tile_row, values) in tile.iter_mut().zip(&out) {
+                            for (t, &v) in tile_row[s].iter_mut().zip(values) {
+                                *t = v + b;
+                            }
+                        }
+                    }
+                    if lanes < LANES || !scatter_row_of_tiles(tiles, &tile, first + t0, y_channel) {
+                        for l in 0..lanes {
+                            scatter_tile(tiles, &tile, first + t0 + l, l, y_channel);
                         }
                     }
                 }
-                if lanes < LANES || !scatter_row_of_tiles(tiles, &tile, first + t0, y_channel) {
-                    for l in 0..lanes {
-                        scatter_tile(tiles, &tile, first + t0 + l, l, y_channel);
-                    }
-                }
             }
-        }
-    });
+        },
+    );
 }
 
 /// Writes the [`LANES`] output tiles from `t` when they lie in one row of tiles and wholly inside
 /// the plane `y`; returns whether they did.
+#[inline(always)]
 fn scatter_row_of_tiles(
     tiles: &Tiles,
     tile: &[[Lanes; OUT]; OUT],
@@ -484,6 +508,7 @@ fn scatter_row_of_tiles(
 }
 
 /// Writes lane `l` of the output tile `tile` to tile `t` of the plane `y`, clipped to the plane.
+#[inline(always)]
 fn scatter_tile(tiles: &Tiles, tile: &[[Lanes; OUT]; OUT], t: usize, l: usize, y: &mut [f32]) {
     let (oh, ow) = tiles.origin(t);
     let rows = OUT.min(tiles.output_h - oh);

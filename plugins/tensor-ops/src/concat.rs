@@ -120,9 +120,14 @@ fn compute_concat(cx: &mut KernelContext<'_>, default_axis: Option<i64>) -> Kern
             *part = (x.bytes(), block(x));
         }
         let parts = &parts[..cx.input_count()];
-        for_each_chunk(cx, y, row_bytes, COPY_GRAIN, |start, chunk| {
-            copy_rows(chunk, start / row_bytes, row_bytes, parts.iter().copied())
-        });
+        for_each_chunk(
+            cx,
+            y,
+            row_bytes,
+            COPY_GRAIN,
+            #[inline(always)]
+            |start, chunk| copy_rows(chunk, start / row_bytes, row_bytes, parts.iter().copied()),
+        );
     } else {
         let parts = (0..cx.input_count())
             .filter_map(|i| cx.input(i).ok())

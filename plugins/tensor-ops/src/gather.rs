@@ -83,16 +83,23 @@ impl Operator for Gather {
         }
         let from = data.bytes();
         let count = indices.len();
-        for_each_chunk(cx, y, block, COPY_GRAIN, |start, chunk| {
-            for (b, piece) in chunk.chunks_exact_mut(block).enumerate() {
-                let slot = start / block + b;
-                let (o, j) = (slot / count, slot % count);
-                // Checked above, so in range.
-                let index = wrapped_index(indices.get(j), dim) as usize;
-                let at = (o * dim + index) * block;
-                piece.copy_from_slice(&from[at..at + block]);
-            }
-        });
+        for_each_chunk(
+            cx,
+            y,
+            block,
+            COPY_GRAIN,
+            #[inline(always)]
+            |start, chunk| {
+                for (b, piece) in chunk.chunks_exact_mut(block).enumerate() {
+                    let slot = start / block + b;
+                    let (o, j) = (slot / count, slot % count);
+                    // Checked above, so in range.
+                    let index = wrapped_index(indices.get(j), dim) as usize;
+                    let at = (o * dim + index) * block;
+                    piece.copy_from_slice(&from[at..at + block]);
+                }
+            },
+        );
         Ok(())
     }
 }

@@ -211,9 +211,14 @@ impl StridedRead {
             return;
         }
         let run = self.dims[self.rank - 1];
-        for_each_chunk(cx, to, run, COPY_GRAIN / N, |start, chunk| {
-            self.copy_range(from, start, chunk)
-        });
+        for_each_chunk(
+            cx,
+            to,
+            run,
+            COPY_GRAIN / N,
+            #[inline(always)]
+            |start, chunk| self.copy_range(from, start, chunk),
+        );
     }
 
     /// Writes output elements `start..start + chunk.len()` into `chunk`.

@@ -179,7 +179,7 @@ impl PadPlan {
             let mut element = [0u8; N];
             element.copy_from_slice(value);
             let from = elements::<N>(from);
-            for_each_chunk(cx, elements_mut::<N>(to), width, COPY_GRAIN / N, |first, chunk| {
+            for_each_chunk(cx, elements_mut::<N>(to), width, COPY_GRAIN / N, #[inline(always)] |first, chunk| {
                 self.fill_rows(mode, element, from, first, chunk)
             });
         });

@@ -54,7 +54,7 @@ impl Operator for Where {
         with_element_size!(op, size, N => {
             let (xs, ys) = (elements::<N>(x.bytes()), elements::<N>(y.bytes()));
             let [sc, sx, sy] = plan.run_strides();
-            for_each_chunk(cx, elements_mut::<N>(out.bytes_mut()), 1, COPY_GRAIN / N, |first, chunk| {
+            for_each_chunk(cx, elements_mut::<N>(out.bytes_mut()), 1, COPY_GRAIN / N, #[inline(always)] |first, chunk| {
                 plan.for_each_run(first..first + chunk.len(), |start, len, [oc, ox, oy]| {
                     let run = &mut chunk[start - first..start - first + len];
                     for (t, element) in run.iter_mut().enumerate() {

@@ -543,9 +543,11 @@ fn normalize_rows(
         tasks.push((start, chunk, qk_chunk, cx.scratch::<f32>(total)?));
         start = end;
     }
-    tasks.run(cx, |(first_row, chunk, qk_chunk, bias)| {
-        rows_of.run(first_row, chunk, qk_chunk, bias)
-    });
+    tasks.run(
+        cx,
+        #[inline(always)]
+        |(first_row, chunk, qk_chunk, bias)| rows_of.run(first_row, chunk, qk_chunk, bias),
+    );
     Ok(())
 }
 

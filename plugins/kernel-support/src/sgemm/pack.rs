@@ -12,6 +12,7 @@ const PACK_STEPS: usize = 16;
 /// Packs rows `i..i + mc`, columns `p..p + kc` of A as `MR`-row micro-panels, each `kc` steps of
 /// `MR` consecutive values (one per row); rows beyond `mc` are zero. `out` holds whole panels.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(super) fn pack_a<const MR: usize>(
     pack_rows: Option<PackRowsFn>,
     a: &Operand<'_>,
@@ -70,6 +71,7 @@ pub(super) fn pack_a<const MR: usize>(
 /// Packs rows `p..p + kc`, columns `j..j + nc` of B as `NR`-column micro-panels, each `kc` steps
 /// of `NR` consecutive values (one per column); columns beyond `nc` are zero. `out` holds whole
 /// panels.
+#[inline(always)]
 pub(super) fn pack_b<const NR: usize>(
     b: &Operand<'_>,
     offset: usize,

@@ -288,6 +288,19 @@ fn large_products_split_across_threads() {
 }
 
 #[test]
+fn single_row_products_stream_b_in_either_layout() {
+    // One row of A, with B stored either way: alpha and beta, enough columns to split over
+    // threads, and depths that are not a multiple of the dot product's lanes or of the four
+    // rows summed at a time.
+    for tb in [false, true] {
+        check(1, 1, 1, false, tb, 1.0, 0.0, 1);
+        check(1, 3000, 257, false, tb, 0.5, 2.0, 2);
+        check(1, 1000, 2051, true, tb, 1.0, 1.0, 3);
+        check(1, 2500, 3, false, tb, -1.0, 0.0, 2);
+    }
+}
+
+#[test]
 fn empty_depth_scales_c() {
     check(3, 4, 0, false, false, 1.0, 0.5, 1);
     check(3, 4, 0, false, false, 1.0, 0.0, 1);

@@ -1,0 +1,129 @@
+//! Products whose A has a single row (a fully connected layer on one sample, a vector times a
+//! matrix): each of B's values is used once, so the time is that of reading B, and B is
+//! streamed in the layout it has instead of being packed first. A B stored as `n x k` (Gemm's
+//! `transB`) gives one dot product per column; one stored as `k x n` gives a sum of its rows
+//! scaled by A's values.
+
+use super::{Product, PARALLEL_GRAIN};
+use crate::{isa::Isa, parallel::for_each_chunk, simd::vectorized};
+use opal_plugin_api::{KernelContext, KernelResult};
+
+/// Columns of C computed together by the row-sum form: their sums stay in L1 while B's rows
+/// stream past.
+const COLUMN_BLOCK: usize = 1024;
+/// Lanes of the dot products' accumulators: four 16-lane vectors, so independent additions
+/// hide their latency.
+const DOT_LANES: usize = 64;
+
+/// Whether `p` is a product this module computes: one row of A, not packed ahead, and a B
+/// whose columns or rows are contiguous.
+pub(super) fn applies(p: &Product<'_>) -> bool {
+    p.m == 1 && p.packed_a.is_none() && (p.b.row_stride == 1 || p.b.col_stride == 1)
+}
+
+/// Computes `p` (which [`applies`]) into `c`, each batch's columns split over the host's
+/// threads when there is enough work.
+pub(super) fn gemv(
+    cx: &KernelContext<'_>,
+    isa: Isa,
+    p: &Product<'_>,
+    c: &mut [f32],
+) -> KernelResult<()> {
+    let (n, k) = (p.n, p.k);
+    let a_row = cx.scratch_unzeroed::<f32>(k)?;
+    let grain = (PARALLEL_GRAIN / k.max(1)).max(1);
+    for (batch, c_row) in c.chunks_exact_mut(n).enumerate() {
+        let (a_offset, b_offset) = (p.batch_offsets)(batch);
+        for (i, value) in a_row.iter_mut().enumerate() {
+            *value = p.alpha * p.a.at(a_offset, 0, i);
+        }
+        let a_row = &*a_row;
+        let b = &p.b.data[b_offset.min(p.b.data.len())..];
+        for_each_chunk(
+            cx,
+            c_row,
+            DOT_LANES,
+            grain,
+            #[inline(always)]
+            |j0, out| {
+                vectorized(
+                    isa,
+                    #[inline(always)]
+                    || {
+                        if p.b.row_stride == 1 {
+                            dot_columns(a_row, b, p.b.col_stride, j0, p.beta, out)
+                        } else {
+                            sum_rows(a_row, b, p.b.row_stride, j0, p.beta, out)
+                        }
+                    },
+                )
+            },
+        );
+    }
+    Ok(())
+}
+
+/// `out[j] = a · B[.., j0 + j] + beta * out[j]` for columns stored contiguously,
+/// `col_stride` apart.
+#[inline(always)]
+fn dot_columns(a: &[f32], b: &[f32], col_stride: usize, j0: usize, beta: f32, out: &mut [f32]) {
+    let k = a.len();
+    for (j, y) in out.iter_mut().enumerate() {
+        let column = &b[(j0 + j) * col_stride..][..k];
+        let sum = dot(a, column);
+        *y = if beta == 0.0 { sum } else { sum + beta * *y };
+    }
+}
+
+/// The dot product of two slices of one length, accumulated in [`DOT_LANES`] lanes.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (a_chunks, a_tail) = a.as_chunks::<DOT_LANES>();
+    let (b_chunks, b_tail) = b.as_chunks::<DOT_LANES>();
+    let mut lanes = [0.0f32; DOT_LANES];
+    for (x, y) in a_chunks.iter().zip(b_chunks) {
+        for l in 0..DOT_LANES {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let mut width = DOT_LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+    }
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+    lanes[0] + tail
+}
+
+/// `out[j] = sum_i a[i] * B[i, j0 + j] + beta * out[j]` for rows stored contiguously,
+/// `row_stride` apart: blocks of [`COLUMN_BLOCK`] columns, four rows at a time.
+#[inline(always)]
+fn sum_rows(a: &[f32], b: &[f32], row_stride: usize, j0: usize, beta: f32, out: &mut [f32]) {
+    let k = a.len();
+    for (block_index, block) in out.chunks_mut(COLUMN_BLOCK).enumerate() {
+        let first = j0 + block_index * COLUMN_BLOCK;
+        let width = block.len();
+        if beta == 0.0 {
+            block.fill(0.0);
+        } else if beta != 1.0 {
+            block.iter_mut().for_each(|y| *y *= beta);
+        }
+        let row = |i: usize| &b[i * row_stride + first..][..width];
+        let mut i = 0;
+        while i + 4 <= k {
+            let (b0, b1, b2, b3) = (row(i), row(i + 1), row(i + 2), row(i + 3));
+            let (a0, a1, a2, a3) = (a[i], a[i + 1], a[i + 2], a[i + 3]);
+            for j in 0..width {
+                block[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+            }
+            i += 4;
+        }
+        for (i, &a_i) in a.iter().enumerate().skip(i) {
+            for (y, &b_ij) in block.iter_mut().zip(row(i)) {
+                *y += a_i * b_ij;
+            }
+        }
+    }
+}
