@@ -38,24 +38,7 @@ if ! rustup target list --installed | grep -qx "$target"; then
     echo "aarch64: rustup target add $target"
     rustup --quiet target add "$target"
 fi
-missing=()
-for package in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -qx 'install ok installed' ||
-        missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "aarch64: apt-get install ${missing[*]}"
-    sudo=()
-    [ "$(id -u)" = 0 ] || sudo=(sudo)
-    log=$(mktemp)
-    if ! { "${sudo[@]}" apt-get update -qq &&
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-        cat "$log" >&2
-        fail "could not install ${missing[*]}"
-    fi
-    rm -f "$log"
-fi
+tests/apt-install.sh "${packages[@]}" || fail "could not install ${packages[*]}"
 phase_done install
 
 # 2. Cross-build; the linker is set for the target in .cargo/config.toml.

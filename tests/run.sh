@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check CI makes, from a fresh checkout: formatting, lints, the release build, the test
-# data, the aarch64 cross-build checked under qemu, and all tests (unit tests and the
-# integration binary, which drives the real `opal` binary, plugins and models).
+# data, the aarch64 cross-build and the x86-64 build on a CPU without AVX checked under qemu,
+# and all tests (unit tests and the integration binary, which drives the real `opal` binary,
+# plugins and models).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,10 @@ models/fetch.sh
 # real models under qemu-user (installing the cross toolchain and qemu when missing); it needs
 # the test data above.
 tests/aarch64.sh
+
+# x86-64 without AVX: the release build under qemu-user emulating such a CPU must choose its
+# baseline kernels and pass the light zoo, the real models and the fusion cases.
+tests/x86_baseline.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
     # One process per test: allocation counts and /proc/self/maps checks see only their test.
