@@ -508,6 +508,7 @@ impl<'a> Epilogue<'a> {
         if plane == 0 || channels == 0 {
             return;
         }
+        let fma = crate::isa::has_fma(crate::isa::current(cx));
         crate::parallel::for_each_chunk(
             cx,
             y,
@@ -518,19 +519,21 @@ impl<'a> Epilogue<'a> {
                 let mut temps = [[0f32; CHUNK]; MAX_OPS];
                 for (p, y_plane) in chunk.chunks_mut(plane).enumerate() {
                     let index = start / plane + p;
-                    self.apply_plane(y_plane, index % channels, index * plane, &mut temps);
+                    self.apply_plane(y_plane, index % channels, index * plane, fma, &mut temps);
                 }
             },
         );
     }
 
-    /// One channel plane, starting at element `offset` of the output.
+    /// One channel plane, starting at element `offset` of the output; `fma` when the code runs
+    /// compiled for an instruction set with fused multiply-adds.
     #[inline(always)]
     fn apply_plane(
         &self,
         y: &mut [f32],
         channel: usize,
         offset: usize,
+        fma: bool,
         temps: &mut [[f32; CHUNK]; MAX_OPS],
     ) {
         for (c, y) in y.chunks_mut(CHUNK).enumerate() {
@@ -543,7 +546,7 @@ impl<'a> Epilogue<'a> {
                 }
                 match step.action {
                     Action::Unary(kind, params) => {
-                        unary(kind, params, &mut place(y, temps, step.acc)[..n])
+                        unary(kind, params, fma, &mut place(y, temps, step.acc)[..n])
                     }
                     Action::Affine(factor, shift) => {
                         let (f, s) = (factor[channel], shift[channel]);
@@ -616,7 +619,7 @@ enum Operand<'s> {
 }
 
 #[inline(always)]
-fn unary(kind: Kind, [p, q]: [f32; 2], x: &mut [f32]) {
+fn unary(kind: Kind, [p, q]: [f32; 2], fma: bool, x: &mut [f32]) {
     match kind {
         Kind::Relu => x.iter_mut().for_each(|x| *x = x.max(0.0)),
         Kind::LeakyRelu => x.iter_mut().for_each(|x| {
@@ -633,8 +636,18 @@ fn unary(kind: Kind, [p, q]: [f32; 2], x: &mut [f32]) {
                 *x
             }
         }),
-        Kind::Sigmoid => x.iter_mut().for_each(|x| *x = fast_math::sigmoid(*x)),
-        Kind::Tanh => x.iter_mut().for_each(|x| *x = fast_math::tanh(*x)),
+        Kind::Sigmoid if fma => x
+            .iter_mut()
+            .for_each(|x| *x = fast_math::sigmoid_on::<true>(*x)),
+        Kind::Sigmoid => x
+            .iter_mut()
+            .for_each(|x| *x = fast_math::sigmoid_on::<false>(*x)),
+        Kind::Tanh if fma => x
+            .iter_mut()
+            .for_each(|x| *x = fast_math::tanh_on::<true>(*x)),
+        Kind::Tanh => x
+            .iter_mut()
+            .for_each(|x| *x = fast_math::tanh_on::<false>(*x)),
         Kind::HardSigmoid => x.iter_mut().for_each(|x| *x = (*x * p + q).clamp(0.0, 1.0)),
         Kind::HardSwish => x
             .iter_mut()

@@ -10,10 +10,11 @@
 //! absolute error everywhere (allowed: 3 ulp, 1e-7), and 1.3 ulp for `tanh` (allowed: 2).
 //! Infinities give the limits and NaN stays NaN.
 
-/// `a * b + c`, fused where the target has FMA (without it `mul_add` is a slow library call).
+/// `a * b + c`, fused when `FMA` (which callers set only where the code is compiled for an
+/// instruction set with FMA: without it `mul_add` is a slow library call).
 #[inline(always)]
-fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-    if crate::isa::TARGET_HAS_FMA {
+fn mul_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
         a.mul_add(b, c)
     } else {
         a * b + c
@@ -50,17 +51,24 @@ fn power_of_two(n: i32) -> f32 {
 /// NaN.
 #[inline]
 pub fn exp(x: f32) -> f32 {
+    exp_on::<{ crate::isa::TARGET_HAS_FMA }>(x)
+}
+
+/// [`exp`], with fused multiply-adds when `FMA`: for code compiled for an instruction set that
+/// has them ([`crate::isa::has_fma`]).
+#[inline(always)]
+pub fn exp_on<const FMA: bool>(x: f32) -> f32 {
     // NaN passes through the clamp.
     let x = x.clamp(EXP_LOWEST_INPUT, EXP_HIGHEST_INPUT);
-    let biased = mul_add(x, std::f32::consts::LOG2_E, ROUNDING_BIAS);
+    let biased = mul_add::<FMA>(x, std::f32::consts::LOG2_E, ROUNDING_BIAS);
     let n = biased - ROUNDING_BIAS;
-    let r = mul_add(n, -LN2_HIGH, x);
-    let r = mul_add(n, -LN2_LOW, r);
+    let r = mul_add::<FMA>(n, -LN2_HIGH, x);
+    let r = mul_add::<FMA>(n, -LN2_LOW, r);
     let mut p = EXP_POLYNOMIAL[0];
     for &c in &EXP_POLYNOMIAL[1..] {
-        p = mul_add(p, r, c);
+        p = mul_add::<FMA>(p, r, c);
     }
-    let e_r = mul_add(p, r * r, r) + 1.0;
+    let e_r = mul_add::<FMA>(p, r * r, r) + 1.0;
     // n lies in [-150, 128]: scale by 2^(n/2) twice so every factor is a normal float.
     let n = (biased.to_bits() as i32).wrapping_sub(ROUNDING_BIAS.to_bits() as i32);
     let half = n >> 1;
@@ -70,7 +78,13 @@ pub fn exp(x: f32) -> f32 {
 /// The logistic function `1 / (1 + e^-x)`: 0 and 1 at the infinities, NaN for NaN.
 #[inline]
 pub fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
+    sigmoid_on::<{ crate::isa::TARGET_HAS_FMA }>(x)
+}
+
+/// [`sigmoid`], with fused multiply-adds when `FMA` (see [`exp_on`]).
+#[inline(always)]
+pub fn sigmoid_on<const FMA: bool>(x: f32) -> f32 {
+    1.0 / (1.0 + exp_on::<FMA>(-x))
 }
 
 /// Below this `|x|`, `tanh` takes its odd polynomial; above, `1 - 2 / (e^2|x| + 1)`, where the
@@ -89,14 +103,20 @@ const TANH_POLYNOMIAL: [f32; 5] = [
 /// The hyperbolic tangent, within 2 ulp; ±1 at the infinities, NaN for NaN.
 #[inline]
 pub fn tanh(x: f32) -> f32 {
+    tanh_on::<{ crate::isa::TARGET_HAS_FMA }>(x)
+}
+
+/// [`tanh`], with fused multiply-adds when `FMA` (see [`exp_on`]).
+#[inline(always)]
+pub fn tanh_on<const FMA: bool>(x: f32) -> f32 {
     let magnitude = x.abs();
     let square = magnitude * magnitude;
     let mut p = TANH_POLYNOMIAL[0];
     for &c in &TANH_POLYNOMIAL[1..] {
-        p = mul_add(p, square, c);
+        p = mul_add::<FMA>(p, square, c);
     }
-    let small = mul_add(p * square, magnitude, magnitude);
-    let large = 1.0 - 2.0 / (exp(2.0 * magnitude) + 1.0);
+    let small = mul_add::<FMA>(p * square, magnitude, magnitude);
+    let large = 1.0 - 2.0 / (exp_on::<FMA>(2.0 * magnitude) + 1.0);
     // NaN fails the comparison and takes `large`, which is NaN too.
     let result = if magnitude < TANH_POLYNOMIAL_LIMIT {
         small
@@ -143,11 +163,29 @@ mod tests {
         (f64::from(actual) - expected).abs() / ulp
     }
 
-    #[test]
-    fn exp_is_within_one_and_a_half_ulp_where_normal() {
+    /// Runs each accuracy check without and with fused multiply-adds (each instruction set
+    /// takes one or the other).
+    macro_rules! without_and_with_fma {
+        ($($test:ident => $check:ident),* $(,)?) => {$(
+            #[test]
+            fn $test() {
+                $check::<false>();
+                $check::<true>();
+            }
+        )*};
+    }
+
+    without_and_with_fma!(
+        exp_is_accurate_where_normal => exp_is_within_one_and_a_half_ulp_where_normal,
+        exp_gives_the_limits => exp_handles_the_extremes,
+        sigmoid_is_accurate => sigmoid_is_accurate_everywhere,
+        tanh_is_accurate => tanh_is_within_two_ulp,
+    );
+
+    fn exp_is_within_one_and_a_half_ulp_where_normal<const FMA: bool>() {
         let mut worst = (0.0, 0.0f32);
         for x in sweep(-87.3, 88.7, 97) {
-            let e = ulps(exp(x), f64::from(x).exp());
+            let e = ulps(exp_on::<FMA>(x), f64::from(x).exp());
             if e > worst.0 {
                 worst = (e, x);
             }
@@ -155,46 +193,51 @@ mod tests {
         assert!(worst.0 <= 1.5, "{} ulp at {}", worst.0, worst.1);
     }
 
-    #[test]
-    fn exp_handles_the_extremes() {
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
-        assert_eq!(exp(89.0), f32::INFINITY);
-        assert_eq!(exp(88.8), f32::INFINITY);
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp(-104.0), 0.0);
-        assert_eq!(exp(-1e30), 0.0);
-        assert!(exp(f32::NAN).is_nan());
-        assert!(exp(-f32::NAN).is_nan());
-        assert_eq!(exp(f32::MAX), f32::INFINITY);
-        assert_eq!(exp(1e-45), 1.0);
-        assert_eq!(exp(-1e-45), 1.0);
+    fn exp_handles_the_extremes<const FMA: bool>() {
+        assert_eq!(exp_on::<FMA>(0.0), 1.0);
+        assert_eq!(exp_on::<FMA>(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp_on::<FMA>(89.0), f32::INFINITY);
+        assert_eq!(exp_on::<FMA>(88.8), f32::INFINITY);
+        assert_eq!(exp_on::<FMA>(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_on::<FMA>(-104.0), 0.0);
+        assert_eq!(exp_on::<FMA>(-1e30), 0.0);
+        assert!(exp_on::<FMA>(f32::NAN).is_nan());
+        assert!(exp_on::<FMA>(-f32::NAN).is_nan());
+        assert_eq!(exp_on::<FMA>(f32::MAX), f32::INFINITY);
+        assert_eq!(exp_on::<FMA>(1e-45), 1.0);
+        assert_eq!(exp_on::<FMA>(-1e-45), 1.0);
         // Subnormal results: within one subnormal step of the truth.
         for x in sweep(-104.0, -87.3, 13) {
             let expected = f64::from(x).exp();
             let step = f64::from(f32::from_bits(1));
-            let error = (f64::from(exp(x)) - expected).abs();
-            assert!(error <= step, "exp({x}) = {} vs {expected}", exp(x));
+            let error = (f64::from(exp_on::<FMA>(x)) - expected).abs();
+            assert!(
+                error <= step,
+                "exp_on::<FMA>({x}) = {} vs {expected}",
+                exp_on::<FMA>(x)
+            );
         }
         // Results between the largest normal and overflow.
         for x in sweep(88.7, 88.72, 1) {
             let expected = f64::from(x).exp();
-            let actual = exp(x);
+            let actual = exp_on::<FMA>(x);
             if expected < f64::from(f32::MAX) * 0.999 {
-                assert!(ulps(actual, expected) <= 1.5, "exp({x}) = {actual}");
+                assert!(
+                    ulps(actual, expected) <= 1.5,
+                    "exp_on::<FMA>({x}) = {actual}"
+                );
             } else if expected > f64::from(f32::MAX) * 1.001 {
                 assert_eq!(actual, f32::INFINITY);
             }
         }
     }
 
-    #[test]
-    fn sigmoid_is_accurate_everywhere() {
+    fn sigmoid_is_accurate_everywhere<const FMA: bool>() {
         let mut worst_abs = 0.0f64;
         let mut worst_ulps = 0.0f64;
         for x in sweep(-120.0, 120.0, 89) {
             let expected = 1.0 / (1.0 + (-f64::from(x)).exp());
-            let actual = sigmoid(x);
+            let actual = sigmoid_on::<FMA>(x);
             worst_abs = worst_abs.max((f64::from(actual) - expected).abs());
             if x >= -87.0 {
                 worst_ulps = worst_ulps.max(ulps(actual, expected));
@@ -202,31 +245,30 @@ mod tests {
         }
         assert!(worst_abs <= 1e-7, "absolute error {worst_abs}");
         assert!(worst_ulps <= 3.0, "{worst_ulps} ulp");
-        assert_eq!(sigmoid(0.0), 0.5);
-        assert_eq!(sigmoid(f32::INFINITY), 1.0);
-        assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
-        assert_eq!(sigmoid(200.0), 1.0);
-        assert_eq!(sigmoid(-200.0), 0.0);
-        assert!(sigmoid(f32::NAN).is_nan());
+        assert_eq!(sigmoid_on::<FMA>(0.0), 0.5);
+        assert_eq!(sigmoid_on::<FMA>(f32::INFINITY), 1.0);
+        assert_eq!(sigmoid_on::<FMA>(f32::NEG_INFINITY), 0.0);
+        assert_eq!(sigmoid_on::<FMA>(200.0), 1.0);
+        assert_eq!(sigmoid_on::<FMA>(-200.0), 0.0);
+        assert!(sigmoid_on::<FMA>(f32::NAN).is_nan());
     }
 
-    #[test]
-    fn tanh_is_within_two_ulp() {
+    fn tanh_is_within_two_ulp<const FMA: bool>() {
         let mut worst = (0.0, 0.0f32);
         for x in sweep(-20.0, 20.0, 89) {
-            let e = ulps(tanh(x), f64::from(x).tanh());
+            let e = ulps(tanh_on::<FMA>(x), f64::from(x).tanh());
             if e > worst.0 {
                 worst = (e, x);
             }
         }
         assert!(worst.0 <= 2.0, "{} ulp at {}", worst.0, worst.1);
-        assert_eq!(tanh(0.0).to_bits(), 0.0f32.to_bits());
-        assert_eq!(tanh(-0.0).to_bits(), (-0.0f32).to_bits());
-        assert_eq!(tanh(1e-40), 1e-40);
-        assert_eq!(tanh(f32::INFINITY), 1.0);
-        assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
-        assert_eq!(tanh(f32::MAX), 1.0);
-        assert_eq!(tanh(-50.0), -1.0);
-        assert!(tanh(f32::NAN).is_nan());
+        assert_eq!(tanh_on::<FMA>(0.0).to_bits(), 0.0f32.to_bits());
+        assert_eq!(tanh_on::<FMA>(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(tanh_on::<FMA>(1e-40), 1e-40);
+        assert_eq!(tanh_on::<FMA>(f32::INFINITY), 1.0);
+        assert_eq!(tanh_on::<FMA>(f32::NEG_INFINITY), -1.0);
+        assert_eq!(tanh_on::<FMA>(f32::MAX), 1.0);
+        assert_eq!(tanh_on::<FMA>(-50.0), -1.0);
+        assert!(tanh_on::<FMA>(f32::NAN).is_nan());
     }
 }

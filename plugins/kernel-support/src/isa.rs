@@ -12,6 +12,13 @@ pub use opal_plugin_api::isa::{Isa, UnknownIsa};
 pub const TARGET_HAS_FMA: bool = cfg!(any(target_feature = "fma", target_arch = "aarch64"));
 use opal_plugin_api::KernelContext;
 
+/// Whether code compiled for `isa` (as [`crate::simd::vectorized`] compiles a kernel's loops)
+/// has fused multiply-adds: AVX2 and AVX-512 (with FMA) and NEON do; the baseline has them only
+/// when the build's target does.
+pub fn has_fma(isa: Isa) -> bool {
+    matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Neon) || TARGET_HAS_FMA
+}
+
 /// The instruction set a kernel call runs on: what the host chose for the process (the best
 /// this CPU has, or the lower one `OPAL_ISA` or the deployment's `engine.isa` caps it to).
 /// Kernels ask only through this function, once per call, and use the answer for everything
