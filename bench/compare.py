@@ -12,8 +12,9 @@ and the geometric mean of the ratios. With N above 1, each round also times opal
 and the table adds opal's speed-up from the N threads.
 
 `--isa avx2,baseline` also times opal with its kernels capped to each of those instruction sets
-(`OPAL_ISA`), and `--other-opal PATH` another build of the `opal` binary, both in the same rounds,
-as extra columns with their ratio to opal. The header names the CPU (`lscpu`), the instruction
+(`OPAL_ISA`), and `--other-opal PATH` another build of the `opal` binary (at its best, or capped
+to each of `--other-isa avx2,...`), all in the same rounds, as extra columns with their ratio to
+opal. The header names the CPU (`lscpu`), the instruction
 set opal's kernels used, and onnxruntime's version (onnxruntime picks its own kernels by CPUID).
 """
 
@@ -132,12 +133,16 @@ def main():
     parser.add_argument("--tract", action="store_true", help="also time tract (pip install tract)")
     parser.add_argument("--isa", default="", help="also time opal capped to these instruction sets (comma-separated)")
     parser.add_argument("--other-opal", help="also time this other build of the opal binary")
+    parser.add_argument("--other-isa", default="",
+                        help="time the other build capped to each of these instruction sets (comma-separated) "
+                             "instead of at its best")
     args = parser.parse_args()
 
     # Extra opal columns: (label, binary, OPAL_ISA).
     variants = [(f"opal {isa}", OPAL, isa) for isa in args.isa.split(",") if isa]
     if args.other_opal:
-        variants.append(("other opal", args.other_opal, None))
+        other_isas = [isa for isa in args.other_isa.split(",") if isa] or [None]
+        variants += [(f"other opal {isa}" if isa else "other opal", args.other_opal, isa) for isa in other_isas]
     results = {
         name: {"ort": [], "opal": [], "opal_1": [], "tract": [], "allocs": set(), "isa": set(),
                "variants": {label: [] for label, _, _ in variants}}
@@ -168,7 +173,13 @@ def main():
     print()
     scaling = args.threads > 1
     extra = " opal 1 thread ms | opal speed-up |" if scaling else ""
-    extra += "".join(f" {label} ms | {label}/opal |" for label, _, _ in variants)
+    # The other build capped to an instruction set compares with opal capped to the same one.
+    def baseline(label, binary, isa):
+        return f"opal {isa}" if binary != OPAL and isa and f"opal {isa}" in labels else None
+
+    labels = [label for label, _, _ in variants]
+    extra += "".join(f" {label} ms | {label}/{baseline(label, binary, isa) or 'opal'} |"
+                     for label, binary, isa in variants)
     print(f"| model | onnxruntime ms | opal ms | opal/onnxruntime | tract ms | opal allocations/run |{extra}")
     print("|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if scaling else "") + "---:|---:|" * len(variants))
     ratios = []
@@ -183,9 +194,11 @@ def main():
         if scaling:
             one = statistics.median(r["opal_1"])
             row += f" {one:.1f} | {one / opal_ms:.2f}× |"
-        for label, _, _ in variants:
+        for label, binary, isa in variants:
             other = statistics.median(r["variants"][label])
-            row += f" {other:.1f} | {other / opal_ms:.2f} |"
+            same = baseline(label, binary, isa)
+            versus = statistics.median(r["variants"][same]) if same else opal_ms
+            row += f" {other:.1f} | {other / versus:.2f} |"
         print(row)
     geomean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
     print()
