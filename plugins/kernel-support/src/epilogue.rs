@@ -6,7 +6,7 @@
 //! description; [`Epilogue::from_call`] reads it back in the kernel and [`Epilogue::apply`]
 //! runs it over the output, channel plane by channel plane, in chunks that stay in L1.
 
-use crate::fast_math;
+use crate::{fast_math, simd::vectorized};
 use opal_plugin_api::{prelude::*, FusedOperand};
 
 /// The most nodes one call absorbs.
@@ -508,21 +508,23 @@ impl<'a> Epilogue<'a> {
         if plane == 0 || channels == 0 {
             return;
         }
-        let fma = crate::isa::has_fma(crate::isa::current(cx));
-        crate::parallel::for_each_chunk(
-            cx,
-            y,
-            plane,
-            GRAIN,
-            #[inline(always)]
-            |start, chunk| {
-                let mut temps = [[0f32; CHUNK]; MAX_OPS];
-                for (p, y_plane) in chunk.chunks_mut(plane).enumerate() {
-                    let index = start / plane + p;
-                    self.apply_plane(y_plane, index % channels, index * plane, fma, &mut temps);
-                }
-            },
-        );
+        let isa = crate::isa::current(cx);
+        let fma = crate::isa::has_fma(isa);
+        crate::parallel::for_each_chunk(cx, y, plane, GRAIN, |start, chunk| {
+            // Entered here, and not only by `for_each_chunk`, so that the fused multiply-adds
+            // `fma` asks for are sure to be compiled as instructions, never library calls.
+            vectorized(
+                isa,
+                #[inline(always)]
+                || {
+                    let mut temps = [[0f32; CHUNK]; MAX_OPS];
+                    for (p, y_plane) in chunk.chunks_mut(plane).enumerate() {
+                        let index = start / plane + p;
+                        self.apply_plane(y_plane, index % channels, index * plane, fma, &mut temps);
+                    }
+                },
+            )
+        });
     }
 
     /// One channel plane, starting at element `offset` of the output; `fma` when the code runs

@@ -115,7 +115,11 @@ pub fn for_each_chunk<T: Send>(
         rest = tail;
         start = end;
     }
-    tasks.run(cx, |(start, chunk)| f(start, chunk));
+    tasks.run(
+        cx,
+        #[inline(always)]
+        |(start, chunk)| f(start, chunk),
+    );
 }
 
 #[cfg(test)]
