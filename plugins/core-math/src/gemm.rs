@@ -4,7 +4,7 @@
 use crate::{
     broadcast::Plan,
     check::{error, expect_f32, Shape},
-    sgemm::{sgemm, single_batch, Operand, Product},
+    sgemm::{prepared_b, sgemm, single_batch, Operand, Product},
 };
 use opal_plugin_api::prelude::*;
 
@@ -159,6 +159,13 @@ impl Operator for Gemm {
                 col_stride: 1,
             }
         };
+        // A constant B (a weight) is packed once, unless there is a single row, which streams
+        // it as stored.
+        let packed_b = if m > 1 {
+            prepared_b(cx, 1, &b_operand, k, n)?
+        } else {
+            None
+        };
         let product = Product {
             m,
             n,
@@ -170,6 +177,7 @@ impl Operator for Gemm {
             batches: 1,
             batch_offsets: &single_batch,
             packed_a: None,
+            packed_b,
         };
         sgemm(cx, &product, y)
     }

@@ -7,7 +7,7 @@ use crate::{
     check::{check_rank, error, Shape},
     half::{widened, Narrow},
     numeric::{is_half, with_numeric, Num},
-    sgemm::{sgemm, single_batch, Operand, Product},
+    sgemm::{prepared_b, sgemm, single_batch, Operand, Product},
 };
 use opal_plugin_api::prelude::*;
 
@@ -180,7 +180,14 @@ fn product_f32(
         col_stride: 1,
     };
     if b_batches == 1 && av.len() == batches * m * k {
-        // One B for every batch of a contiguous A: a single product of `batches * m` rows.
+        // One B for every batch of a contiguous A: a single product of `batches * m` rows. A
+        // constant B (a weight) is packed once, unless there is a single row, which streams it
+        // as stored.
+        let packed_b = if batches * m > 1 {
+            prepared_b(cx, 1, &b_operand, k, n)?
+        } else {
+            None
+        };
         let product = Product {
             m: batches * m,
             n,
@@ -192,6 +199,7 @@ fn product_f32(
             batches: 1,
             batch_offsets: &single_batch,
             packed_a: None,
+            packed_b,
         };
         return sgemm(cx, &product, c);
     }
@@ -206,6 +214,7 @@ fn product_f32(
         batches,
         batch_offsets: offsets,
         packed_a: None,
+        packed_b: None,
     };
     sgemm(cx, &product, c)
 }

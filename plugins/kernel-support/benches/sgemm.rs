@@ -86,6 +86,7 @@ impl Operator for Product1 {
             batches: 1,
             batch_offsets: &single_batch,
             packed_a: None,
+            packed_b: None,
         };
         let result = sgemm_on(cx, isa, &product, c);
         let nanos = (clock() - start).as_nanos();

@@ -9,8 +9,9 @@
 //! [`isa::current`] answers: an AVX-512 kernel (14 x 32, written with intrinsics), the portable
 //! kernel compiled for AVX2+FMA (6 x 16), or the portable kernel as the build targets it. A
 //! packed A's layout depends on the tile, so [`packed_a_len`], [`pack_a_whole`] and
-//! [`PackedA`] name the instruction set too. Products with a single row of A stream B instead
-//! ([`gemv`]).
+//! [`PackedA`] name the instruction set too, as do [`packed_b_len`], [`pack_b_whole`] and
+//! [`PackedB`] for a B packed ahead. Products with a single row of A and B not packed ahead
+//! stream B instead ([`gemv`]).
 
 mod gemv;
 mod pack;
@@ -25,6 +26,7 @@ use crate::{
     parallel::{for_each_chunk, task_count, Tasks},
     simd::vectorized,
 };
+use gemv::gemv_packed;
 use opal_plugin_api::{KernelContext, KernelError, KernelResult};
 use pack::{pack_a, pack_b};
 
@@ -158,6 +160,8 @@ pub struct Product<'a> {
     /// A already packed by [`pack_a_whole`] (as a kernel keeps constant weights in its
     /// prepared data), read instead of `a`, which is then never read.
     pub packed_a: Option<PackedA<'a>>,
+    /// B already packed by [`pack_b_whole`], read instead of `b`, which is then never read.
+    pub packed_b: Option<PackedB<'a>>,
 }
 
 /// The A of each batch packed by [`pack_a_whole`].
@@ -165,6 +169,16 @@ pub struct Product<'a> {
 pub struct PackedA<'a> {
     pub data: &'a [f32],
     /// Values from one batch's packed A to the next's; 0 when every batch shares one.
+    pub batch_stride: usize,
+    /// The instruction set `data` was packed for, which must be the product's.
+    pub isa: Isa,
+}
+
+/// The B of each batch packed by [`pack_b_whole`].
+#[derive(Clone, Copy, Debug)]
+pub struct PackedB<'a> {
+    pub data: &'a [f32],
+    /// Values from one batch's packed B to the next's; 0 when every batch shares one.
     pub batch_stride: usize,
     /// The instruction set `data` was packed for, which must be the product's.
     pub isa: Isa,
@@ -195,11 +209,13 @@ pub fn sgemm_on(
             "sgemm: this CPU does not run {isa} code"
         )));
     }
-    if let Some(packed) = product.packed_a {
-        if packed.isa != isa {
+    for (operand, packed_for) in [
+        ("A", product.packed_a.map(|p| p.isa)),
+        ("B", product.packed_b.map(|p| p.isa)),
+    ] {
+        if let Some(packed_for) = packed_for.filter(|&packed_for| packed_for != isa) {
             return Err(KernelError::new(format!(
-                "sgemm: A was packed for {} but the product runs on {isa}",
-                packed.isa
+                "sgemm: {operand} was packed for {packed_for} but the product runs on {isa}"
             )));
         }
     }
@@ -207,6 +223,11 @@ pub fn sgemm_on(
         return gemv::gemv(cx, isa, product, c);
     }
     let kernel = kernel(isa);
+    if let Some(packed) = product.packed_b.filter(|_| product.m == 1 && product.k > 0) {
+        let blocks = (kernel.kc, kernel.nc);
+        let (data, stride) = (packed.data, packed.batch_stride);
+        return with_tile!(isa, gemv_packed(cx, isa, blocks, product, data, stride, c));
+    }
     with_tile!(isa, run(cx, &kernel, product, c))
 }
 
@@ -220,6 +241,81 @@ pub fn packed_a_len(isa: Isa, m: usize, k: usize) -> usize {
 /// every row as micro-panels of the `isa` kernel's rows.
 pub fn pack_a_whole(isa: Isa, a: &Operand<'_>, m: usize, k: usize, out: &mut [f32]) {
     with_tile!(isa, pack_whole(&kernel(isa), a, m, k, out))
+}
+
+/// The length of a `k x n` B packed by [`pack_b_whole`] for `isa`.
+pub fn packed_b_len(isa: Isa, k: usize, n: usize) -> usize {
+    round_up(n, tile_shape(isa).1) * k
+}
+
+/// Packs all of the `k x n` B (at offset 0 of `b`) into `out` ([`packed_b_len`] values) as
+/// [`sgemm`] on `isa` packs its blocks: for each block of columns, its depth blocks one after
+/// the other, each as micro-panels of the `isa` kernel's columns. Constant weights used as B
+/// (a fully connected layer's, a recurrent layer's) are packed once so.
+pub fn pack_b_whole(isa: Isa, b: &Operand<'_>, k: usize, n: usize, out: &mut [f32]) {
+    with_tile!(isa, pack_b_blocks(&kernel(isa), b, k, n, out))
+}
+
+/// B packed by [`pack_b_whole`] for the call's instruction set, once, and kept by the host with
+/// the node, when B is the node's constant input `input` (a weight); `None` when it is not
+/// constant or the host keeps no prepared data for the node. `b` is that input as a `k x n`
+/// operand; a node that packs more than one B packs them itself into one prepared buffer.
+pub fn prepared_b<'a>(
+    cx: &KernelContext<'a>,
+    input: usize,
+    b: &Operand<'_>,
+    k: usize,
+    n: usize,
+) -> KernelResult<Option<PackedB<'a>>> {
+    if !cx.is_constant(input) {
+        return Ok(None);
+    }
+    let isa = isa::current(cx);
+    let data = cx.prepared(packed_b_len(isa, k, n), |out| {
+        pack_b_whole(isa, b, k, n, out);
+        Ok(())
+    })?;
+    Ok(data.map(|data| PackedB {
+        data,
+        batch_stride: 0,
+        isa,
+    }))
+}
+
+fn pack_b_blocks<const MR: usize, const NR: usize>(
+    kernel: &Kernel,
+    b: &Operand<'_>,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    if k == 0 {
+        return;
+    }
+    let kc_step = depth_step(k, kernel.kc);
+    for jc in (0..n).step_by(kernel.nc) {
+        let nc = kernel.nc.min(n - jc);
+        for pc in (0..k).step_by(kc_step) {
+            let kc = kc_step.min(k - pc);
+            let start = packed_b_block::<NR>(k, jc, nc, pc);
+            pack_b::<NR>(
+                b,
+                0,
+                pc,
+                kc,
+                jc,
+                nc,
+                &mut out[start..start + round_up(nc, NR) * kc],
+            );
+        }
+    }
+}
+
+/// Where the block of columns `jc..jc + nc` and depth from `pc` starts in a B of depth `k`
+/// packed by [`pack_b_whole`] (`jc` is a multiple of the blocks' width, itself a multiple of
+/// `NR`).
+fn packed_b_block<const NR: usize>(k: usize, jc: usize, nc: usize, pc: usize) -> usize {
+    jc * k + round_up(nc, NR) * pc
 }
 
 fn pack_whole<const MR: usize, const NR: usize>(
@@ -262,7 +358,12 @@ fn run<const MR: usize, const NR: usize>(
     let panels = p.m.div_ceil(MR);
     // Too few row panels to share evenly (a convolution with few output channels): split the
     // columns instead.
-    if threads > 1 && p.batches == 1 && panels < 4 * threads && p.n >= 4 * NR * threads {
+    if threads > 1
+        && p.batches == 1
+        && p.packed_b.is_none()
+        && panels < 4 * threads
+        && p.n >= 4 * NR * threads
+    {
         return columns_split::<MR, NR>(cx, kernel, p, c, threads);
     }
     let tasks = threads.min(p.batches * panels);
@@ -270,7 +371,11 @@ fn run<const MR: usize, const NR: usize>(
     // packed ahead).
     let kc = depth_step(p.k, kernel.kc);
     let a_len = a_pack_len::<MR>(kernel, p, rows.div_ceil(tasks), kc);
-    let b_len = round_up(p.n.min(kernel.nc), NR) * kc;
+    let b_len = if p.packed_b.is_some() {
+        0
+    } else {
+        round_up(p.n.min(kernel.nc), NR) * kc
+    };
     if tasks <= 1 {
         let a_pack = cx.scratch_unzeroed::<f32>(a_len)?;
         let b_pack = cx.scratch_unzeroed::<f32>(b_len)?;
@@ -466,8 +571,18 @@ fn block<const MR: usize, const NR: usize>(
         let nc = kernel.nc.min(n - jc);
         for pc in (0..p.k).step_by(kc_step) {
             let kc = kc_step.min(p.k - pc);
-            let b_pack = &mut b_pack[..round_up(nc, NR) * kc];
-            pack_b::<NR>(&p.b, b_offset, pc, kc, jc, nc, b_pack);
+            let b_len = round_up(nc, NR) * kc;
+            let b_pack: &[f32] = match p.packed_b {
+                Some(packed) => {
+                    let start = batch * packed.batch_stride + packed_b_block::<NR>(p.k, jc, nc, pc);
+                    &packed.data[start..start + b_len]
+                }
+                None => {
+                    let b_pack = &mut b_pack[..b_len];
+                    pack_b::<NR>(&p.b, b_offset, pc, kc, jc, nc, b_pack);
+                    b_pack
+                }
+            };
             let beta = if pc == 0 { p.beta } else { 1.0 };
             for ic in (i0..i1).step_by(mc_step) {
                 let mc = mc_step.min(i1 - ic);

@@ -290,6 +290,7 @@ fn transpose_convolve(
                     batches: 1,
                     batch_offsets: &single_batch,
                     packed_a: None,
+                    packed_b: None,
                 };
                 sgemm(cx, &product, col)?;
                 let col = &*col;

@@ -166,6 +166,7 @@ fn multiply(
         batches: 1,
         batch_offsets: &single_batch,
         packed_a: a.packed,
+        packed_b: None,
     };
     sgemm(cx, &product, out)
 }

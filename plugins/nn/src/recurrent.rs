@@ -3,7 +3,10 @@
 //! row lives in X, Y, Y_h and Y_c.
 
 use crate::float::expect_float;
-use opal_kernel_support::check::{error, Shape};
+use opal_kernel_support::{
+    check::{error, Shape},
+    fast_math,
+};
 use opal_plugin_api::{prelude::*, AttrValue};
 
 /// The most activation functions a node lists (3 per direction for LSTM).
@@ -66,8 +69,8 @@ impl Activation {
     pub(crate) fn apply(self, x: f32) -> f32 {
         match self {
             Activation::Relu => x.max(0.0),
-            Activation::Tanh => x.tanh(),
-            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => fast_math::tanh(x),
+            Activation::Sigmoid => fast_math::sigmoid(x),
             Activation::Affine(a, b) => a * x + b,
             Activation::LeakyRelu(a) => {
                 if x >= 0.0 {

@@ -9,7 +9,8 @@ use crate::{
 };
 use opal_kernel_support::{
     check::error,
-    sgemm::{sgemm, single_batch, Operand, Product},
+    isa,
+    sgemm::{pack_b_whole, packed_b_len, sgemm, single_batch, Operand, PackedB, Product},
 };
 use opal_plugin_api::prelude::*;
 
@@ -45,11 +46,23 @@ impl Cell {
     }
 }
 
-/// `out (rows x cols) = a (rows x depth) · bᵀ`, `b` being `cols x depth` row-major.
+/// `b` (`cols x depth` row-major) as the `depth x cols` right operand of a product.
+fn transposed(b: &[f32], depth: usize) -> Operand<'_> {
+    Operand {
+        data: b,
+        row_stride: 1,
+        col_stride: depth,
+    }
+}
+
+/// `out (rows x cols) = a (rows x depth) · bᵀ`, `b` being `cols x depth` row-major, or
+/// `packed` when the caller packed `bᵀ` ahead.
+#[allow(clippy::too_many_arguments)]
 fn times_transposed(
     cx: &KernelContext<'_>,
     a: &[f32],
     b: &[f32],
+    packed: Option<PackedB<'_>>,
     rows: usize,
     cols: usize,
     depth: usize,
@@ -66,16 +79,90 @@ fn times_transposed(
             row_stride: depth,
             col_stride: 1,
         },
-        b: Operand {
-            data: b,
-            row_stride: 1,
-            col_stride: depth,
-        },
+        b: transposed(b, depth),
         batches: 1,
         batch_offsets: &single_batch,
         packed_a: None,
+        packed_b: packed,
     };
     sgemm(cx, &product, &mut out[..rows * cols])
+}
+
+/// Constant W and R packed once for the call's instruction set, direction after direction,
+/// for each direction's two products: the input projection's `Wᵀ` (`input x gates`), then the
+/// recurrent projection's `Rᵀ` (`hidden x recurrent_cols`: the first rows of R).
+#[derive(Clone, Copy)]
+struct PackedWeights<'a> {
+    data: &'a [f32],
+    w_len: usize,
+    r_len: usize,
+    isa: isa::Isa,
+}
+
+impl<'a> PackedWeights<'a> {
+    /// Direction `d`'s packed `Wᵀ` and `Rᵀ`.
+    fn direction(&self, d: usize) -> (PackedB<'a>, PackedB<'a>) {
+        let at = d * (self.w_len + self.r_len);
+        let packed = |data| PackedB {
+            data,
+            batch_stride: 0,
+            isa: self.isa,
+        };
+        (
+            packed(&self.data[at..at + self.w_len]),
+            packed(&self.data[at + self.w_len..at + self.w_len + self.r_len]),
+        )
+    }
+}
+
+/// The sizes of one direction's weights as their products read them.
+#[derive(Clone, Copy)]
+struct WeightShapes {
+    input: usize,
+    gates: usize,
+    hidden: usize,
+    recurrent_cols: usize,
+}
+
+/// W and R packed ([`PackedWeights`]) and kept by the host with the node; `None` when either
+/// varies or the host keeps none.
+fn prepared_weights<'a>(
+    cx: &KernelContext<'a>,
+    w: &[f32],
+    r: &[f32],
+    directions: usize,
+    shapes: WeightShapes,
+) -> KernelResult<Option<PackedWeights<'a>>> {
+    if !(cx.is_constant(1) && cx.is_constant(2)) {
+        return Ok(None);
+    }
+    let WeightShapes {
+        input,
+        gates,
+        hidden,
+        recurrent_cols,
+    } = shapes;
+    let isa = isa::current(cx);
+    let (w_len, r_len) = (
+        packed_b_len(isa, input, gates),
+        packed_b_len(isa, hidden, recurrent_cols),
+    );
+    let data = cx.prepared(directions * (w_len + r_len), |out| {
+        for (d, out) in out.chunks_exact_mut((w_len + r_len).max(1)).enumerate() {
+            let (w_out, r_out) = out.split_at_mut(w_len);
+            let w_d = &w[d * gates * input..][..gates * input];
+            let r_d = &r[d * gates * hidden..][..recurrent_cols * hidden];
+            pack_b_whole(isa, &transposed(w_d, input), input, gates, w_out);
+            pack_b_whole(isa, &transposed(r_d, hidden), hidden, recurrent_cols, r_out);
+        }
+        Ok(())
+    })?;
+    Ok(data.map(|data| PackedWeights {
+        data,
+        w_len,
+        r_len,
+        isa,
+    }))
 }
 
 /// Scratch space of one run.
@@ -175,11 +262,27 @@ fn run(cx: &mut KernelContext<'_>, op: &str, cell: Cell) -> KernelResult<()> {
         == Cell::Gru {
             linear_before_reset: true,
         };
+    let recurrent_cols = if cell
+        == (Cell::Gru {
+            linear_before_reset: false,
+        }) {
+        2 * hidden
+    } else {
+        gh
+    };
+    let shapes = WeightShapes {
+        input: l.input,
+        gates: gh,
+        hidden,
+        recurrent_cols,
+    };
+    let packed = prepared_weights(cx, w, r, l.directions, shapes)?;
     for d in 0..l.directions {
         let f = |k: usize| acts[d * per_direction + k];
         let w_d = &w[d * gh * l.input..][..gh * l.input];
         let r_d = &r[d * gh * hidden..][..gh * hidden];
-        times_transposed(cx, x, w_d, seq * batch, gh, l.input, s.xw)?;
+        let (w_packed, r_packed) = packed.map(|p| p.direction(d)).unzip();
+        times_transposed(cx, x, w_d, w_packed, seq * batch, gh, l.input, s.xw)?;
         if let Some(bias) = bias {
             let (wb, rb) = bias[d * 2 * gh..][..2 * gh].split_at(gh);
             for row in s.xw.chunks_exact_mut(gh) {
@@ -202,20 +305,12 @@ fn run(cx: &mut KernelContext<'_>, op: &str, cell: Cell) -> KernelResult<()> {
                 None => c.fill(0.0),
             }
         }
-        let recurrent_cols = if cell
-            == (Cell::Gru {
-                linear_before_reset: false,
-            }) {
-            2 * hidden
-        } else {
-            gh
-        };
         let rb_h = bias
             .filter(|_| lbr)
             .map(|b| &b[d * 2 * gh + gh + 2 * hidden..][..hidden]);
         let peep = peepholes.map(|p| &p[d * 3 * hidden..][..3 * hidden]);
         for step in 0..seq {
-            times_transposed(cx, s.h, r_d, batch, recurrent_cols, hidden, s.hr)?;
+            times_transposed(cx, s.h, r_d, r_packed, batch, recurrent_cols, hidden, s.hr)?;
             let hr = &s.hr[..batch * recurrent_cols];
             for b in 0..batch {
                 let len = length(b);
@@ -283,6 +378,7 @@ fn run(cx: &mut KernelContext<'_>, op: &str, cell: Cell) -> KernelResult<()> {
                     cx,
                     s.rh,
                     &r_d[2 * hidden * hidden..],
+                    None,
                     batch,
                     hidden,
                     hidden,

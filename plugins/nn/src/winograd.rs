@@ -201,6 +201,7 @@ pub(crate) fn winograd(
                 batches: POINTS,
                 batch_offsets: &batch_offsets,
                 packed_a: packed_u,
+                packed_b: None,
             };
             sgemm(cx, &product, products)?;
             transform_outputs(cx, &tiles, products, bias, first, n, y_image);

@@ -391,6 +391,7 @@ impl Operator for Attention {
                 batches: sizes.batch * sizes.q_heads,
                 batch_offsets: &score_offsets,
                 packed_a: None,
+                packed_b: None,
             },
             scores,
         )?;
@@ -451,6 +452,7 @@ impl Operator for Attention {
                 batches: sizes.batch * sizes.q_heads,
                 batch_offsets: &value_offsets,
                 packed_a: None,
+                packed_b: None,
             },
             y,
         )?;

@@ -2,9 +2,10 @@
 //! matrix): each of B's values is used once, so the time is that of reading B, and B is
 //! streamed in the layout it has instead of being packed first. A B stored as `n x k` (Gemm's
 //! `transB`) gives one dot product per column; one stored as `k x n` gives a sum of its rows
-//! scaled by A's values.
+//! scaled by A's values. A B packed ahead (a recurrent layer's weights, reused at every time
+//! step) is read panel by panel, each panel's columns summing four depth steps at a time.
 
-use super::{Product, PARALLEL_GRAIN};
+use super::{depth_step, packed_b_block, Product, PARALLEL_GRAIN};
 use crate::{isa::Isa, parallel::for_each_chunk, simd::vectorized};
 use opal_plugin_api::{KernelContext, KernelResult};
 
@@ -15,10 +16,14 @@ const COLUMN_BLOCK: usize = 1024;
 /// hide their latency.
 const DOT_LANES: usize = 64;
 
-/// Whether `p` is a product this module computes: one row of A, not packed ahead, and a B
-/// whose columns or rows are contiguous.
+/// Whether `p` is a product this module computes: one row of A, neither operand packed
+/// ahead (a B packed ahead streams through the micro-kernel as well), and a B whose columns or
+/// rows are contiguous.
 pub(super) fn applies(p: &Product<'_>) -> bool {
-    p.m == 1 && p.packed_a.is_none() && (p.b.row_stride == 1 || p.b.col_stride == 1)
+    p.m == 1
+        && p.packed_a.is_none()
+        && p.packed_b.is_none()
+        && (p.b.row_stride == 1 || p.b.col_stride == 1)
 }
 
 /// Computes `p` (which [`applies`]) into `c`, each batch's columns split over the host's
@@ -124,6 +129,81 @@ fn sum_rows(a: &[f32], b: &[f32], row_stride: usize, j0: usize, beta: f32, out: 
             for (y, &b_ij) in block.iter_mut().zip(row(i)) {
                 *y += a_i * b_ij;
             }
+        }
+    }
+}
+
+/// Computes `p`, whose A has a single row and whose B was packed ahead for a kernel of `NR`
+/// columns, blocks of `nc` columns and depth blocks of at most `kc` (its
+/// [`super::pack_b_whole`] layout), into `c`; each batch's columns split over the host's
+/// threads when there is enough work.
+pub(super) fn gemv_packed<const MR: usize, const NR: usize>(
+    cx: &KernelContext<'_>,
+    isa: Isa,
+    (kc, nc): (usize, usize),
+    p: &Product<'_>,
+    packed: &[f32],
+    batch_stride: usize,
+    c: &mut [f32],
+) -> KernelResult<()> {
+    let (n, k) = (p.n, p.k);
+    let kc_step = depth_step(k, kc);
+    let a_row = cx.scratch_unzeroed::<f32>(k)?;
+    let grain = (PARALLEL_GRAIN / k.max(1)).max(NR);
+    for (batch, c_row) in c.chunks_exact_mut(n).enumerate() {
+        let (a_offset, _) = (p.batch_offsets)(batch);
+        for (i, value) in a_row.iter_mut().enumerate() {
+            *value = p.alpha * p.a.at(a_offset, 0, i);
+        }
+        let a_row = &*a_row;
+        let packed = &packed[batch * batch_stride..];
+        for_each_chunk(cx, c_row, NR, grain, |j0, out| {
+            vectorized(
+                isa,
+                #[inline(always)]
+                || {
+                    for (q, out) in out.chunks_mut(NR).enumerate() {
+                        let j = j0 + q * NR;
+                        let jc = j / nc * nc;
+                        let panel = (j - jc) / NR;
+                        let mut sums = [0.0f32; NR];
+                        for pc in (0..k).step_by(kc_step) {
+                            let depth = kc_step.min(k - pc);
+                            let block = packed_b_block::<NR>(k, jc, nc.min(n - jc), pc);
+                            let panel = &packed[block + panel * NR * depth..][..NR * depth];
+                            sum_panel::<NR>(&a_row[pc..pc + depth], panel, &mut sums);
+                        }
+                        for (y, sum) in out.iter_mut().zip(sums) {
+                            *y = if p.beta == 0.0 {
+                                sum
+                            } else {
+                                sum + p.beta * *y
+                            };
+                        }
+                    }
+                },
+            )
+        });
+    }
+    Ok(())
+}
+
+/// `sums[l] += sum_q a[q] * panel[q][l]` over a packed micro-panel (`a.len()` steps of `NR`
+/// values), four steps at a time, so that each lane's sum waits on one addition per four
+/// steps.
+#[inline(always)]
+fn sum_panel<const NR: usize>(a: &[f32], panel: &[f32], sums: &mut [f32; NR]) {
+    let (steps, _) = panel.as_chunks::<NR>();
+    let mut quads = steps.chunks_exact(4);
+    let mut a_quads = a.chunks_exact(4);
+    for (s, a) in (&mut quads).zip(&mut a_quads) {
+        for l in 0..NR {
+            sums[l] += (a[0] * s[0][l] + a[1] * s[1][l]) + (a[2] * s[2][l] + a[3] * s[3][l]);
+        }
+    }
+    for (s, &a) in quads.remainder().iter().zip(a_quads.remainder()) {
+        for l in 0..NR {
+            sums[l] += a * s[l];
         }
     }
 }

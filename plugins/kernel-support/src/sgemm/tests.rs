@@ -18,8 +18,9 @@ fn isa_attribute(cx: &KernelContext<'_>) -> KernelResult<Isa> {
 }
 
 /// Runs one product through `sgemm_on` inside a kernel call. Inputs: A, B, C (all flat), and
-/// a 1-D tensor `[m, n, k, trans_a, trans_b]` as f32; attributes alpha, beta, `packed` (1: A
-/// is packed ahead with `pack_a_whole`) and `isa` (the instruction set's name).
+/// a 1-D tensor `[m, n, k, trans_a, trans_b]` as f32; attributes alpha, beta, `packed` (bit 1:
+/// A is packed ahead with `pack_a_whole`, bit 2: B with `pack_b_whole`) and `isa` (the
+/// instruction set's name).
 struct Raw;
 
 impl Operator for Raw {
@@ -74,10 +75,22 @@ impl Operator for Raw {
                 col_stride: 1,
             }
         };
-        let packed = if cx.attributes().int("packed", 0)? == 1 {
+        let packing = cx.attributes().int("packed", 0)?;
+        let packed_a = if packing & 1 != 0 {
             let packed = cx.scratch::<f32>(packed_a_len(isa, m, k))?;
             pack_a_whole(isa, &a, m, k, packed);
             Some(PackedA {
+                data: packed,
+                batch_stride: 0,
+                isa,
+            })
+        } else {
+            None
+        };
+        let packed_b = if packing & 2 != 0 {
+            let packed = cx.scratch::<f32>(packed_b_len(isa, k, n))?;
+            pack_b_whole(isa, &b, k, n, packed);
+            Some(PackedB {
                 data: packed,
                 batch_stride: 0,
                 isa,
@@ -95,7 +108,8 @@ impl Operator for Raw {
             b,
             batches: 1,
             batch_offsets: &single_batch,
-            packed_a: packed,
+            packed_a,
+            packed_b,
         };
         sgemm_on(cx, isa, &product, c)
     }
@@ -170,6 +184,7 @@ impl Operator for PackedBatches {
                 batch_stride: stride,
                 isa: packed_for,
             }),
+            packed_b: None,
         };
         sgemm_on(cx, isa, &product, c)
     }
@@ -233,7 +248,7 @@ fn check(m: usize, n: usize, k: usize, ta: bool, tb: bool, alpha: f32, beta: f32
         OwnedTensor::f32(&[5], &dims),
     ];
     for isa in Isa::available() {
-        for packed in [0, 1] {
+        for packed in [0, 1, 2, 3] {
             let attributes = [
                 opal_plugin_api::testing::float_attr("alpha", alpha),
                 opal_plugin_api::testing::float_attr("beta", beta),
