@@ -5,8 +5,8 @@ same models, inputs and thread count, measured alternately in one run of this sc
 
 Models are the prepared test cases (tests/run.sh makes them under .cache/data): the light zoo's
 ResNet-50, SqueezeNet, VGG-19, Inception-v1, DenseNet-121 and the real YOLOv8n 320, PP-OCRv4 det,
-PP-OCR cls and PP-OCRv4 rec. For each round and model, onnxruntime (intra_op_num_threads=N,
-inter_op_num_threads=1, sequential execution) and `opal bench --json --threads N` each time K
+PP-OCR cls, PP-OCRv4 rec and the ddddocr LSTM recogniser. For each round and model,
+onnxruntime (intra_op_num_threads=N, inter_op_num_threads=1, sequential execution) and `opal bench --json --threads N` each time K
 runs after warm-up; the table gives each runtime's median over all its runs, opal/onnxruntime,
 and the geometric mean of the ratios. With N above 1, each round also times opal on one thread,
 and the table adds opal's speed-up from the N threads.
@@ -46,6 +46,7 @@ MODELS = {
     "ppocr_v4_det": "real/ppocr_v4_det",
     "ppocr_cls": "real/ppocr_mobile_v2_cls",
     "ppocr_v4_rec": "real/ppocr_v4_rec",
+    "ddddocr_lstm": "real/ddddocr_lstm",
 }
 
 

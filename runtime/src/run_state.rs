@@ -203,7 +203,7 @@ impl RunState {
         } else {
             None
         };
-        let mut pooled: SmallVec<[Option<Tensor>; 2]> = SmallVec::new();
+        let mut pooled: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
         for (k, &slot) in step.outputs.iter().enumerate() {
             let info = &plan.slots()[slot];
             if let Place::Slab(_) = info.place {

@@ -138,5 +138,5 @@ fn the_fusion_cases_pass() {
 
 #[test]
 fn the_real_models_pass() {
-    all_pass("real", 4);
+    all_pass("real", 5);
 }
