@@ -222,10 +222,10 @@ fn default_concurrency() -> usize {
 /// A deployment file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read deployment file {path}: {source}")]
+    #[error("cannot read deployment file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("deployment file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -236,9 +236,9 @@ pub enum ConfigError {
 impl Deployment {
     /// Reads and validates the deployment at `path`.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Deployment::parse(&text, path)
     }

@@ -27,10 +27,10 @@ const HOST_OWNERS: [&str; 4] = ["tensors", "pool", "scratch", "weights"];
 pub enum EngineError {
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    #[error("deployment {deployment}: {source}")]
+    #[error("deployment {deployment}: {cause}")]
     Registry {
         deployment: String,
-        source: Box<RegistryError>,
+        cause: Box<RegistryError>,
     },
     #[error("deployment {deployment}: cannot preallocate {count} × {dtype} {shape:?}: {reason}")]
     Preallocate {
@@ -86,7 +86,7 @@ impl Engine {
         let registry =
             Registry::build(plugins, &winners).map_err(|source| EngineError::Registry {
                 deployment: deployment.source.display().to_string(),
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
         let mut engine =
             Engine::with_registry(deployment.engine.clone(), pool_config(deployment), registry)?;

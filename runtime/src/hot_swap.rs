@@ -48,10 +48,10 @@ pub enum ReloadError {
         expected: String,
         found: String,
     },
-    #[error("the replacement of plugin '{plugin}' conflicts: {source}")]
+    #[error("the replacement of plugin '{plugin}' conflicts: {cause}")]
     Registry {
         plugin: String,
-        source: Box<RegistryError>,
+        cause: Box<RegistryError>,
     },
     #[error("the replacement of plugin '{plugin}' does not provide {operator} (opset {opset}), which model '{model}' uses in node '{node}'")]
     MissingOperator {
@@ -123,7 +123,7 @@ impl Engine {
         let candidate = Arc::new(Registry::build(plugins, self.winners()).map_err(|source| {
             ReloadError::Registry {
                 plugin: name.to_owned(),
-                source: Box::new(source),
+                cause: Box::new(source),
             }
         })?);
         let mut models_checked = Vec::new();

@@ -154,6 +154,24 @@ fn a_deployment_with_a_missing_plugin_says_which_file() {
 }
 
 #[test]
+fn a_missing_model_or_deployment_file_is_named_with_its_cause_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("absent.onnx");
+    let deployment = dir.path().join("absent.toml");
+    for (args, what) in [
+        (vec!["bench", model.to_str().unwrap()], &model),
+        (vec!["run", "--config", deployment.to_str().unwrap()], &deployment),
+    ] {
+        let out = opal(&args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(&what.display().to_string()), "{err}");
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
 fn two_plugins_with_one_operator_are_refused_unless_the_deployment_picks_one() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = format!(

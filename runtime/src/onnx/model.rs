@@ -87,10 +87,10 @@ pub struct Model {
 /// A model file that cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read model file {path}: {source}")]
+    #[error("cannot read model file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("model file {path} is not a valid ONNX model: {reason}; is the file complete and an .onnx file?")]
     NotOnnx { path: PathBuf, reason: String },
@@ -101,9 +101,9 @@ pub enum ModelError {
 impl Model {
     /// Maps and decodes the model at `path`; `weights` owns whatever constants need copying.
     pub fn load(path: &Path, weights: &Owner) -> Result<Self, ModelError> {
-        let mapping = map_file(path).map_err(|source| ModelError::Read {
+        let mapping = map_file(path).map_err(|cause| ModelError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let not_onnx = |reason: String| ModelError::NotOnnx {
             path: path.to_owned(),

@@ -43,9 +43,9 @@ pub enum PluginError {
     },
     #[error("plugin {path} has an invalid operator table: {reason}")]
     BadOperator { path: PathBuf, reason: String },
-    #[error("cannot copy plugin {path} to a shadow path: {source}")]
+    #[error("cannot copy plugin {path} to a shadow path: {cause}")]
     Shadow {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }

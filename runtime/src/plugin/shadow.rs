@@ -34,7 +34,7 @@ pub fn load_shadow_copy(source: &Path) -> Result<Arc<PluginLibrary>, PluginError
     ));
     let shadow_error = |e| PluginError::Shadow {
         path: source.to_owned(),
-        source: e,
+        cause: e,
     };
     // Read once: the digest describes exactly the bytes loaded, even if the file changes now.
     let contents = std::fs::read(source).map_err(shadow_error)?;
