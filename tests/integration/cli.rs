@@ -160,7 +160,10 @@ fn a_missing_model_or_deployment_file_is_named_with_its_cause_said_once() {
     let deployment = dir.path().join("absent.toml");
     for (args, what) in [
         (vec!["bench", model.to_str().unwrap()], &model),
-        (vec!["run", "--config", deployment.to_str().unwrap()], &deployment),
+        (
+            vec!["run", "--config", deployment.to_str().unwrap()],
+            &deployment,
+        ),
     ] {
         let out = opal(&args);
         let err = stderr(&out);

@@ -1,4 +1,4 @@
-//! The scoreboard: the ONNX backend node cases, the light model zoo, the fusion cases and three
+//! The scoreboard: the ONNX backend node cases, the light model zoo, the fusion cases and the
 //! real models, run through `opal check` on the test data `tests/data/prepare.py` writes
 //! (tests/run.sh makes it), once on each instruction set this CPU can run (`OPAL_ISA`). Every
 //! node case on `tests/conformance/expected-pass.txt` must pass; the list only grows.
