@@ -101,7 +101,6 @@ struct Op {
 }
 
 impl Op {
-    #[inline(always)]
     fn unary(kind: Kind, a: Source, params: [f32; 2]) -> Op {
         Op {
             kind,
@@ -713,7 +712,6 @@ mod tests {
         Source::Value(k)
     }
 
-    #[inline(always)]
     fn binary(kind: Kind, a: Source, b: Source) -> Op {
         Op {
             kind,

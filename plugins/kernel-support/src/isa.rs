@@ -5,12 +5,12 @@
 //! and entered only after [`Isa::is_available`] said yes.
 
 pub use opal_plugin_api::isa::{Isa, UnknownIsa};
+use opal_plugin_api::KernelContext;
 
 /// Whether code compiled for the build's own target may use fused multiply-adds: x86-64 when
 /// the target enables FMA, and every aarch64 CPU (FMA is part of its base instruction set, but
 /// Rust names no `fma` target feature there).
 pub const TARGET_HAS_FMA: bool = cfg!(any(target_feature = "fma", target_arch = "aarch64"));
-use opal_plugin_api::KernelContext;
 
 /// Whether code compiled for `isa` (as [`crate::simd::vectorized`] compiles a kernel's loops)
 /// has fused multiply-adds: AVX2 and AVX-512 (with FMA) and NEON do; the baseline has them only

@@ -219,14 +219,15 @@ pub fn sgemm_on(
             )));
         }
     }
-    if gemv::applies(product) && product.k > 0 && !c.is_empty() {
+    let kernel = kernel(isa);
+    if gemv::applies(product, c) {
         return gemv::gemv(cx, isa, product, c);
     }
-    let kernel = kernel(isa);
-    if let Some(packed) = product.packed_b.filter(|_| product.m == 1 && product.k > 0) {
-        let blocks = (kernel.kc, kernel.nc);
-        let (data, stride) = (packed.data, packed.batch_stride);
-        return with_tile!(isa, gemv_packed(cx, isa, blocks, product, data, stride, c));
+    if let Some(packed) = product
+        .packed_b
+        .filter(|_| gemv::applies_packed(product, c))
+    {
+        return with_tile!(isa, gemv_packed(cx, isa, &kernel, product, packed, c));
     }
     with_tile!(isa, run(cx, &kernel, product, c))
 }

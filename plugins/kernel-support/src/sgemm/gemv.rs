@@ -5,7 +5,7 @@
 //! scaled by A's values. A B packed ahead (a recurrent layer's weights, reused at every time
 //! step) is read panel by panel, each panel's columns summing four depth steps at a time.
 
-use super::{depth_step, packed_b_block, Product, PARALLEL_GRAIN};
+use super::{depth_step, packed_b_block, Kernel, PackedB, Product, PARALLEL_GRAIN};
 use crate::{isa::Isa, parallel::for_each_chunk, simd::vectorized};
 use opal_plugin_api::{KernelContext, KernelResult};
 
@@ -16,56 +16,90 @@ const COLUMN_BLOCK: usize = 1024;
 /// hide their latency.
 const DOT_LANES: usize = 64;
 
-/// Whether `p` is a product this module computes: one row of A, neither operand packed
-/// ahead (a B packed ahead streams through the micro-kernel as well), and a B whose columns or
-/// rows are contiguous.
-pub(super) fn applies(p: &Product<'_>) -> bool {
-    p.m == 1
-        && p.packed_a.is_none()
-        && p.packed_b.is_none()
-        && (p.b.row_stride == 1 || p.b.col_stride == 1)
+/// Whether [`gemv`] computes `p` into `c`: one row of A, neither operand packed ahead, a B
+/// whose columns or rows are contiguous, and something to compute.
+pub(super) fn applies(p: &Product<'_>, c: &[f32]) -> bool {
+    single_row(p, c) && p.packed_b.is_none() && (p.b.row_stride == 1 || p.b.col_stride == 1)
 }
 
-/// Computes `p` (which [`applies`]) into `c`, each batch's columns split over the host's
-/// threads when there is enough work.
-pub(super) fn gemv(
+/// Whether [`gemv_packed`] computes `p` into `c`: one row of A, not packed ahead, against a B
+/// packed ahead.
+pub(super) fn applies_packed(p: &Product<'_>, c: &[f32]) -> bool {
+    single_row(p, c) && p.packed_b.is_some()
+}
+
+/// One row of A, not packed ahead, a depth and a C that are not empty.
+fn single_row(p: &Product<'_>, c: &[f32]) -> bool {
+    p.m == 1 && p.packed_a.is_none() && p.k > 0 && !c.is_empty()
+}
+
+/// Runs `columns(a_row, batch, j0, out)` over each batch's row of C in pieces of whole
+/// `granule`s of columns (`out` from column `j0`), on the host's threads when there is enough
+/// work, compiled for `isa`; `a_row` is the batch's row of A times alpha.
+fn for_each_row(
     cx: &KernelContext<'_>,
     isa: Isa,
     p: &Product<'_>,
     c: &mut [f32],
+    granule: usize,
+    columns: impl Fn(&[f32], usize, usize, &mut [f32]) + Sync,
 ) -> KernelResult<()> {
-    let (n, k) = (p.n, p.k);
-    let a_row = cx.scratch_unzeroed::<f32>(k)?;
-    let grain = (PARALLEL_GRAIN / k.max(1)).max(1);
-    for (batch, c_row) in c.chunks_exact_mut(n).enumerate() {
-        let (a_offset, b_offset) = (p.batch_offsets)(batch);
+    let a_row = cx.scratch_unzeroed::<f32>(p.k)?;
+    let grain = (PARALLEL_GRAIN / p.k).max(granule);
+    for (batch, c_row) in c.chunks_exact_mut(p.n).enumerate() {
+        let (a_offset, _) = (p.batch_offsets)(batch);
         for (i, value) in a_row.iter_mut().enumerate() {
             *value = p.alpha * p.a.at(a_offset, 0, i);
         }
         let a_row = &*a_row;
-        let b = &p.b.data[b_offset.min(p.b.data.len())..];
         for_each_chunk(
             cx,
             c_row,
-            DOT_LANES,
+            granule,
             grain,
             #[inline(always)]
             |j0, out| {
                 vectorized(
                     isa,
                     #[inline(always)]
-                    || {
-                        if p.b.row_stride == 1 {
-                            dot_columns(a_row, b, p.b.col_stride, j0, p.beta, out)
-                        } else {
-                            sum_rows(a_row, b, p.b.row_stride, j0, p.beta, out)
-                        }
-                    },
+                    || columns(a_row, batch, j0, out),
                 )
             },
         );
     }
     Ok(())
+}
+
+/// `y = sum + beta * y`, reading `y` only when `beta` is not 0.
+#[inline(always)]
+fn finish(y: &mut f32, sum: f32, beta: f32) {
+    *y = if beta == 0.0 { sum } else { sum + beta * *y };
+}
+
+/// Computes `p` (which [`applies`]) into `c`.
+pub(super) fn gemv(
+    cx: &KernelContext<'_>,
+    isa: Isa,
+    p: &Product<'_>,
+    c: &mut [f32],
+) -> KernelResult<()> {
+    for_each_row(
+        cx,
+        isa,
+        p,
+        c,
+        DOT_LANES,
+        #[inline(always)]
+        |a_row, batch, j0, out| {
+            let (_, b_offset) = (p.batch_offsets)(batch);
+            let b = &p.b.data[b_offset.min(p.b.data.len())..];
+            if p.b.row_stride == 1 {
+                dot_columns(a_row, b, p.b.col_stride, j0, p.beta, out)
+            } else {
+                sum_rows(a_row, b, p.b.row_stride, j0, p.beta, out)
+            }
+        },
+    )
 }
 
 /// `out[j] = a · B[.., j0 + j] + beta * out[j]` for columns stored contiguously,
@@ -75,8 +109,7 @@ fn dot_columns(a: &[f32], b: &[f32], col_stride: usize, j0: usize, beta: f32, ou
     let k = a.len();
     for (j, y) in out.iter_mut().enumerate() {
         let column = &b[(j0 + j) * col_stride..][..k];
-        let sum = dot(a, column);
-        *y = if beta == 0.0 { sum } else { sum + beta * *y };
+        finish(y, dot(a, column), beta);
     }
 }
 
@@ -133,59 +166,45 @@ fn sum_rows(a: &[f32], b: &[f32], row_stride: usize, j0: usize, beta: f32, out: 
     }
 }
 
-/// Computes `p`, whose A has a single row and whose B was packed ahead for a kernel of `NR`
-/// columns, blocks of `nc` columns and depth blocks of at most `kc` (its
-/// [`super::pack_b_whole`] layout), into `c`; each batch's columns split over the host's
-/// threads when there is enough work.
+/// Computes `p` (which [`applies_packed`]) into `c`, its B packed by
+/// [`super::pack_b_whole`] for `kernel`'s blocking and `NR`-column panels: each panel of
+/// columns summed over its depth blocks.
 pub(super) fn gemv_packed<const MR: usize, const NR: usize>(
     cx: &KernelContext<'_>,
     isa: Isa,
-    (kc, nc): (usize, usize),
+    kernel: &Kernel,
     p: &Product<'_>,
-    packed: &[f32],
-    batch_stride: usize,
+    packed: PackedB<'_>,
     c: &mut [f32],
 ) -> KernelResult<()> {
-    let (n, k) = (p.n, p.k);
-    let kc_step = depth_step(k, kc);
-    let a_row = cx.scratch_unzeroed::<f32>(k)?;
-    let grain = (PARALLEL_GRAIN / k.max(1)).max(NR);
-    for (batch, c_row) in c.chunks_exact_mut(n).enumerate() {
-        let (a_offset, _) = (p.batch_offsets)(batch);
-        for (i, value) in a_row.iter_mut().enumerate() {
-            *value = p.alpha * p.a.at(a_offset, 0, i);
-        }
-        let a_row = &*a_row;
-        let packed = &packed[batch * batch_stride..];
-        for_each_chunk(cx, c_row, NR, grain, |j0, out| {
-            vectorized(
-                isa,
-                #[inline(always)]
-                || {
-                    for (q, out) in out.chunks_mut(NR).enumerate() {
-                        let j = j0 + q * NR;
-                        let jc = j / nc * nc;
-                        let panel = (j - jc) / NR;
-                        let mut sums = [0.0f32; NR];
-                        for pc in (0..k).step_by(kc_step) {
-                            let depth = kc_step.min(k - pc);
-                            let block = packed_b_block::<NR>(k, jc, nc.min(n - jc), pc);
-                            let panel = &packed[block + panel * NR * depth..][..NR * depth];
-                            sum_panel::<NR>(&a_row[pc..pc + depth], panel, &mut sums);
-                        }
-                        for (y, sum) in out.iter_mut().zip(sums) {
-                            *y = if p.beta == 0.0 {
-                                sum
-                            } else {
-                                sum + p.beta * *y
-                            };
-                        }
-                    }
-                },
-            )
-        });
-    }
-    Ok(())
+    let (n, k, nc) = (p.n, p.k, kernel.nc);
+    let kc_step = depth_step(k, kernel.kc);
+    for_each_row(
+        cx,
+        isa,
+        p,
+        c,
+        NR,
+        #[inline(always)]
+        |a_row, batch, j0, out| {
+            let packed = &packed.data[batch * packed.batch_stride..];
+            for (q, out) in out.chunks_mut(NR).enumerate() {
+                let j = j0 + q * NR;
+                let jc = j / nc * nc;
+                let panel = (j - jc) / NR;
+                let mut sums = [0.0f32; NR];
+                for pc in (0..k).step_by(kc_step) {
+                    let depth = kc_step.min(k - pc);
+                    let block = packed_b_block::<NR>(k, jc, nc.min(n - jc), pc);
+                    let panel = &packed[block + panel * NR * depth..][..NR * depth];
+                    sum_panel::<NR>(&a_row[pc..pc + depth], panel, &mut sums);
+                }
+                for (y, sum) in out.iter_mut().zip(sums) {
+                    finish(y, sum, p.beta);
+                }
+            }
+        },
+    )
 }
 
 /// `sums[l] += sum_q a[q] * panel[q][l]` over a packed micro-panel (`a.len()` steps of `NR`
