@@ -16,6 +16,7 @@ use abi_stable::{
 };
 use std::{
     alloc::{GlobalAlloc, Layout, System},
+    cell::Cell,
     marker::PhantomData,
     sync::atomic::{AtomicU64, Ordering},
 };
@@ -99,9 +100,26 @@ extern "C" fn heap_allocations() -> u64 {
     heap_allocation_count()
 }
 
+thread_local! {
+    /// Allocations made by the current thread; a `const` cell without a destructor, so reading
+    /// and bumping it never allocates.
+    static THREAD_HEAP_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
 /// Heap allocations made through [`CountingAllocator`] in this process so far.
 pub(crate) fn heap_allocation_count() -> u64 {
     HEAP_ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// Heap allocations made through [`CountingAllocator`] by the calling thread so far: unlike the
+/// process-wide count, it does not move when another thread (a test harness's) allocates.
+pub(crate) fn thread_heap_allocation_count() -> u64 {
+    THREAD_HEAP_ALLOCATIONS.with(Cell::get)
+}
+
+fn count_allocation() {
+    HEAP_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    THREAD_HEAP_ALLOCATIONS.with(|count| count.set(count.get() + 1));
 }
 
 /// The plugin's global allocator: the system allocator, counting allocations so the host can
@@ -111,19 +129,19 @@ pub struct CountingAllocator;
 // SAFETY: every call is forwarded unchanged to `System`, which upholds `GlobalAlloc`.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count_allocation();
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        HEAP_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count_allocation();
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HEAP_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count_allocation();
         // SAFETY: forwarded with the caller's guarantees.
         unsafe { System.realloc(ptr, layout, new_size) }
     }

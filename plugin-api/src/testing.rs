@@ -276,14 +276,16 @@ pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
     }
 }
 
-/// Heap allocations made so far through the counting allocator `export_plugin!` installs; in a
-/// plugin crate's own test binaries that is the binary's global allocator.
+/// Heap allocations made so far by the calling thread through the counting allocator
+/// `export_plugin!` installs; in a plugin crate's own test binaries that is the binary's global
+/// allocator. Per thread, because the test harness's own threads allocate at any moment; the
+/// test host runs a kernel's parallel pieces on the calling thread, so this sees all of them.
 pub fn heap_allocations() -> u64 {
-    crate::export::heap_allocation_count()
+    crate::export::thread_heap_allocation_count()
 }
 
 /// Fails unless operator `O`, warmed up, makes no heap allocation on `inputs`, with one and with
-/// two reported threads. The count is process-wide: call it from a test binary of its own.
+/// two reported threads.
 pub fn assert_no_heap<O: Operator>(
     inputs: &[OwnedTensor],
     attributes: &[Attribute<'_>],
@@ -363,8 +365,9 @@ impl TestHost {
 
     /// Checks that the kernel makes no heap allocations once warmed up: the kernel runs twice
     /// and the run fails if `probe` (a count of heap allocations, such as the plugin module's
-    /// `heap_allocations`) moves during the second call. The count is process-wide, so use this
-    /// from a test binary that runs nothing else at the same time.
+    /// `heap_allocations`) moves during the second call. Use a count of the calling thread's
+    /// allocations, such as [`heap_allocations`]: other threads of a test binary allocate at any
+    /// moment.
     pub fn heap_probe(mut self, probe: fn() -> u64) -> Self {
         self.heap_probe = Some(probe);
         self
@@ -773,6 +776,81 @@ mod tests {
         let x = OwnedTensor::f32(&[1], &[1.0]);
         let error = run_operator::<Panics>(&[x], &[], 1).unwrap_err();
         assert!(error.contains("boom"), "{error}");
+    }
+
+    #[global_allocator]
+    static COUNTING: crate::__private::CountingAllocator = crate::__private::CountingAllocator;
+
+    /// Copies input 0, allocating a vector in one of its parallel pieces on every call.
+    struct AllocatesInPiece;
+
+    impl Operator for AllocatesInPiece {
+        const OP_TYPE: &'static str = "AllocatesInPiece";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            let x = cx.input(0)?.f32()?.to_vec();
+            cx.parallel_for(x.len(), |range| {
+                if range.start == 0 {
+                    drop(std::hint::black_box(vec![0u8; 64]));
+                }
+            });
+            cx.output(0)?.f32_mut()?.copy_from_slice(&x);
+            Ok(())
+        }
+    }
+
+    /// Copies input 0 in parallel pieces, allocating nothing.
+    struct CopyInPieces;
+
+    impl Operator for CopyInPieces {
+        const OP_TYPE: &'static str = "CopyInPieces";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            let x = cx.input(0)?.f32()?;
+            let copied = AtomicUsize::new(0);
+            cx.parallel_for(x.len(), |range| {
+                copied.fetch_add(range.len(), Ordering::Relaxed);
+            });
+            assert_eq!(copied.into_inner(), x.len());
+            cx.output(0)?.f32_mut()?.copy_from_slice(x);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_heap_probe_sees_the_kernels_allocations_but_not_other_threads() {
+        let x = OwnedTensor::f32(&[4], &[1.0, 2.0, 3.0, 4.0]);
+        let error = TestHost::new()
+            .heap_probe(heap_allocations)
+            .run::<AllocatesInPiece>(std::slice::from_ref(&x), &[], 1)
+            .unwrap_err();
+        assert!(error.contains("heap allocations after warm-up"), "{error}");
+
+        // Another thread allocating all the while does not count against the kernel.
+        let allocated = AtomicUsize::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    drop(std::hint::black_box(vec![0u8; 64]));
+                    allocated.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            while allocated.load(Ordering::Relaxed) == 0 {
+                std::hint::spin_loop();
+            }
+            let results: Vec<_> = (0..1000)
+                .map(|_| {
+                    TestHost::new()
+                        .heap_probe(heap_allocations)
+                        .run::<CopyInPieces>(std::slice::from_ref(&x), &[], 1)
+                })
+                .collect();
+            stop.store(true, Ordering::Relaxed);
+            for result in results {
+                result.unwrap();
+            }
+        });
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Every kernel, warmed up, makes no heap allocations: the plugin's counting allocator (installed
-//! by `export_plugin!`, so also this test binary's) must not move during a second call. One test
-//! in its own binary, because the count is process-wide.
+//! by `export_plugin!`, so also this test binary's) must not move during a second call. The count
+//! is the calling thread's, on which the test host runs every parallel piece.
 
 use opal_nn::*;
 use opal_plugin_api::{
