@@ -125,6 +125,10 @@ pub struct ServerSettings {
     pub max_request_bytes: usize,
     /// How long a request may take, in milliseconds, before it is answered with an error.
     pub request_timeout_ms: u64,
+    /// The bearer token that endpoints changing the server (plugin reloads) require. Without
+    /// one (here or in `OPAL_ADMIN_TOKEN`), they answer loopback clients only.
+    #[serde(deserialize_with = "admin_token")]
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Default for ServerSettings {
@@ -133,8 +137,39 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8000".to_owned(),
             max_request_bytes: 64 << 20,
             request_timeout_ms: 30_000,
+            admin_token: None,
         }
     }
+}
+
+/// A secret that grants admin access; it never appears in debug output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token from `value`; `None` when it is empty or only whitespace.
+    pub fn new(value: &str) -> Option<AdminToken> {
+        let value = value.trim();
+        (!value.is_empty()).then(|| AdminToken(value.to_owned()))
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(redacted)")
+    }
+}
+
+/// `server.admin_token`: a token that is not empty.
+fn admin_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AdminToken>, D::Error> {
+    let value = String::deserialize(d)?;
+    AdminToken::new(&value).map(Some).ok_or_else(|| {
+        serde::de::Error::custom("the admin token is empty; remove the key or set a token")
+    })
 }
 
 /// One `[[models]]` entry.

@@ -302,3 +302,135 @@ fn the_shipped_deployments_are_valid() {
         );
     }
 }
+
+/// [`deployment`] with `server.admin_token` set to `token`.
+fn deployment_with_admin_token(dir: &Path, token: &str) -> PathBuf {
+    let path = deployment(dir);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("admin_token = \"{token}\"\n"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const RELOAD: &str = "/v2/plugins/core-math/reload";
+
+#[test]
+fn with_an_admin_token_a_reload_without_it_is_a_401_and_with_another_a_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&deployment_with_admin_token(dir.path(), "s3cret-token"));
+
+    let missing = server.post(RELOAD, &[], b"");
+    assert_eq!(missing.status, 401, "{}", missing.text());
+    assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
+    let error = missing.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("Authorization: Bearer"), "{error}");
+
+    let wrong = server.post(RELOAD, &[("Authorization", "Bearer s3cret")], b"");
+    assert_eq!(wrong.status, 403, "{}", wrong.text());
+    assert!(!wrong.text().contains("s3cret-token"), "{}", wrong.text());
+
+    let right = server.post(RELOAD, &[("Authorization", "Bearer s3cret-token")], b"");
+    assert_eq!(right.status, 200, "{}", right.text());
+    assert_eq!(right.json()["plugin"], "core-math");
+    // Reading endpoints need no token.
+    assert_eq!(server.get("/v2/plugins").status, 200);
+    assert_eq!(server.post("/v2/repository/index", &[], b"").status, 200);
+}
+
+#[test]
+fn opal_reload_sends_the_admin_token_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&deployment_with_admin_token(dir.path(), "s3cret-token"));
+    let reload = |token: Option<&str>| {
+        let mut command = std::process::Command::new(opal_binary());
+        command.args(["reload", "core-math", "--server", &server.address]);
+        command.env_remove("OPAL_ADMIN_TOKEN");
+        if let Some(token) = token {
+            command.env("OPAL_ADMIN_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let refused = reload(None);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+    let accepted = reload(Some("s3cret-token"));
+    let stdout = String::from_utf8_lossy(&accepted.stdout);
+    assert!(accepted.status.success(), "{stdout}");
+    assert!(stdout.contains("\"plugin\":\"core-math\""), "{stdout}");
+}
+
+#[test]
+fn the_server_takes_its_admin_token_from_the_environment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_listening(
+        &deployment(dir.path()),
+        "127.0.0.1:0",
+        &[("OPAL_ADMIN_TOKEN", "from-env")],
+    );
+    assert_eq!(server.post(RELOAD, &[], b"").status, 401);
+    let right = server.post(RELOAD, &[("Authorization", "Bearer from-env")], b"");
+    assert_eq!(right.status, 200, "{}", right.text());
+}
+
+/// This machine's first non-loopback IPv4 address, as `hostname -I` lists them.
+fn non_loopback_address() -> String {
+    let output = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .expect("hostname -I runs");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .expect("this test needs a non-loopback IPv4 address on the machine")
+        .to_owned()
+}
+
+#[test]
+fn without_an_admin_token_only_loopback_clients_may_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_listening(&deployment(dir.path()), "0.0.0.0:0", &[]);
+    let port = server.address.rsplit(':').next().unwrap().to_owned();
+    let remote = format!("{}:{port}", non_loopback_address());
+
+    let refused = opal_tests::request(&remote, "POST", RELOAD, &[], b"");
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let error = refused.json()["error"].as_str().unwrap().to_owned();
+    assert!(error.contains("server.admin_token"), "{error}");
+    // Inference answers every client; reloads answer loopback ones.
+    let infer = opal_tests::request(
+        &remote,
+        "POST",
+        "/v2/models/mlp/infer",
+        &[],
+        infer_body("x", "FP32", &[1, 16], 16).as_bytes(),
+    );
+    assert_eq!(infer.status, 200, "{}", infer.text());
+    let local = opal_tests::request(&format!("127.0.0.1:{port}"), "POST", RELOAD, &[], b"");
+    assert_eq!(local.status, 200, "{}", local.text());
+}
+
+#[test]
+fn an_empty_admin_token_is_refused_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty-token.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \" \"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(opal_binary())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "an empty token was accepted");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("admin_token"), "{err}");
+    assert!(err.contains("is empty"), "{err}");
+}

@@ -51,10 +51,21 @@ impl Server {
     /// [`Server::start`] in the working directory `dir`, against which a relative `config`
     /// resolves.
     pub fn start_in(dir: &Path, config: &Path) -> Server {
+        Self::start_with(dir, config, "127.0.0.1:0", &[])
+    }
+
+    /// [`Server::start`] listening on `listen` (an ephemeral port of every interface with
+    /// `0.0.0.0:0`), with `env` added to the server's environment.
+    pub fn start_listening(config: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
+        Self::start_with(Path::new("."), config, listen, env)
+    }
+
+    fn start_with(dir: &Path, config: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(crate::opal_binary())
             .current_dir(dir)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", listen, "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

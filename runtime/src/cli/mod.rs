@@ -34,7 +34,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Serve the deployment's models over the KServe v2 / Triton HTTP protocol.
     Serve(serve::ServeArgs),
-    /// Ask a running server to reload a plugin from its file.
+    /// Ask a running server to reload a plugin from its file (with the admin token from
+    /// OPAL_ADMIN_TOKEN, when the server requires one).
     Reload(serve::ReloadArgs),
     /// Deployment files.
     #[command(subcommand)]

@@ -2,7 +2,7 @@
 //! a running server to reload a plugin, and validating a deployment file without serving it.
 
 use anyhow::{bail, Context};
-use opal_runtime::{Deployment, Engine};
+use opal_runtime::{config::AdminToken, Deployment, Engine};
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -34,7 +34,8 @@ pub(crate) struct ReloadArgs {
     server: String,
 }
 
-/// Asks the server to reload the plugin and prints its answer.
+/// Asks the server to reload the plugin and prints its answer, sending the admin token from
+/// `OPAL_ADMIN_TOKEN` when it is set.
 pub(crate) fn reload(args: ReloadArgs) -> anyhow::Result<()> {
     let address = args
         .server
@@ -43,9 +44,15 @@ pub(crate) fn reload(args: ReloadArgs) -> anyhow::Result<()> {
     let mut stream = TcpStream::connect(address)
         .with_context(|| format!("cannot reach the server at {address}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
+    // The admin token, when the server requires one.
+    let authorization = std::env::var(crate::server::ADMIN_TOKEN_VARIABLE)
+        .ok()
+        .and_then(|value| AdminToken::new(&value))
+        .map(|token| format!("Authorization: Bearer {}\r\n", token.secret()))
+        .unwrap_or_default();
     write!(
         stream,
-        "POST /v2/plugins/{}/reload HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "POST /v2/plugins/{}/reload HTTP/1.1\r\nHost: {address}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n",
         args.name
     )?;
     let mut response = String::new();

@@ -1,16 +1,19 @@
 //! `opal serve`: the KServe v2 / Triton HTTP protocol over a deployment, with plugin reloads
-//! (on request or when a watched file changes) and graceful shutdown on SIGINT or SIGTERM.
+//! (on request, for admin clients, or when a watched file changes) and graceful shutdown on
+//! SIGINT or SIGTERM.
 
+mod admin;
 mod kserve;
 mod metrics;
 mod routes;
 mod state;
 mod watch;
 
+pub(crate) use admin::TOKEN_VARIABLE as ADMIN_TOKEN_VARIABLE;
 use anyhow::Context;
 use opal_runtime::{Deployment, Engine};
 use state::{AppState, ServedModel};
-use std::{collections::BTreeMap, io::Write as _, sync::Arc};
+use std::{collections::BTreeMap, io::Write as _, net::SocketAddr, sync::Arc};
 
 /// Serves `deployment` until a shutdown signal; requests in flight are finished first.
 pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::Result<()> {
@@ -35,6 +38,7 @@ pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::R
         models,
         metrics: Default::default(),
         settings: deployment.server.clone(),
+        admin_token: admin::server_token(deployment.server.admin_token.as_ref()),
     });
     let watched: BTreeMap<String, std::path::PathBuf> = engine
         .registry()
@@ -68,7 +72,8 @@ pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::R
             "opal serving {} model(s) on http://{address}",
             state.models.len()
         );
-        axum::serve(listener, routes::router(state))
+        let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the server failed")?;

@@ -3,6 +3,7 @@
 //! 5xx with a body `{"error": "..."}` naming the problem.
 
 use super::{
+    admin,
     kserve::{
         bytes_to_json, datatype_name, dtype_of, flag, json_to_bytes, InferRequest, InferResponse,
         ResponseOutput, HEADER_LENGTH,
@@ -11,7 +12,7 @@ use super::{
 };
 use axum::{
     body::Body,
-    extract::{Path, State},
+    extract::{ConnectInfo, Path, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -24,20 +25,36 @@ use opal_runtime::{
     SessionError,
 };
 use serde_json::{json, Map, Value};
-use std::{sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 /// An error answer: a status and a message, sent as `{"error": message}`.
 pub(crate) struct ApiError(StatusCode, String);
 
 impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: String) -> Self {
+        ApiError(status, message)
+    }
+
     fn bad_request(message: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn status(&self) -> StatusCode {
+        self.0
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        // The only credentials opal asks for are the admin token.
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -188,7 +205,13 @@ async fn plugins(State(state): Shared) -> Json<Value> {
     Json(Value::Array(list))
 }
 
-async fn reload(State(state): Shared, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn reload(
+    State(state): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    admin::authorize(state.admin_token.as_ref(), peer.ip(), &headers)?;
     let worker = state.clone();
     let plugin = name.clone();
     let result = tokio::task::spawn_blocking(move || worker.reload(&plugin))

@@ -4,7 +4,7 @@
 use super::metrics::Metrics;
 use opal_plugin_api::DType;
 use opal_runtime::{
-    config::{ModelSpec, ServerSettings},
+    config::{AdminToken, ModelSpec, ServerSettings},
     hot_swap::{ReloadError, Reloaded, SampleRun},
     memory::Owner,
     onnx::{Constant, Model},
@@ -103,6 +103,8 @@ pub(crate) struct AppState {
     pub(crate) models: BTreeMap<String, ServedModel>,
     pub(crate) metrics: Metrics,
     pub(crate) settings: ServerSettings,
+    /// The token admin endpoints require (see [`super::admin`]).
+    pub(crate) admin_token: Option<AdminToken>,
 }
 
 impl AppState {
