@@ -279,7 +279,7 @@ impl<'a> KernelContext<'a> {
             let ptr = lend(self.host.ctx, size, 64);
             if ptr.is_null() {
                 return Err(KernelError::new(format!(
-                    "host refused {size} bytes of scratch"
+                    "the host refused {size} bytes of scratch: more than the deployment's engine.scratch_limit or engine.memory_limit allows"
                 )));
             }
             Ok(std::slice::from_raw_parts_mut(ptr.cast::<T>(), len))

@@ -265,6 +265,90 @@ fn a_kernel_that_returns_an_error_is_reported_with_its_message() {
     assert!(err.contains("fails on purpose"), "{err}");
 }
 
+/// A model whose one node is `opal.test:<op_type>` with integer attributes.
+fn faulty_model_with(dir: &Path, op_type: &str, attributes: &[(&str, i64)]) -> std::path::PathBuf {
+    ModelBuilder::new(17)
+        .opset("opal.test", 1)
+        .input("x", &[3])
+        .output("y", &[3])
+        .node(
+            "faulty_node",
+            "opal.test",
+            op_type,
+            &["x"],
+            &["y"],
+            attributes,
+        )
+        .write(dir, &format!("{op_type}{}.onnx", attributes.len()))
+}
+
+/// Checks that running `model` fails, when its plan is compiled, with an error naming the node,
+/// the plugin and `expected`, and that the engine still runs the default model afterwards.
+fn assert_plan_fails(engine: &Arc<Engine>, model: &Path, expected: &[&str]) {
+    let model = engine.load_model(model).unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    let err = run_once(&mut session, &[3], &[1.0, 2.0, 3.0])
+        .unwrap_err()
+        .to_string();
+    for part in ["node 'faulty_node'", "plugin 'faulty'"]
+        .iter()
+        .chain(expected)
+    {
+        assert!(err.contains(part), "'{part}' not in: {err}");
+    }
+    let (deployment, _) = default_engine();
+    let mlp = engine.load_model(mlp_path(&deployment)).unwrap();
+    let mut healthy = Session::new(engine.clone(), mlp, BTreeMap::new());
+    let probs = run_once(&mut healthy, &[1, 16], &[0.5; 16]).unwrap();
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn an_inference_that_panics_fails_the_plan_naming_node_and_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with_faulty_plugin(dir.path());
+    let model = faulty_model_with(dir.path(), "InferPanic", &[]);
+    assert_plan_fails(
+        &engine,
+        &model,
+        &["panicked", "inference panics on purpose"],
+    );
+}
+
+#[test]
+fn an_inferred_negative_or_overflowing_shape_fails_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with_faulty_plugin(dir.path());
+    let negative = faulty_model_with(dir.path(), "BadShape", &[("mode", 0)]);
+    assert_plan_fails(&engine, &negative, &["[3, -7]"]);
+    let dir = tempfile::tempdir().unwrap();
+    let overflowing = faulty_model_with(dir.path(), "BadShape", &[("mode", 1)]);
+    assert_plan_fails(&engine, &overflowing, &["1099511627776"]);
+}
+
+#[test]
+fn a_kernel_asking_for_scratch_beyond_the_limit_is_an_error_and_the_next_run_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with_faulty_plugin(dir.path());
+    let model = engine
+        .load_model(&faulty_model_with(dir.path(), "ScratchHog", &[]))
+        .unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    for _ in 0..2 {
+        let err = run_once(&mut session, &[3], &[1.0, 2.0, 3.0])
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "plugin 'faulty'",
+            "opal.test:ScratchHog",
+            "node 'faulty_node'",
+            "engine.scratch_limit",
+        ] {
+            assert!(err.contains(part), "'{part}' not in: {err}");
+        }
+    }
+}
+
 /// y = x + W, with W's bytes at offset 64 of `weights.bin` beside the model.
 fn external_model(dir: &Path, location: &str) -> std::path::PathBuf {
     let mut file = vec![0u8; 64];

@@ -82,6 +82,54 @@ fn a_file_that_is_not_a_shared_library_is_refused() {
 }
 
 #[test]
+fn a_plugin_listing_an_operator_twice_is_refused_naming_it() {
+    let path = opal_tests::build_variant(
+        "opal-faulty-plugin",
+        "opal_faulty_plugin",
+        "duplicate-operators",
+    );
+    let message = load_error(&path);
+    assert_mentions(
+        &message,
+        &[
+            &path.display().to_string(),
+            "invalid operator table",
+            "operator 'Relu' is listed twice",
+        ],
+    );
+}
+
+#[test]
+fn an_elf_for_another_architecture_is_refused_naming_both() {
+    // A real plugin whose ELF header says aarch64 (e_machine 183, at byte 18).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("libforeign.so");
+    let mut bytes = fs::read(plugin("opal_core_math")).unwrap();
+    let foreign: u16 = if cfg!(target_arch = "aarch64") {
+        62
+    } else {
+        183
+    };
+    bytes[18..20].copy_from_slice(&foreign.to_le_bytes());
+    fs::write(&path, bytes).unwrap();
+    let message = load_error(&path);
+    let (theirs, ours) = if cfg!(target_arch = "aarch64") {
+        ("x86_64", "aarch64")
+    } else {
+        ("aarch64", "x86_64")
+    };
+    assert_mentions(
+        &message,
+        &[
+            &path.display().to_string(),
+            theirs,
+            ours,
+            "build the plugin for",
+        ],
+    );
+}
+
+#[test]
 fn a_shared_library_without_the_descriptor_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("plain.c");

@@ -255,7 +255,7 @@ impl<'e> Compiler<'e> {
         let mut outputs: Vec<InferredOutput> = Vec::with_capacity(node.outputs.len());
         for (out, ty) in node.outputs.iter().zip(&types) {
             let name = out.map(|id| model.value_name(id));
-            let shape = self.checked_shape(node, name, ty)?;
+            let shape = self.checked_shape(node, kernel.plugin_name(), name, ty)?;
             outputs.push((*out, ty.dtype, shape));
         }
         let foldable = inputs.iter().enumerate().all(|(i, k)| match k {
@@ -418,11 +418,13 @@ impl<'e> Compiler<'e> {
         Ok(types)
     }
 
-    /// An inferred output shape: `None` if some dim is only known at run time; an error if
-    /// its size overflows or exceeds the deployment's memory limit.
+    /// An output shape `plugin` inferred: `None` if some dim is only known at run time; an
+    /// error if a dim is negative, or its size overflows or exceeds the deployment's memory
+    /// limit.
     fn checked_shape(
         &self,
         node: &Node,
+        plugin: &str,
         output: Option<&str>,
         ty: &OutputType,
     ) -> Result<Option<Shape>, PlanError> {
@@ -431,7 +433,7 @@ impl<'e> Compiler<'e> {
             return Err(self.error(
                 Some(node),
                 format!(
-                    "output '{name}' has dtype {}, which opal does not support",
+                    "plugin '{plugin}' inferred dtype {} for output '{name}', which opal does not support",
                     ty.dtype
                 ),
             ));
@@ -440,7 +442,7 @@ impl<'e> Compiler<'e> {
             return Err(self.error(
                 Some(node),
                 format!(
-                    "output '{name}' has an invalid shape {:?}",
+                    "plugin '{plugin}' inferred the invalid shape {:?} for output '{name}'; its shape inference is at fault",
                     ty.shape.as_slice()
                 ),
             ));
@@ -457,7 +459,7 @@ impl<'e> Compiler<'e> {
             self.error(
                 Some(node),
                 format!(
-                    "output '{name}' of dtype {} and shape {shape:?} has a size that overflows",
+                    "plugin '{plugin}' inferred dtype {} and shape {shape:?} for output '{name}', whose size overflows",
                     ty.dtype
                 ),
             )

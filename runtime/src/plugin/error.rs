@@ -9,6 +9,12 @@ pub enum PluginError {
     NotFound { path: PathBuf },
     #[error("plugin {path} is not a loadable shared library: {reason}")]
     NotALibrary { path: PathBuf, reason: String },
+    #[error("plugin {path} is an ELF file for {found}, but this opal runs on {host}; build the plugin for {host} (for example cargo build --release --target {host}-unknown-linux-gnu)")]
+    WrongArchitecture {
+        path: PathBuf,
+        found: String,
+        host: String,
+    },
     #[error("{path} is a shared library but not an opal plugin: it does not export the symbol OPAL_PLUGIN_DESCRIPTOR (use opal_plugin_api::export_plugin!)")]
     MissingDescriptor { path: PathBuf },
     #[error("{path} exports OPAL_PLUGIN_DESCRIPTOR but its magic bytes are wrong; it was not built with opal_plugin_api")]

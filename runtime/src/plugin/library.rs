@@ -86,12 +86,16 @@ impl PluginLibrary {
                 path: source.to_owned(),
             });
         }
+        super::elf::check_header(path, source)?;
         // SAFETY: loading a library runs its initialisers. opal plugins are trusted code by
         // design (a deployment names them); the checks below guard against mistakes, not malice.
         let library =
             unsafe { libloading::Library::new(path) }.map_err(|e| PluginError::NotALibrary {
                 path: source.to_owned(),
-                reason: e.to_string(),
+                // The loader names the file it opened, which may be the shadow copy.
+                reason: e
+                    .to_string()
+                    .replace(&*path.to_string_lossy(), &source.to_string_lossy()),
             })?;
         // SAFETY: the symbol, when present, is the `static PluginDescriptor` that
         // `export_plugin!` defines. Only its frozen leading fields are read before they are
@@ -254,7 +258,38 @@ fn read_operators(path: &Path, module: PluginModuleRef) -> Result<Vec<OperatorFn
             }
             Ok(fns)
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|operators| refuse_duplicates(path, operators))
+}
+
+/// `operators`, unless two of them are the same operator over overlapping opsets.
+fn refuse_duplicates(
+    path: &Path,
+    operators: Vec<OperatorFns>,
+) -> Result<Vec<OperatorFns>, PluginError> {
+    for (i, a) in operators.iter().enumerate() {
+        let twin = operators[i + 1..].iter().find(|b| {
+            a.domain == b.domain
+                && a.op_type == b.op_type
+                && a.since_version <= b.until_version
+                && b.since_version <= a.until_version
+        });
+        if let Some(b) = twin {
+            let name = if a.domain.is_empty() {
+                a.op_type.clone()
+            } else {
+                format!("{}:{}", a.domain, a.op_type)
+            };
+            return Err(PluginError::BadOperator {
+                path: path.to_owned(),
+                reason: format!(
+                    "operator '{name}' is listed twice, for opsets {}..={} and {}..={}; list each operator once per opset range",
+                    a.since_version, a.until_version, b.since_version, b.until_version
+                ),
+            });
+        }
+    }
+    Ok(operators)
 }
 
 impl OperatorEntry {

@@ -2,6 +2,7 @@
 //! the host lends kernels.
 
 mod digest;
+mod elf;
 mod error;
 mod host_services;
 mod kernel_threads;
