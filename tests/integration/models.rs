@@ -215,6 +215,15 @@ fn an_operator_no_plugin_provides_names_the_node_and_op_type() {
     );
 }
 
+/// Checks that `engine` still runs the default model: the probabilities sum to 1.
+fn assert_default_model_runs(engine: &Arc<Engine>) {
+    let (deployment, _) = default_engine();
+    let mlp = engine.load_model(mlp_path(&deployment)).unwrap();
+    let mut healthy = Session::new(engine.clone(), mlp, BTreeMap::new());
+    let probs = run_once(&mut healthy, &[1, 16], &[0.5; 16]).unwrap();
+    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
 /// A model whose one node is `opal.test:<op_type>` from the faulty plugin.
 fn faulty_model(dir: &Path, op_type: &str) -> std::path::PathBuf {
     ModelBuilder::new(17)
@@ -242,11 +251,7 @@ fn a_kernel_that_panics_is_an_error_naming_plugin_and_operator_and_the_next_run_
         assert!(err.contains("node 'faulty_node'"), "{err}");
         assert!(err.contains("panics on purpose"), "{err}");
     }
-    let (deployment, _) = default_engine();
-    let mlp = engine.load_model(mlp_path(&deployment)).unwrap();
-    let mut healthy = Session::new(engine.clone(), mlp, BTreeMap::new());
-    let probs = run_once(&mut healthy, &[1, 16], &[0.5; 16]).unwrap();
-    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    assert_default_model_runs(&engine);
 }
 
 #[test]
@@ -296,11 +301,7 @@ fn assert_plan_fails(engine: &Arc<Engine>, model: &Path, expected: &[&str]) {
     {
         assert!(err.contains(part), "'{part}' not in: {err}");
     }
-    let (deployment, _) = default_engine();
-    let mlp = engine.load_model(mlp_path(&deployment)).unwrap();
-    let mut healthy = Session::new(engine.clone(), mlp, BTreeMap::new());
-    let probs = run_once(&mut healthy, &[1, 16], &[0.5; 16]).unwrap();
-    assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    assert_default_model_runs(engine);
 }
 
 #[test]
