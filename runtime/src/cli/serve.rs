@@ -2,7 +2,7 @@
 //! a running server to reload a plugin, and validating a deployment file without serving it.
 
 use anyhow::{bail, Context};
-use opal_runtime::{config::AdminToken, Deployment, Engine};
+use opal_runtime::{Deployment, Engine};
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -45,9 +45,7 @@ pub(crate) fn reload(args: ReloadArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot reach the server at {address}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
     // The admin token, when the server requires one.
-    let authorization = std::env::var(crate::server::ADMIN_TOKEN_VARIABLE)
-        .ok()
-        .and_then(|value| AdminToken::new(&value))
+    let authorization = crate::server::admin_token_from_environment()
         .map(|token| format!("Authorization: Bearer {}\r\n", token.secret()))
         .unwrap_or_default();
     write!(

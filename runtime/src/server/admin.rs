@@ -8,19 +8,24 @@ use opal_runtime::config::AdminToken;
 use std::net::IpAddr;
 
 /// The environment variable holding the admin token, for the server and for `opal reload`.
-pub(crate) const TOKEN_VARIABLE: &str = "OPAL_ADMIN_TOKEN";
+const TOKEN_VARIABLE: &str = "OPAL_ADMIN_TOKEN";
+
+/// The token in `OPAL_ADMIN_TOKEN`, if it holds one: the server's when the deployment sets
+/// none, and the one `opal reload` sends.
+pub(crate) fn environment_token() -> Option<AdminToken> {
+    std::env::var(TOKEN_VARIABLE)
+        .ok()
+        .and_then(|value| AdminToken::new(&value))
+}
 
 /// The token the server requires: the deployment's, else the environment's.
 pub(crate) fn server_token(configured: Option<&AdminToken>) -> Option<AdminToken> {
-    configured.cloned().or_else(|| {
-        std::env::var(TOKEN_VARIABLE)
-            .ok()
-            .and_then(|value| AdminToken::new(&value))
-    })
+    configured.cloned().or_else(environment_token)
 }
 
-/// Admits or refuses a changing request from `peer` with `headers`: 401 when a token is required and none was sent, 403 for a wrong token or,
-/// without a token configured, a client that is not on this machine's loopback.
+/// Admits or refuses a changing request from `peer` with `headers`: 401 when a token is
+/// required and none was sent, 403 for a wrong token or, without a token configured, a client
+/// that is not on this machine's loopback.
 pub(crate) fn authorize(
     token: Option<&AdminToken>,
     peer: IpAddr,

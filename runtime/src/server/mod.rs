@@ -9,7 +9,7 @@ mod routes;
 mod state;
 mod watch;
 
-pub(crate) use admin::TOKEN_VARIABLE as ADMIN_TOKEN_VARIABLE;
+pub(crate) use admin::environment_token as admin_token_from_environment;
 use anyhow::Context;
 use opal_runtime::{Deployment, Engine};
 use state::{AppState, ServedModel};
