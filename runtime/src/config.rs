@@ -123,8 +123,12 @@ pub struct ServerSettings {
     pub listen: String,
     /// The largest request body accepted, in bytes.
     pub max_request_bytes: usize,
-    /// How long a request may take, in milliseconds, before it is answered with an error.
+    /// How long a request may take, in milliseconds, queueing included, before it is answered
+    /// with 504; its run stops at the next kernel boundary.
     pub request_timeout_ms: u64,
+    /// A run still inside one kernel this many milliseconds after its request timed out is
+    /// reported stuck (log and `/metrics`); it keeps its `max_concurrent` slot until it returns.
+    pub stuck_after_ms: u64,
     /// The bearer token that endpoints changing the server (plugin reloads) require. Without
     /// one (here or in `OPAL_ADMIN_TOKEN`), they answer loopback clients only.
     #[serde(deserialize_with = "admin_token")]
@@ -137,6 +141,7 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8000".to_owned(),
             max_request_bytes: 64 << 20,
             request_timeout_ms: 30_000,
+            stuck_after_ms: 5_000,
             admin_token: None,
         }
     }
@@ -181,8 +186,11 @@ pub struct ModelSpec {
     pub dims: BTreeMap<String, usize>,
     /// Whole shapes for inputs, by name, where the model leaves dims unnamed or unknown.
     pub shapes: BTreeMap<String, Vec<usize>>,
-    /// Requests for this model that run at once (`opal serve`); more wait.
+    /// Requests for this model that run at once (`opal serve`); more wait in its queue.
     pub max_concurrent: usize,
+    /// Requests that may wait for one of the `max_concurrent` runs; past it, `opal serve`
+    /// answers 503 with `Retry-After` at once.
+    pub max_queue: usize,
 }
 
 /// `[run]`: what `opal run` does without arguments.
@@ -248,10 +256,16 @@ struct RawModel {
     shapes: BTreeMap<String, Vec<usize>>,
     #[serde(default = "default_concurrency")]
     max_concurrent: usize,
+    #[serde(default = "default_queue")]
+    max_queue: usize,
 }
 
 fn default_concurrency() -> usize {
     4
+}
+
+fn default_queue() -> usize {
+    64
 }
 
 /// A deployment file that cannot be used.
@@ -374,6 +388,7 @@ impl Deployment {
                     dims: m.dims,
                     shapes: m.shapes,
                     max_concurrent: m.max_concurrent,
+                    max_queue: m.max_queue,
                 })
                 .collect(),
             run: raw.run,
@@ -497,6 +512,17 @@ mod tests {
         let d = parse("[[models]]\nname = \"m\"\npath = \"models/m.onnx\"\n[[plugins]]\npath = \"p/libx.so\"\n").unwrap();
         assert_eq!(d.models[0].path, Path::new("/srv/opal/models/m.onnx"));
         assert_eq!(d.plugins[0].resolved, Path::new("/srv/opal/p/libx.so"));
+    }
+
+    #[test]
+    fn a_model_queue_is_bounded_by_default_and_may_be_zero() {
+        let d = parse("[[models]]\nname = \"a\"\npath = \"a.onnx\"\n[[models]]\nname = \"b\"\npath = \"b.onnx\"\nmax_queue = 0\n").unwrap();
+        assert_eq!((d.models[0].max_concurrent, d.models[0].max_queue), (4, 64));
+        assert_eq!(d.models[1].max_queue, 0);
+        let err = parse("[[models]]\nname = \"a\"\npath = \"a.onnx\"\nmax_queue = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("max_queue"), "{err}");
     }
 
     #[test]

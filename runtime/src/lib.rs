@@ -7,7 +7,9 @@
 //! - [`instruction_set`]: which kernels (AVX-512, AVX2, NEON, baseline) the engine lends.
 //! - [`plugin`]: loading `.so` plugins, the operator registry, services lent to kernels.
 //! - [`onnx`]: model files.
-//! - [`plan`], [`run_state`], [`session`]: compiling a model and running it.
+//! - [`plan`], [`run_state`], [`session`]: compiling a model and running it; [`run_control`]:
+//!   stopping a run between kernels.
+//! - [`kserve`]: the KServe v2 wire format `opal serve` speaks.
 //! - [`tensor_file`], [`compare`], [`synthetic`]: inputs and outputs of the CLI's runs and checks.
 
 pub mod compare;
@@ -15,10 +17,12 @@ pub mod config;
 pub mod engine;
 pub mod hot_swap;
 pub mod instruction_set;
+pub mod kserve;
 pub mod memory;
 pub mod onnx;
 pub mod plan;
 pub mod plugin;
+pub mod run_control;
 pub mod run_state;
 pub mod session;
 pub mod synthetic;
@@ -28,6 +32,7 @@ pub mod tensor_file;
 pub use config::Deployment;
 pub use engine::{Engine, EngineError};
 pub use plan::{Plan, PlanError};
+pub use run_control::RunControl;
 pub use run_state::{RunError, RunState};
 pub use session::{Session, SessionError};
 pub use tensor::{Tensor, TensorRef};

@@ -7,6 +7,7 @@ use crate::{
     engine::Engine,
     memory::{ScratchArena, Slab},
     plan::{invoke, Place, Plan, Step, ValueRef, INLINE_INPUTS},
+    run_control::RunControl,
     tensor::{byte_size, Tensor, TensorRef},
 };
 use abi_stable::std_types::{RNone, RSome};
@@ -38,6 +39,12 @@ pub enum RunError {
         plugin: String,
         operator: String,
         message: String,
+    },
+    #[error("model {path}: the run was cancelled after {completed} of its {total} steps")]
+    Cancelled {
+        path: PathBuf,
+        completed: usize,
+        total: usize,
     },
     #[error("model {path}: {node}: {reason}")]
     Memory {
@@ -104,10 +111,43 @@ impl RunState {
     /// Runs the plan on `inputs` (graph inputs in declaration order). The outputs stay in the
     /// state until the next run or [`RunState::release`].
     pub fn run(&mut self, engine: &Engine, inputs: &[TensorRef<'_>]) -> Result<(), RunError> {
+        self.run_steps(engine, inputs, None)
+    }
+
+    /// [`RunState::run`], stopping at the first kernel boundary after `control` is cancelled.
+    pub fn run_with(
+        &mut self,
+        engine: &Engine,
+        inputs: &[TensorRef<'_>],
+        control: &RunControl,
+    ) -> Result<(), RunError> {
+        control.start(&self.plan);
+        let result = self.run_steps(engine, inputs, Some(control));
+        control.leave();
+        result
+    }
+
+    fn run_steps(
+        &mut self,
+        engine: &Engine,
+        inputs: &[TensorRef<'_>],
+        control: Option<&RunControl>,
+    ) -> Result<(), RunError> {
         self.release(engine);
         self.check_inputs(inputs)?;
         let plan = self.plan.clone();
         for (s, step) in plan.steps().iter().enumerate() {
+            if let Some(control) = control {
+                if control.is_cancelled() {
+                    self.release(engine);
+                    return Err(RunError::Cancelled {
+                        path: plan.model().path().to_owned(),
+                        completed: s,
+                        total: plan.steps().len(),
+                    });
+                }
+                control.enter(s);
+            }
             let start = self.step_times.is_some().then(Instant::now);
             if let Err(e) = self.run_step(engine, &plan, step, inputs) {
                 self.release(engine);

@@ -5,6 +5,7 @@ use crate::{
     engine::Engine,
     onnx::{Dim, Model},
     plan::{Plan, PlanError},
+    run_control::RunControl,
     run_state::{RunError, RunState},
     tensor::{Shape, TensorRef},
 };
@@ -131,6 +132,24 @@ impl Session {
     /// Runs the model on `inputs`, compiling a plan first if their shapes are new or a new
     /// registry snapshot was published. The outputs are read from the returned state.
     pub fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<&RunState, SessionError> {
+        self.run_inner(inputs, None)
+    }
+
+    /// [`Session::run`], stopping at the first kernel boundary after `control` is cancelled
+    /// ([`RunError::Cancelled`]); the session stays usable.
+    pub fn run_with(
+        &mut self,
+        inputs: &[TensorRef<'_>],
+        control: &RunControl,
+    ) -> Result<&RunState, SessionError> {
+        self.run_inner(inputs, Some(control))
+    }
+
+    fn run_inner(
+        &mut self,
+        inputs: &[TensorRef<'_>],
+        control: Option<&RunControl>,
+    ) -> Result<&RunState, SessionError> {
         let generation = self.engine.generation();
         let fits = generation == self.generation
             && self.state.as_ref().is_some_and(|s| {
@@ -156,7 +175,10 @@ impl Session {
             self.generation = generation;
         }
         let state = self.state.as_mut().expect("a state was just made");
-        state.run(&self.engine, inputs)?;
+        match control {
+            Some(control) => state.run_with(&self.engine, inputs, control)?,
+            None => state.run(&self.engine, inputs)?,
+        }
         Ok(state)
     }
 

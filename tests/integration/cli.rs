@@ -192,6 +192,11 @@ fn two_plugins_with_one_operator_are_refused_unless_the_deployment_picks_one() {
         err.contains("'core-math'") && err.contains("'faulty'"),
         "{err}"
     );
+    // The files the deployment names, not the copies the loader opened.
+    let given = plugin("opal_faulty_plugin").display().to_string();
+    assert!(err.contains(&given), "{err}");
+    assert!(!err.contains("opal-plugins"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 
     let resolved = dir.path().join("resolved.toml");
     std::fs::write(

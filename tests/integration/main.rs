@@ -9,6 +9,7 @@ mod hot_swap;
 mod isa;
 mod kserve_client;
 mod models;
+mod overload;
 mod plugin_loading;
 mod serve;
 mod watch;

@@ -45,6 +45,18 @@ impl ModelBuilder {
         self
     }
 
+    /// A graph input of int64 with the given dims.
+    pub fn input_i64(mut self, name: &str, dims: &[i64]) -> Self {
+        let mut info = value_info(name, dims);
+        if let Some(type_proto::Value::TensorType(t)) =
+            info.r#type.as_mut().and_then(|t| t.value.as_mut())
+        {
+            t.elem_type = 7;
+        }
+        self.graph.input.push(info);
+        self
+    }
+
     /// A graph output of f32 with the given dims.
     pub fn output(mut self, name: &str, dims: &[i64]) -> Self {
         self.graph.output.push(value_info(name, dims));

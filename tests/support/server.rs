@@ -5,6 +5,7 @@ use std::{
     net::TcpStream,
     path::Path,
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -13,6 +14,8 @@ pub struct Server {
     child: Child,
     /// Kept open so the server can still write to its stdout.
     _stdout: BufReader<std::process::ChildStdout>,
+    /// What the server logged to stderr so far (also passed on to the test's stderr).
+    log: Arc<Mutex<String>>,
     pub address: String,
 }
 
@@ -67,9 +70,20 @@ impl Server {
             .arg(config)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("opal serve starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut line = String::new();
         let mut stdout = BufReader::new(stdout);
@@ -86,8 +100,14 @@ impl Server {
         Server {
             child,
             _stdout: stdout,
+            log,
             address,
         }
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn pid(&self) -> u32 {

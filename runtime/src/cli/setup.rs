@@ -186,6 +186,7 @@ fn pick_model(deployment: &Deployment, wanted: Option<&str>) -> anyhow::Result<M
                     dims: BTreeMap::new(),
                     shapes: BTreeMap::new(),
                     max_concurrent: 1,
+                    max_queue: 0,
                 })
             }
             None => bail!(

@@ -84,8 +84,8 @@ impl Registry {
             if let Some(b) = plugins[i + 1..].iter().find(|b| b.name() == a.name()) {
                 return Err(RegistryError::DuplicatePlugin {
                     name: a.name().to_owned(),
-                    first: a.path().display().to_string(),
-                    second: b.path().display().to_string(),
+                    first: a.source().display().to_string(),
+                    second: b.source().display().to_string(),
                 });
             }
         }
@@ -175,10 +175,10 @@ fn resolve_overlaps(
             return Err(RegistryError::Conflict {
                 key: key.clone(),
                 first: a.plugin_name().to_owned(),
-                first_path: a.library().path().display().to_string(),
+                first_path: a.library().source().display().to_string(),
                 first_range: range(a),
                 second: b.plugin_name().to_owned(),
-                second_path: b.library().path().display().to_string(),
+                second_path: b.library().source().display().to_string(),
                 second_range: range(b),
             });
         }

@@ -1,5 +1,6 @@
-//! `/metrics`: request counts and a latency histogram per model, plugin reloads, and the
-//! engine's memory figures, in the Prometheus text format.
+//! `/metrics`: request counts by outcome and a latency histogram per model, runs going on,
+//! queued, cancelled and stuck, plugin reloads, and the engine's memory figures, in the
+//! Prometheus text format.
 
 use opal_runtime::Engine;
 use parking_lot::Mutex;
@@ -10,10 +11,51 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Success,
+    /// Past `server.request_timeout_ms` (504).
+    Timeout,
+    /// The model's queue was full (503).
+    Rejected,
+    /// Any other error.
+    Failure,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::Success,
+        Outcome::Failure,
+        Outcome::Timeout,
+        Outcome::Rejected,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Timeout => "timeout",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// What `/metrics` shows of a model's load right now.
+pub(crate) struct ModelLoad<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) running: usize,
+    pub(crate) queued: usize,
+}
+
 #[derive(Default)]
 struct ModelFigures {
-    succeeded: u64,
-    failed: u64,
+    /// Requests by outcome, in [`Outcome::ALL`]'s order.
+    outcomes: [u64; 4],
+    /// Runs stopped at a kernel boundary after their request timed out.
+    cancelled: u64,
+    /// Runs stuck in a kernel past `server.stuck_after_ms` now.
+    stuck: u64,
     /// Requests per bucket (not cumulative; summed when rendered).
     buckets: [u64; BUCKETS.len()],
     seconds: f64,
@@ -30,19 +72,38 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// Counts a request for `model` that took `seconds`.
-    pub(crate) fn record_request(&self, model: &str, succeeded: bool, seconds: f64) {
+    pub(crate) fn record_request(&self, model: &str, outcome: Outcome, seconds: f64) {
         let mut models = self.models.lock();
         let figures = models.entry(model.to_owned()).or_default();
-        if succeeded {
-            figures.succeeded += 1;
-        } else {
-            figures.failed += 1;
-        }
+        figures.outcomes[Outcome::ALL
+            .iter()
+            .position(|&o| o == outcome)
+            .expect("every outcome is listed")] += 1;
         if let Some(bucket) = BUCKETS.iter().position(|&le| seconds <= le) {
             figures.buckets[bucket] += 1;
         }
         figures.seconds += seconds;
         figures.count += 1;
+    }
+
+    /// Counts a run stopped at a kernel boundary after its request timed out.
+    pub(crate) fn record_cancelled(&self, model: &str) {
+        self.models
+            .lock()
+            .entry(model.to_owned())
+            .or_default()
+            .cancelled += 1;
+    }
+
+    /// A run of `model` got stuck (`true`) or came back after being stuck (`false`).
+    pub(crate) fn record_stuck(&self, model: &str, stuck: bool) {
+        let mut models = self.models.lock();
+        let figures = models.entry(model.to_owned()).or_default();
+        if stuck {
+            figures.stuck += 1;
+        } else {
+            figures.stuck = figures.stuck.saturating_sub(1);
+        }
     }
 
     /// Counts a plugin reload.
@@ -56,7 +117,7 @@ impl Metrics {
     }
 
     /// Everything, as Prometheus text.
-    pub(crate) fn render(&self, engine: &Engine) -> String {
+    pub(crate) fn render(&self, engine: &Engine, loads: &[ModelLoad<'_>]) -> String {
         let mut out = String::new();
         let models = self.models.lock();
         header(
@@ -66,11 +127,62 @@ impl Metrics {
             "Inference requests by model and outcome.",
         );
         for (model, f) in models.iter() {
-            for (outcome, n) in [("success", f.succeeded), ("failure", f.failed)] {
+            for (outcome, n) in Outcome::ALL.iter().zip(f.outcomes) {
                 let _ = writeln!(
                     out,
-                    "opal_requests_total{{model=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape(model)
+                    "opal_requests_total{{model=\"{}\",outcome=\"{}\"}} {n}",
+                    escape(model),
+                    outcome.label()
+                );
+            }
+        }
+        header(
+            &mut out,
+            "opal_runs_cancelled_total",
+            "counter",
+            "Runs stopped at a kernel boundary after their request timed out.",
+        );
+        for (model, f) in models.iter() {
+            let _ = writeln!(
+                out,
+                "opal_runs_cancelled_total{{model=\"{}\"}} {}",
+                escape(model),
+                f.cancelled
+            );
+        }
+        header(
+            &mut out,
+            "opal_runs_stuck",
+            "gauge",
+            "Runs still inside one kernel server.stuck_after_ms after their request timed out.",
+        );
+        for (model, f) in models.iter() {
+            let _ = writeln!(
+                out,
+                "opal_runs_stuck{{model=\"{}\"}} {}",
+                escape(model),
+                f.stuck
+            );
+        }
+        for (name, help, value) in [
+            (
+                "opal_runs_in_progress",
+                "Runs going on, of at most max_concurrent per model.",
+                (|l: &ModelLoad<'_>| l.running) as fn(&ModelLoad<'_>) -> usize,
+            ),
+            (
+                "opal_queued_requests",
+                "Requests waiting to run, of at most max_queue per model.",
+                |l: &ModelLoad<'_>| l.queued,
+            ),
+        ] {
+            header(&mut out, name, "gauge", help);
+            for load in loads {
+                let _ = writeln!(
+                    out,
+                    "{name}{{model=\"{}\"}} {}",
+                    escape(load.model),
+                    value(load)
                 );
             }
         }

@@ -3,8 +3,8 @@
 //! SIGINT or SIGTERM.
 
 mod admin;
-mod kserve;
 mod metrics;
+mod overdue;
 mod routes;
 mod state;
 mod watch;
@@ -60,7 +60,7 @@ pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::R
         .thread_name("opal-server")
         .build()
         .context("cannot start the server's runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -77,9 +77,12 @@ pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::R
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the server failed")?;
-        let _ = writeln!(std::io::stdout(), "opal stopped");
         Ok(())
-    })
+    });
+    // A run stuck in a kernel would keep the process alive forever; it is left behind.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let _ = writeln!(std::io::stdout(), "opal stopped");
+    served
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -4,11 +4,9 @@
 
 use super::{
     admin,
-    kserve::{
-        bytes_to_json, datatype_name, dtype_of, flag, json_to_bytes, InferRequest, InferResponse,
-        ResponseOutput, HEADER_LENGTH,
-    },
-    state::{AppState, OutputTensor, ServedModel},
+    metrics::{ModelLoad, Outcome},
+    overdue,
+    state::{AppState, OutputTensor, Refusal, ServedModel},
 };
 use axum::{
     body::Body,
@@ -19,10 +17,12 @@ use axum::{
     Json, Router,
 };
 use opal_runtime::{
-    memory::AlignedBuffer,
-    onnx::{Constant, ConstantData, Dim},
-    tensor::{byte_size, Shape},
-    SessionError,
+    kserve::{
+        bytes_to_json, datatype_name, decode_request, flag, DecodeError, DecodedRequest,
+        InferRequest, InferResponse, ResponseOutput, HEADER_LENGTH,
+    },
+    onnx::{Constant, Dim},
+    RunControl, RunError, SessionError,
 };
 use serde_json::{json, Map, Value};
 use std::{net::SocketAddr, sync::Arc, time::Instant};
@@ -39,6 +39,11 @@ impl ApiError {
         ApiError(StatusCode::BAD_REQUEST, message.into())
     }
 
+    /// 503 with `Retry-After`: the model's queue is full.
+    fn overloaded(message: String) -> Self {
+        ApiError(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
     #[cfg(test)]
     pub(crate) fn status(&self) -> StatusCode {
         self.0
@@ -53,6 +58,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        // Every 503 is passing: a full queue or a shutdown.
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -242,12 +253,21 @@ async fn reload(
 }
 
 async fn metrics(State(state): Shared) -> impl IntoResponse {
+    let loads: Vec<ModelLoad<'_>> = state
+        .models
+        .iter()
+        .map(|(name, m)| ModelLoad {
+            model: name,
+            running: m.running(),
+            queued: m.queued(),
+        })
+        .collect();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.engine),
+        state.metrics.render(&state.engine, &loads),
     )
 }
 
@@ -270,9 +290,15 @@ async fn infer(
     let known = state.models.contains_key(&name);
     let result = infer_request(&state, &name, &headers, body).await;
     if known {
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(ApiError(StatusCode::GATEWAY_TIMEOUT, _)) => Outcome::Timeout,
+            Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, _)) => Outcome::Rejected,
+            Err(_) => Outcome::Failure,
+        };
         state
             .metrics
-            .record_request(&name, result.is_ok(), started.elapsed().as_secs_f64());
+            .record_request(&name, outcome, started.elapsed().as_secs_f64());
     }
     if let Err(ApiError(status, message)) = &result {
         tracing::debug!(model = %name, %status, %message, "request refused");
@@ -294,196 +320,75 @@ async fn infer_request(
             format!("the request body is larger than the server's limit of {limit} bytes (server.max_request_bytes)"),
         )
     })?;
-    let json_length = match headers.get(HEADER_LENGTH) {
-        None => body.len(),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n <= body.len())
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "Inference-Header-Content-Length must be a byte count within the body's {} bytes",
-                    body.len()
-                ))
-            })?,
-    };
-    let request: InferRequest = serde_json::from_slice(&body[..json_length])
-        .map_err(|e| ApiError::bad_request(format!("malformed inference request JSON: {e}")))?;
-    let inputs = read_inputs(served_model, &request, &body[json_length..])?;
+    let DecodedRequest { request, inputs } = decode_request(
+        &body,
+        headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes),
+        &served_model.spec,
+        &served_model.model,
+        served_model.request_owner(),
+    )
+    .map_err(|e| match e {
+        DecodeError::Invalid(message) => ApiError::bad_request(message),
+        DecodeError::OutOfMemory => ApiError(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+    })?;
 
-    let _permit = served_model.permits.acquire().await.map_err(|_| {
-        ApiError(
+    let timeout = std::time::Duration::from_millis(state.settings.request_timeout_ms);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let permit = served_model.admit(deadline).await.map_err(|refusal| match refusal {
+        Refusal::QueueFull => ApiError::overloaded(format!(
+            "model '{name}' is busy: {} runs are going on and {} requests wait (max_concurrent, max_queue); retry later",
+            served_model.spec.max_concurrent, served_model.spec.max_queue
+        )),
+        Refusal::TimedOut => ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the request waited {} ms (server.request_timeout_ms) in model '{name}''s queue without getting to run",
+                timeout.as_millis()
+            ),
+        ),
+        Refusal::Closed => ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down".into(),
-        )
+        ),
     })?;
+    let control = RunControl::new();
     let worker = state.clone();
     let model_name = name.to_owned();
-    let run = tokio::task::spawn_blocking(move || {
+    let run_control = control.clone();
+    let mut run = tokio::task::spawn_blocking(move || {
+        // Held until the run returns, so a run that outlives its request still counts.
+        let _permit = permit;
         let model = &worker.models[&model_name];
         let views: Vec<_> = inputs.iter().map(Constant::as_ref).collect();
-        model.run(&worker.engine, &views)
+        model.run(&worker.engine, &views, &run_control)
     });
-    let timeout = std::time::Duration::from_millis(state.settings.request_timeout_ms);
-    let outputs = tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!(
-                    "the inference did not finish within {} ms (server.request_timeout_ms)",
-                    timeout.as_millis()
-                ),
-            )
-        })?
-        .map_err(|e| {
+    let outputs = match tokio::time::timeout_at(deadline, &mut run).await {
+        Ok(joined) => joined.map_err(|e| {
             ApiError(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the inference task failed: {e}"),
             )
-        })?
-        .map_err(|e| match e {
-            SessionError::Plan(e) => ApiError::bad_request(e.to_string()),
-            SessionError::Run(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        })?;
-    respond(name, &request, outputs)
-}
-
-/// The request's tensors, checked against the model's inputs, in the model's input order.
-fn read_inputs(
-    m: &ServedModel,
-    request: &InferRequest,
-    mut binary: &[u8],
-) -> Result<Vec<Constant>, ApiError> {
-    let model = &m.model;
-    let names: Vec<&str> = model
-        .inputs
-        .iter()
-        .map(|&id| model.value_name(id))
-        .collect();
-    if let Some(extra) = request
-        .inputs
-        .iter()
-        .find(|i| !names.contains(&i.name.as_str()))
-    {
-        return Err(ApiError::bad_request(format!(
-            "model '{}' has no input '{}'; its inputs are {names:?}",
-            m.spec.name, extra.name
-        )));
-    }
-    let mut tensors = Vec::with_capacity(names.len());
-    for &id in &model.inputs {
-        let value = &model.values[id];
-        let input = request
-            .inputs
-            .iter()
-            .find(|i| i.name == value.name)
-            .ok_or_else(|| ApiError::bad_request(format!("input '{}' is missing", value.name)))?;
-        let bad =
-            |message: String| ApiError::bad_request(format!("input '{}': {message}", value.name));
-        let dtype = dtype_of(&input.datatype)
-            .ok_or_else(|| bad(format!("datatype '{}' is not supported", input.datatype)))?;
-        if let Some(expected) = value.dtype.filter(|&d| d != dtype) {
-            return Err(bad(format!(
-                "the model takes {}, the request sends {}",
-                datatype_name(expected).unwrap_or("another datatype"),
-                input.datatype
-            )));
-        }
-        let shape = input
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Shape, _>>()
-            .map_err(|_| bad(format!("shape {:?} has a negative dim", input.shape)))?;
-        check_shape(m, value, &shape).map_err(bad)?;
-        let size =
-            byte_size(dtype, &shape).ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
-        let bytes: Vec<u8> = match input.parameters.get("binary_data_size") {
-            Some(n) => {
-                let n = n
-                    .as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| bad("binary_data_size must be a byte count".into()))?;
-                if n != size {
-                    return Err(bad(format!(
-                        "{n} bytes of binary data, but {} {shape:?} needs {size}",
-                        input.datatype
-                    )));
-                }
-                if binary.len() < n {
-                    return Err(bad(format!(
-                        "the body holds {} bytes of binary data, {n} were announced",
-                        binary.len()
-                    )));
-                }
-                let (mine, rest) = binary.split_at(n);
-                binary = rest;
-                mine.to_vec()
-            }
-            None => {
-                let data = input
-                    .data
-                    .as_ref()
-                    .ok_or_else(|| bad("has neither data nor binary_data_size".into()))?;
-                json_to_bytes(data, dtype, size / dtype.size().unwrap_or(1).max(1)).map_err(bad)?
-            }
-        };
-        let buffer = AlignedBuffer::copy_of(&bytes, m.request_owner())
-            .ok_or_else(|| ApiError(StatusCode::INSUFFICIENT_STORAGE, "out of memory".into()))?;
-        tensors.push(Constant {
-            dtype,
-            shape,
-            data: ConstantData::Owned(buffer),
-        });
-    }
-    Ok(tensors)
-}
-
-/// Checks a request shape against what the model (and the deployment) declare.
-fn check_shape(
-    m: &ServedModel,
-    value: &opal_runtime::onnx::Value,
-    shape: &[usize],
-) -> Result<(), String> {
-    if let Some(fixed) = m.spec.shapes.get(&value.name) {
-        if fixed.as_slice() != shape {
-            return Err(format!(
-                "the model takes shape {fixed:?}, the request sends {shape:?}"
+        })?,
+        Err(_) => {
+            control.cancel();
+            overdue::follow(state.clone(), name.to_owned(), run, control);
+            return Err(ApiError(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the inference did not finish within {} ms (server.request_timeout_ms); its run stops at the next kernel boundary",
+                    timeout.as_millis()
+                ),
             ));
         }
-        return Ok(());
-    }
-    let Some(dims) = &value.shape else {
-        return Ok(());
     };
-    let fits = dims.len() == shape.len()
-        && dims.iter().zip(shape).all(|(d, &n)| match d {
-            Dim::Fixed(f) => *f == n,
-            Dim::Symbol(s) => m.spec.dims.get(s).is_none_or(|&f| f == n),
-            Dim::Unknown => true,
-        });
-    if fits {
-        Ok(())
-    } else {
-        let declared: Vec<String> = dims
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(n) => n.to_string(),
-                Dim::Symbol(s) => m
-                    .spec
-                    .dims
-                    .get(s)
-                    .map_or_else(|| s.clone(), |n| n.to_string()),
-                Dim::Unknown => "?".into(),
-            })
-            .collect();
-        Err(format!(
-            "the model takes shape [{}], the request sends {shape:?}",
-            declared.join(", ")
-        ))
-    }
+    let outputs = outputs.map_err(|e| match e {
+        SessionError::Plan(e) => ApiError::bad_request(e.to_string()),
+        SessionError::Run(e @ RunError::Memory { .. }) => {
+            ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        SessionError::Run(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    })?;
+    respond(name, &request, outputs)
 }
 
 /// The response: outputs asked for (all by default), each as JSON data or binary.

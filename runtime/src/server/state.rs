@@ -1,5 +1,5 @@
 //! What the server shares between requests: the engine, the served models (each with a pool of
-//! sessions and a limit on concurrent runs), the metrics, and plugin reloads.
+//! sessions, a limit on concurrent runs and a bounded queue), the metrics, and plugin reloads.
 
 use super::metrics::Metrics;
 use opal_plugin_api::DType;
@@ -10,10 +10,17 @@ use opal_runtime::{
     onnx::{Constant, Model},
     synthetic::synthetic_tensor,
     tensor::Shape,
-    Engine, Session, SessionError, TensorRef,
+    Engine, RunControl, Session, SessionError, TensorRef,
 };
 use parking_lot::Mutex;
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// An output of a run, copied out of the session.
 pub(crate) struct OutputTensor {
@@ -29,8 +36,11 @@ pub(crate) struct ServedModel {
     pub(crate) model: Arc<Model>,
     /// Idle sessions; a request takes one (or makes one) and gives it back.
     sessions: Mutex<Vec<Session>>,
-    /// At most `spec.max_concurrent` runs at once.
-    pub(crate) permits: tokio::sync::Semaphore,
+    /// At most `spec.max_concurrent` runs at once. A run holds its permit until it returns,
+    /// also when its request timed out before.
+    permits: Arc<Semaphore>,
+    /// Requests waiting for a permit; at most `spec.max_queue`.
+    waiting: AtomicUsize,
     /// Inputs of the declared shapes, to try a reloaded plugin on; `None` if the model leaves
     /// input shapes open.
     sample: Option<Vec<Constant>>,
@@ -53,7 +63,8 @@ impl ServedModel {
                 .collect()
         });
         ServedModel {
-            permits: tokio::sync::Semaphore::new(spec.max_concurrent),
+            permits: Arc::new(Semaphore::new(spec.max_concurrent)),
+            waiting: AtomicUsize::new(0),
             sessions: Mutex::new(vec![session]),
             spec,
             model,
@@ -67,17 +78,49 @@ impl ServedModel {
         &self.requests
     }
 
-    /// Runs the model on `inputs` (graph inputs in order) on the calling thread.
+    /// A permit to run: at once if one of the `max_concurrent` is free, else after waiting in
+    /// the queue until `deadline`.
+    pub(crate) async fn admit(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, Refusal> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let place =
+            QueuePlace::take(&self.waiting, self.spec.max_queue).ok_or(Refusal::QueueFull)?;
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await;
+        drop(place);
+        match permit {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Refusal::Closed),
+            Err(_) => Err(Refusal::TimedOut),
+        }
+    }
+
+    /// Requests waiting in the queue now.
+    pub(crate) fn queued(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Runs going on now (some may belong to requests that already timed out).
+    pub(crate) fn running(&self) -> usize {
+        self.spec.max_concurrent - self.permits.available_permits()
+    }
+
+    /// Runs the model on `inputs` (graph inputs in order) on the calling thread, stopping at a
+    /// kernel boundary once `control` is cancelled.
     pub(crate) fn run(
         &self,
         engine: &Arc<Engine>,
         inputs: &[TensorRef<'_>],
+        control: &RunControl,
     ) -> Result<Vec<OutputTensor>, SessionError> {
         let mut session = self.sessions.lock().pop().unwrap_or_else(|| {
             Session::new(engine.clone(), self.model.clone(), self.spec.dims.clone())
                 .with_shapes(self.spec.shapes.clone())
         });
-        let result = session.run(inputs).map(|state| {
+        let result = session.run_with(inputs, control).map(|state| {
             state
                 .outputs()
                 .enumerate()
@@ -94,6 +137,38 @@ impl ServedModel {
             self.sessions.lock().push(session);
         }
         result
+    }
+}
+
+/// Why a request did not get to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `max_queue` requests were already waiting.
+    QueueFull,
+    /// The request's deadline passed while it waited.
+    TimedOut,
+    /// The server is shutting down.
+    Closed,
+}
+
+/// A place in a model's queue, given back when dropped (also when the client goes away).
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl<'a> QueuePlace<'a> {
+    /// A place, if fewer than `limit` requests are waiting.
+    fn take(waiting: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| QueuePlace(waiting))
+    }
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -2,15 +2,19 @@
 //! datatype names, JSON tensor data, and the binary-tensor extension (a JSON header of
 //! `Inference-Header-Content-Length` bytes followed by raw tensor bytes).
 
+mod request;
+
+pub use request::{decode_request, DecodeError, DecodedRequest};
+
 use opal_plugin_api::DType;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The header that says how long the JSON part of a binary request or response is.
-pub(crate) const HEADER_LENGTH: &str = "inference-header-content-length";
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// The protocol's name for a dtype.
-pub(crate) fn datatype_name(dtype: DType) -> Option<&'static str> {
+pub fn datatype_name(dtype: DType) -> Option<&'static str> {
     Some(match dtype {
         DType::BOOL => "BOOL",
         DType::U8 => "UINT8",
@@ -30,7 +34,7 @@ pub(crate) fn datatype_name(dtype: DType) -> Option<&'static str> {
 }
 
 /// The dtype a protocol datatype name stands for.
-pub(crate) fn dtype_of(name: &str) -> Option<DType> {
+pub fn dtype_of(name: &str) -> Option<DType> {
     (0..=16)
         .map(DType)
         .find(|&d| datatype_name(d) == Some(name))
@@ -38,61 +42,61 @@ pub(crate) fn dtype_of(name: &str) -> Option<DType> {
 
 /// An inference request's JSON part.
 #[derive(Debug, Deserialize)]
-pub(crate) struct InferRequest {
+pub struct InferRequest {
     #[serde(default)]
-    pub(crate) id: Option<String>,
-    pub(crate) inputs: Vec<RequestInput>,
+    pub id: Option<String>,
+    pub inputs: Vec<RequestInput>,
     #[serde(default)]
-    pub(crate) outputs: Option<Vec<RequestedOutput>>,
+    pub outputs: Option<Vec<RequestedOutput>>,
     #[serde(default)]
-    pub(crate) parameters: Map<String, Value>,
+    pub parameters: Map<String, Value>,
 }
 
 /// One input tensor of a request.
 #[derive(Debug, Deserialize)]
-pub(crate) struct RequestInput {
-    pub(crate) name: String,
-    pub(crate) shape: Vec<i64>,
-    pub(crate) datatype: String,
+pub struct RequestInput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
     #[serde(default)]
-    pub(crate) parameters: Map<String, Value>,
+    pub parameters: Map<String, Value>,
     /// Row-major elements, flat or nested; absent when the bytes come in the binary part.
     #[serde(default)]
-    pub(crate) data: Option<Value>,
+    pub data: Option<Value>,
 }
 
 /// An output the client asks for.
 #[derive(Debug, Deserialize)]
-pub(crate) struct RequestedOutput {
-    pub(crate) name: String,
+pub struct RequestedOutput {
+    pub name: String,
     #[serde(default)]
-    pub(crate) parameters: Map<String, Value>,
+    pub parameters: Map<String, Value>,
 }
 
 /// One output tensor of a response.
 #[derive(Debug, Serialize)]
-pub(crate) struct ResponseOutput {
-    pub(crate) name: String,
-    pub(crate) datatype: &'static str,
-    pub(crate) shape: Vec<usize>,
+pub struct ResponseOutput {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<usize>,
     #[serde(skip_serializing_if = "Map::is_empty")]
-    pub(crate) parameters: Map<String, Value>,
+    pub parameters: Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) data: Option<Vec<Value>>,
+    pub data: Option<Vec<Value>>,
 }
 
 /// An inference response's JSON part.
 #[derive(Debug, Serialize)]
-pub(crate) struct InferResponse {
-    pub(crate) model_name: String,
-    pub(crate) model_version: &'static str,
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) id: Option<String>,
-    pub(crate) outputs: Vec<ResponseOutput>,
+    pub id: Option<String>,
+    pub outputs: Vec<ResponseOutput>,
 }
 
 /// Whether a parameter map sets `key` to true.
-pub(crate) fn flag(parameters: &Map<String, Value>, key: &str) -> bool {
+pub fn flag(parameters: &Map<String, Value>, key: &str) -> bool {
     parameters
         .get(key)
         .and_then(Value::as_bool)
@@ -100,7 +104,7 @@ pub(crate) fn flag(parameters: &Map<String, Value>, key: &str) -> bool {
 }
 
 /// Little-endian bytes of JSON `data` (flat or nested) for `count` elements of `dtype`.
-pub(crate) fn json_to_bytes(data: &Value, dtype: DType, count: usize) -> Result<Vec<u8>, String> {
+pub fn json_to_bytes(data: &Value, dtype: DType, count: usize) -> Result<Vec<u8>, String> {
     let mut flat = Vec::with_capacity(count);
     flatten(data, &mut flat);
     if flat.len() != count {
@@ -148,7 +152,7 @@ fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
 }
 
 /// JSON values of little-endian `bytes` of `dtype`.
-pub(crate) fn bytes_to_json(bytes: &[u8], dtype: DType) -> Result<Vec<Value>, String> {
+pub fn bytes_to_json(bytes: &[u8], dtype: DType) -> Result<Vec<Value>, String> {
     fn each<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> Value) -> Vec<Value> {
         bytes
             .chunks_exact(N)

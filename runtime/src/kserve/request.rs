@@ -1,0 +1,188 @@
+//! Decoding an inference request body (JSON, or JSON plus the binary-tensor extension) into the
+//! model's input tensors, checked against what the model and its deployment declare.
+
+use super::{datatype_name, dtype_of, json_to_bytes, InferRequest};
+use crate::{
+    config::ModelSpec,
+    memory::{AlignedBuffer, Owner},
+    onnx::{Constant, ConstantData, Dim, Model, Value},
+    tensor::{byte_size, Shape},
+};
+
+/// Why a request body could not become input tensors.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The client sent something the model cannot take; the message says what.
+    #[error("{0}")]
+    Invalid(String),
+    /// The tensors could not be copied into host memory.
+    #[error("out of memory while copying the request's tensors")]
+    OutOfMemory,
+}
+
+/// A decoded request: its JSON part and the model's inputs in the model's input order.
+#[derive(Debug)]
+pub struct DecodedRequest {
+    pub request: InferRequest,
+    pub inputs: Vec<Constant>,
+}
+
+/// Decodes `body` for the model `spec` serves. `header_length` is the
+/// `Inference-Header-Content-Length` header, if the request has one; the input tensors are
+/// accounted to `owner`.
+pub fn decode_request(
+    body: &[u8],
+    header_length: Option<&[u8]>,
+    spec: &ModelSpec,
+    model: &Model,
+    owner: &Owner,
+) -> Result<DecodedRequest, DecodeError> {
+    let invalid = |message: String| DecodeError::Invalid(message);
+    let json_length = match header_length {
+        None => body.len(),
+        Some(value) => std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n <= body.len())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Inference-Header-Content-Length must be a byte count within the body's {} bytes",
+                    body.len()
+                ))
+            })?,
+    };
+    let request: InferRequest = serde_json::from_slice(&body[..json_length])
+        .map_err(|e| invalid(format!("malformed inference request JSON: {e}")))?;
+    let inputs = read_inputs(spec, model, &request, &body[json_length..], owner)?;
+    Ok(DecodedRequest { request, inputs })
+}
+
+/// The request's tensors, checked against the model's inputs, in the model's input order.
+fn read_inputs(
+    spec: &ModelSpec,
+    model: &Model,
+    request: &InferRequest,
+    mut binary: &[u8],
+    owner: &Owner,
+) -> Result<Vec<Constant>, DecodeError> {
+    let names: Vec<&str> = model
+        .inputs
+        .iter()
+        .map(|&id| model.value_name(id))
+        .collect();
+    if let Some(extra) = request
+        .inputs
+        .iter()
+        .find(|i| !names.contains(&i.name.as_str()))
+    {
+        return Err(DecodeError::Invalid(format!(
+            "model '{}' has no input '{}'; its inputs are {names:?}",
+            spec.name, extra.name
+        )));
+    }
+    let mut tensors = Vec::with_capacity(names.len());
+    for &id in &model.inputs {
+        let value = &model.values[id];
+        let input = request
+            .inputs
+            .iter()
+            .find(|i| i.name == value.name)
+            .ok_or_else(|| DecodeError::Invalid(format!("input '{}' is missing", value.name)))?;
+        let bad =
+            |message: String| DecodeError::Invalid(format!("input '{}': {message}", value.name));
+        let dtype = dtype_of(&input.datatype)
+            .ok_or_else(|| bad(format!("datatype '{}' is not supported", input.datatype)))?;
+        if let Some(expected) = value.dtype.filter(|&d| d != dtype) {
+            return Err(bad(format!(
+                "the model takes {}, the request sends {}",
+                datatype_name(expected).unwrap_or("another datatype"),
+                input.datatype
+            )));
+        }
+        let shape = input
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<Shape, _>>()
+            .map_err(|_| bad(format!("shape {:?} has a negative dim", input.shape)))?;
+        check_shape(spec, value, &shape).map_err(bad)?;
+        let size =
+            byte_size(dtype, &shape).ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
+        let buffer = match input.parameters.get("binary_data_size") {
+            Some(n) => {
+                let n = n
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| bad("binary_data_size must be a byte count".into()))?;
+                if n != size {
+                    return Err(bad(format!(
+                        "{n} bytes of binary data, but {} {shape:?} needs {size}",
+                        input.datatype
+                    )));
+                }
+                if binary.len() < n {
+                    return Err(bad(format!(
+                        "the body holds {} bytes of binary data, {n} were announced",
+                        binary.len()
+                    )));
+                }
+                let (mine, rest) = binary.split_at(n);
+                binary = rest;
+                AlignedBuffer::copy_of(mine, owner)
+            }
+            None => {
+                let data = input
+                    .data
+                    .as_ref()
+                    .ok_or_else(|| bad("has neither data nor binary_data_size".into()))?;
+                let count = size / dtype.size().unwrap_or(1).max(1);
+                AlignedBuffer::copy_of(&json_to_bytes(data, dtype, count).map_err(bad)?, owner)
+            }
+        };
+        tensors.push(Constant {
+            dtype,
+            shape,
+            data: ConstantData::Owned(buffer.ok_or(DecodeError::OutOfMemory)?),
+        });
+    }
+    Ok(tensors)
+}
+
+/// Checks a request shape against what the model (and the deployment) declare.
+fn check_shape(spec: &ModelSpec, value: &Value, shape: &[usize]) -> Result<(), String> {
+    if let Some(fixed) = spec.shapes.get(&value.name) {
+        if fixed.as_slice() != shape {
+            return Err(format!(
+                "the model takes shape {fixed:?}, the request sends {shape:?}"
+            ));
+        }
+        return Ok(());
+    }
+    let Some(dims) = &value.shape else {
+        return Ok(());
+    };
+    let fits = dims.len() == shape.len()
+        && dims.iter().zip(shape).all(|(d, &n)| match d {
+            Dim::Fixed(f) => *f == n,
+            Dim::Symbol(s) => spec.dims.get(s).is_none_or(|&f| f == n),
+            Dim::Unknown => true,
+        });
+    if fits {
+        return Ok(());
+    }
+    let declared: Vec<String> = dims
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => n.to_string(),
+            Dim::Symbol(s) => spec
+                .dims
+                .get(s)
+                .map_or_else(|| s.clone(), |n| n.to_string()),
+            Dim::Unknown => "?".into(),
+        })
+        .collect();
+    Err(format!(
+        "the model takes shape [{}], the request sends {shape:?}",
+        declared.join(", ")
+    ))
+}
