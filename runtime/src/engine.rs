@@ -68,10 +68,18 @@ impl Engine {
     /// Loads the deployment's plugins (each through a shadow copy, so the deployed files can be
     /// replaced while loaded), builds the registry, and preallocates the pool.
     pub fn new(deployment: &Deployment) -> Result<Arc<Self>, EngineError> {
-        let mut plugins = Vec::with_capacity(deployment.plugins.len());
-        for spec in &deployment.plugins {
-            plugins.push(load_shadow_copy(&spec.resolved)?);
-        }
+        // Side by side: each load may first wait for a probe process (see `plugin::probe`).
+        let plugins = std::thread::scope(|scope| {
+            let loads: Vec<_> = deployment
+                .plugins
+                .iter()
+                .map(|spec| scope.spawn(|| load_shadow_copy(&spec.resolved)))
+                .collect();
+            loads
+                .into_iter()
+                .map(|load| load.join().expect("loading a plugin does not panic"))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         let winners: HashMap<OperatorKey, String> = deployment
             .operators
             .iter()

@@ -10,5 +10,12 @@ use opal_runtime::memory::CountingAllocator;
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn main() -> std::process::ExitCode {
+    if let Some(code) = opal_runtime::plugin::probe::answer_probe() {
+        return code;
+    }
+    // Plugins are tried in a child `opal` first, so one that crashes while loading is refused.
+    if let Ok(opal) = std::env::current_exe() {
+        opal_runtime::plugin::probe::probe_plugins_with(opal);
+    }
     cli::main()
 }

@@ -207,3 +207,31 @@ fn two_plugins_with_one_operator_are_refused_unless_the_deployment_picks_one() {
     let out = opal(&["plugins", "--config", resolved.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn a_plugin_that_crashes_while_loading_is_refused_without_crashing_opal() {
+    let build = opal_tests::build_variant(
+        "opal-faulty-plugin",
+        "opal_faulty_plugin",
+        "panicking-table",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(
+        &config,
+        format!("[[plugins]]\npath = \"{}\"\n", build.display()),
+    )
+    .unwrap();
+    let out = opal(&["plugins", "--config", config.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for part in [
+        &build.display().to_string(),
+        "crashed while a probe process loaded it",
+        "SIGABRT",
+        "the operator table panics on purpose",
+    ] {
+        assert!(err.contains(part), "'{part}' not in: {err}");
+    }
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

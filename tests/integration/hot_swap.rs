@@ -156,6 +156,16 @@ fn a_file_that_is_not_a_library_is_refused() {
 }
 
 #[test]
+fn a_plugin_whose_operator_table_panics_is_refused_and_the_server_lives() {
+    let build = opal_tests::build_variant(
+        "opal-faulty-plugin",
+        "opal_faulty_plugin",
+        "panicking-table",
+    );
+    refused(&build, "operator table panics on purpose");
+}
+
+#[test]
 fn a_wrong_abi_is_refused() {
     refused(
         &abi_fixture(AbiVariant::V2_0),

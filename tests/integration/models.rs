@@ -417,3 +417,43 @@ fn outputs_too_large_for_the_pool_are_reused_without_allocating() {
     }
     assert_eq!(heap_allocations() - before, 0);
 }
+
+/// Runs `opal.test:<op_type>` once, drops the engine, and returns the plugin libraries the
+/// process reports as left mapped after their unload.
+fn unload_after_running(op_type: &str) -> Vec<opal_runtime::plugin::LeftMapped> {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with_faulty_plugin(dir.path());
+    let model = engine
+        .load_model(&faulty_model(dir.path(), op_type))
+        .unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    run_once(&mut session, &[3], &[1.0, 2.0, 3.0]).unwrap();
+    drop(session);
+    assert_eq!(
+        Arc::strong_count(&engine),
+        1,
+        "the test holds the last engine"
+    );
+    drop(engine);
+    opal_runtime::plugin::libraries_left_mapped()
+}
+
+#[test]
+fn a_plugin_that_starts_a_thread_is_reported_left_mapped_at_unload() {
+    let left = unload_after_running("StartThread");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].plugin, "faulty");
+    assert_eq!(left[0].source, plugin("opal_faulty_plugin"));
+}
+
+#[test]
+fn a_plugin_that_keeps_a_thread_local_with_a_destructor_is_reported_left_mapped() {
+    let left = unload_after_running("ThreadLocal");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].plugin, "faulty");
+}
+
+#[test]
+fn a_plugin_that_does_neither_is_unmapped_at_unload() {
+    assert_eq!(unload_after_running("Slow"), []);
+}

@@ -49,6 +49,8 @@ pub enum PluginError {
     },
     #[error("plugin {path} has an invalid operator table: {reason}")]
     BadOperator { path: PathBuf, reason: String },
+    #[error("plugin {path} crashed while a probe process loaded it, so it was not loaded here: {cause}. Its initialisers or its operator table fail; a panic there aborts, as no panic may cross the plugin ABI")]
+    CrashedWhileLoading { path: PathBuf, cause: String },
     #[error("cannot copy plugin {path} to a shadow path: {cause}")]
     Shadow {
         path: PathBuf,

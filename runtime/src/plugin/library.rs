@@ -38,8 +38,8 @@ pub struct PluginLibrary {
     digest: ContentDigest,
     module: PluginModuleRef,
     operators: Vec<OperatorFns>,
-    // Dropped last: everything above that points into the library is gone by then.
-    _library: libloading::Library,
+    /// Closed when the plugin is dropped (see [`super::unload`]); nothing above is used after.
+    library: Option<libloading::Library>,
 }
 
 /// An operator as read from the plugin, before it is tied to its library's `Arc`.
@@ -87,6 +87,7 @@ impl PluginLibrary {
             });
         }
         super::elf::check_header(path, source)?;
+        super::probe::check(path, source)?;
         // SAFETY: loading a library runs its initialisers. opal plugins are trusted code by
         // design (a deployment names them); the checks below guard against mistakes, not malice.
         let library =
@@ -120,7 +121,7 @@ impl PluginLibrary {
             digest,
             module,
             operators,
-            _library: library,
+            library: Some(library),
         }))
     }
 
@@ -166,6 +167,14 @@ impl PluginLibrary {
     /// Heap allocations the plugin made from its own allocator, if its ABI version reports them.
     pub fn own_heap_allocations(&self) -> Option<u64> {
         self.module.heap_allocations().map(|count| count())
+    }
+}
+
+impl Drop for PluginLibrary {
+    fn drop(&mut self) {
+        if let Some(library) = self.library.take() {
+            super::unload::close(library, &self.name, &self.version, &self.source, &self.path);
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Plugins: loading `.so` files through the stable ABI, the operator registry, and the services
-//! the host lends kernels.
+//! Plugins: loading `.so` files through the stable ABI, the operator registry, the services
+//! the host lends kernels, and unloading.
 
 mod digest;
 mod elf;
@@ -8,8 +8,10 @@ mod host_services;
 mod kernel_threads;
 mod layout;
 mod library;
+pub mod probe;
 mod registry;
 mod shadow;
+mod unload;
 
 pub use digest::ContentDigest;
 pub use error::PluginError;
@@ -18,3 +20,4 @@ pub use kernel_threads::KernelThreads;
 pub use library::{OperatorEntry, PluginLibrary};
 pub use registry::{OperatorKey, Registry, RegistryError};
 pub use shadow::{load_shadow_copy, shadow_dir};
+pub use unload::{libraries_left_mapped, LeftMapped};

@@ -296,6 +296,17 @@ impl Metrics {
                 escape(&plugin.source().display().to_string())
             );
         }
+        header(
+            &mut out,
+            "opal_plugin_libraries_left_mapped",
+            "gauge",
+            "Unloaded plugin libraries still mapped: a thread or thread-local destructor of theirs pins them.",
+        );
+        let _ = writeln!(
+            out,
+            "opal_plugin_libraries_left_mapped {}",
+            opal_runtime::plugin::libraries_left_mapped().len()
+        );
         let isa = engine.isa();
         header(
             &mut out,
