@@ -36,11 +36,12 @@ pub fn load_shadow_copy(source: &Path) -> Result<Arc<PluginLibrary>, PluginError
         path: source.to_owned(),
         cause: e,
     };
-    // Read once: the digest describes exactly the bytes loaded, even if the file changes now.
-    let contents = std::fs::read(source).map_err(shadow_error)?;
     std::fs::create_dir_all(&dir).map_err(shadow_error)?;
-    std::fs::write(&copy, &contents).map_err(shadow_error)?;
-    let loaded = PluginLibrary::load_as(&copy, source, ContentDigest::of_bytes(&contents));
+    std::fs::copy(source, &copy).map_err(shadow_error)?;
+    // The copy's digest describes exactly the bytes loaded, even if the source changes now.
+    let loaded = ContentDigest::of_file(&copy)
+        .map_err(shadow_error)
+        .and_then(|digest| PluginLibrary::load_as(&copy, source, digest));
     let _ = std::fs::remove_file(&copy);
     loaded
 }
