@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every check CI makes, from a fresh checkout: formatting, lints, the release build, the test
 # data, the aarch64 cross-build and the x86-64 build on a CPU without AVX checked under qemu,
-# and all tests (unit tests and the integration binary, which drives the real `opal` binary,
-# plugins and models).
+# all tests (unit tests and the integration binary, which drives the real `opal` binary,
+# plugins and models), the sanitizers and a short fuzzing run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,3 +34,12 @@ else
     # One thread: allocation counts are process-wide.
     cargo test --workspace --release --no-fail-fast -- --test-threads=1
 fi
+
+# Memory safety on nightly Rust (installed when missing): AddressSanitizer over the runtime's
+# unit tests and the integration tests that load, unload and hot-swap plugins; Miri over the
+# plugin API's safe wrappers.
+tests/sanitizers.sh
+
+# Fuzzing: each target briefly (30 s) from seeds made of the test data and past findings; the
+# README gives the command for long runs.
+tests/fuzz/run.sh 30

@@ -110,3 +110,81 @@ impl<'a> Attributes<'a> {
 fn wrong_kind(name: &str, expected: &str) -> KernelError {
     KernelError::new(format!("attribute '{name}' must be {expected}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        testing::{float_attr, floats_attr, int_attr, ints_attr, string_attr, OwnedTensor},
+        TensorRef,
+    };
+
+    #[test]
+    fn typed_accessors_read_every_kind_of_value_through_the_abi_slices() {
+        let pads = [1i64, 0, -2];
+        let scales = [0.5f32, 2.0];
+        let value = OwnedTensor::f32(&[2], &[1.5, -1.5]);
+        let names = [RSlice::from_slice(b"a"), RSlice::from_slice(b"bc")];
+        let items = [
+            int_attr("axis", -1),
+            float_attr("alpha", 0.25),
+            string_attr("mode", "edge"),
+            ints_attr("pads", &pads),
+            floats_attr("scales", &scales),
+            Attribute {
+                name: RStr::from_str("value"),
+                value: AttrValue::Tensor(value.view()),
+            },
+            Attribute {
+                name: RStr::from_str("names"),
+                value: AttrValue::Strings(RSlice::from_slice(&names)),
+            },
+            Attribute {
+                name: RStr::from_str("latin1"),
+                value: AttrValue::String(RSlice::from_slice(&[b'z', 0xFC, b'r'])),
+            },
+        ];
+        let attributes = Attributes::new(&items);
+
+        assert_eq!(attributes.int("axis", 0), Ok(-1));
+        assert_eq!(attributes.float("alpha", 1.0), Ok(0.25));
+        assert_eq!(attributes.string("mode", "constant"), Ok("edge"));
+        assert_eq!(attributes.ints("pads"), Ok(Some(&pads[..])));
+        assert_eq!(attributes.floats("scales"), Ok(Some(&scales[..])));
+        let tensor = attributes.tensor("value").unwrap().expect("a tensor");
+        assert_eq!(TensorRef::new(tensor).f32(), Ok(&[1.5, -1.5][..]));
+        let Some(AttrValue::Strings(strings)) = attributes.get("names") else {
+            panic!("names is a list of strings");
+        };
+        let strings: Vec<&[u8]> = strings.iter().map(|s| s.as_slice()).collect();
+        assert_eq!(strings, [&b"a"[..], &b"bc"[..]]);
+
+        let order: Vec<&str> = attributes.iter().map(|(name, _)| name).collect();
+        assert_eq!(
+            order,
+            ["axis", "alpha", "mode", "pads", "scales", "value", "names", "latin1"]
+        );
+
+        assert_eq!(attributes.int("absent", 7), Ok(7));
+        assert_eq!(attributes.float("absent", 1.0), Ok(1.0));
+        assert_eq!(attributes.string("absent", "x"), Ok("x"));
+        assert_eq!(attributes.ints("absent"), Ok(None));
+        assert_eq!(attributes.floats("absent"), Ok(None));
+        assert!(attributes.tensor("absent").unwrap().is_none());
+
+        let message = |error: KernelError| error.message().to_owned();
+        assert_eq!(
+            attributes.int("alpha", 0).map_err(message),
+            Err("attribute 'alpha' must be an int".to_owned())
+        );
+        assert_eq!(
+            attributes.ints("axis").map_err(message),
+            Err("attribute 'axis' must be a list of ints".to_owned())
+        );
+        assert!(attributes.tensor("names").is_err());
+        assert_eq!(
+            attributes.string("latin1", "").map_err(message),
+            Err("attribute 'latin1' is not UTF-8".to_owned())
+        );
+    }
+}

@@ -118,3 +118,50 @@ impl<'a> InferContext<'a> {
         Attributes::new(self.call.attributes.as_slice())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{infer_input, int_attr, OwnedTensor};
+
+    #[test]
+    fn inference_reads_shapes_values_and_attributes_through_the_abi_slices() {
+        let shape = OwnedTensor::i64(&[2], &[3, -1]);
+        let dims = [4i64, 6];
+        let unknown = [-1i64, 6];
+        let inputs = [
+            infer_input(DType::F32, &dims),
+            InferInput {
+                dtype: DType::I64,
+                shape: RSlice::from_slice(&[2]),
+                value: ROption::RSome(shape.view()),
+            },
+            infer_input(DType::UNDEFINED, &[]),
+            infer_input(DType::F32, &unknown),
+        ];
+        let attributes = [int_attr("allowzero", 1)];
+        let call = InferCall {
+            inputs: RSlice::from_slice(&inputs),
+            attributes: RSlice::from_slice(&attributes),
+            output_count: 1,
+        };
+        let cx = InferContext::new(&call);
+        assert_eq!((cx.input_count(), cx.output_count()), (4, 1));
+        let data = cx.input(0).unwrap();
+        assert_eq!((data.dtype, data.shape), (DType::F32, &dims[..]));
+        assert_eq!(data.dims(), Ok(vec![4, 6]));
+        assert!(data.value().is_none());
+        assert_eq!(data.value_as::<f32>(), Ok(None));
+        let target = cx.input(1).unwrap();
+        assert_eq!(target.value_as::<i64>(), Ok(Some(&[3, -1][..])));
+        assert!(target.value_as::<f32>().is_err());
+        assert!(cx.optional_input(2).unwrap().is_none());
+        assert!(cx.optional_input(9).unwrap().is_none());
+        assert_eq!(
+            cx.input(2).map(|_| ()).unwrap_err().message(),
+            "input 2 is required"
+        );
+        assert!(cx.input(3).unwrap().dims().is_err());
+        assert_eq!(cx.attributes().int("allowzero", 0), Ok(1));
+    }
+}

@@ -527,3 +527,304 @@ impl<T: Element> Drop for ScratchBuffer<'_, T> {
         unsafe { (self.host.vtable.free())(self.host.ctx, self.ptr.cast(), size, 64) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        testing::{run_operator, OwnedTensor, TestHost},
+        Operator,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn view<'a>(dtype: DType, shape: &'a [usize], bytes: &'a [u8]) -> TensorRef<'a> {
+        TensorRef::new(TensorView::new(dtype, shape, bytes))
+    }
+
+    /// The error of `result`, whose value has no `Debug`.
+    #[track_caller]
+    fn error_of<T>(result: KernelResult<T>) -> String {
+        match result {
+            Ok(_) => panic!("expected an error"),
+            Err(error) => error.message().to_owned(),
+        }
+    }
+
+    /// A count that never moves: makes [`TestHost`] run a kernel twice without checking its
+    /// allocations.
+    fn two_passes() -> u64 {
+        0
+    }
+
+    #[test]
+    fn typed_views_need_the_dtype_an_aligned_start_and_whole_elements() {
+        let tensor = OwnedTensor::f32(&[4], &[1.0, 2.0, 3.0, 4.0]);
+        let bytes = tensor.bytes();
+        assert_eq!(
+            view(DType::F32, &[4], bytes).f32(),
+            Ok(&[1.0, 2.0, 3.0, 4.0][..])
+        );
+        assert_eq!(
+            view(DType::F32, &[2], &bytes[8..]).f32(),
+            Ok(&[3.0, 4.0][..])
+        );
+        assert_eq!(view(DType::F32, &[0], &bytes[..0]).f32(), Ok(&[][..]));
+        assert_eq!(
+            view(DType::U8, &[3], &bytes[1..4]).as_slice::<u8>(),
+            Ok(&bytes[1..4])
+        );
+        let wrong_dtype = view(DType::I32, &[4], bytes).f32().unwrap_err();
+        assert_eq!(
+            wrong_dtype.message(),
+            "tensor has dtype i32, kernel expected f32"
+        );
+        for (range, shape) in [(1..13, [3]), (0..6, [1])] {
+            let error = view(DType::F32, &shape, &bytes[range]).f32().unwrap_err();
+            assert!(
+                error
+                    .message()
+                    .contains("is not a whole, aligned run of f32"),
+                "{error}"
+            );
+        }
+        let shape = [2, 2];
+        let matrix = view(DType::F32, &shape, bytes);
+        assert_eq!(
+            (matrix.shape(), matrix.len(), matrix.is_empty()),
+            (&shape[..], 4, false)
+        );
+    }
+
+    /// Writes both outputs while both are borrowed, and checks that each is handed out once.
+    struct TwoOutputs;
+
+    impl Operator for TwoOutputs {
+        const OP_TYPE: &'static str = "TwoOutputs";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            let x = cx.input(0)?.f32()?;
+            let sums = cx.output(0)?;
+            assert_eq!(
+                (sums.dtype(), sums.shape(), sums.len()),
+                (DType::F32, &[3][..], 3)
+            );
+            let sums = sums.f32_mut()?;
+            let products = cx.output(1)?.as_slice_mut::<f32>()?;
+            for ((sum, product), &v) in sums.iter_mut().zip(products.iter_mut()).zip(x) {
+                *sum = v + 1.0;
+                *product = v * 2.0;
+            }
+            sums[0] += products[0];
+            products[2] += sums[2];
+            for index in [0, 1, 2, 63, 64, usize::MAX] {
+                assert_eq!(
+                    error_of(cx.output(index)),
+                    format!("output {index} does not exist or was already taken")
+                );
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_output_is_lent_once_and_outputs_are_written_side_by_side() {
+        let x = OwnedTensor::f32(&[3], &[1.0, 2.0, 3.0]);
+        let y = run_operator::<TwoOutputs>(&[x], &[], 2).unwrap();
+        assert_eq!(y[0].to_vec::<f32>(), [4.0, 3.0, 4.0]);
+        assert_eq!(y[1].to_vec::<f32>(), [2.0, 4.0, 10.0]);
+    }
+
+    /// Checks required, absent and missing inputs, and copies input 2 to the output.
+    struct OptionalInputs;
+
+    impl Operator for OptionalInputs {
+        const OP_TYPE: &'static str = "OptionalInputs";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            assert_eq!(cx.input_count(), 3);
+            assert_eq!(cx.output_count(), 1);
+            assert!(cx.optional_input(1).is_none());
+            assert!(cx.optional_input(3).is_none());
+            assert_eq!(error_of(cx.input(1)), "input 1 is required");
+            assert_eq!(error_of(cx.input(3)), "input 3 is required");
+            let counts = cx.optional_input(2).ok_or("input 2 is given")?;
+            let counts = counts.as_slice::<i64>()?;
+            let y = cx.output(0)?.bytes_mut();
+            for (y, &count) in y.iter_mut().zip(counts) {
+                *y = u8::try_from(count).map_err(|_| "a count over 255")?;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn absent_and_missing_inputs_are_told_apart_from_given_ones() {
+        let inputs = [
+            OwnedTensor::new::<u8>(&[2], &[0, 0]),
+            OwnedTensor::absent(),
+            OwnedTensor::i64(&[2], &[7, 200]),
+        ];
+        let y = run_operator::<OptionalInputs>(&inputs, &[], 1).unwrap();
+        assert_eq!(y[0].to_vec::<u8>(), [7, 200]);
+    }
+
+    /// Takes every kind of temporary memory at once, uses it all, then asks for too much.
+    struct Temporaries;
+
+    impl Operator for Temporaries {
+        const OP_TYPE: &'static str = "Temporaries";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            let x = cx.input(0)?.f32()?;
+            let zeroed = cx.scratch::<f32>(x.len())?;
+            assert!(zeroed.iter().all(|&v| v == 0.0));
+            let unzeroed = cx.scratch_unzeroed::<u32>(x.len())?;
+            let flags = cx.scratch_unzeroed::<bool>(3)?;
+            assert_eq!(flags, [false; 3]);
+            let mut lent = cx.alloc::<f64>(x.len())?;
+            assert!(lent.iter().all(|&v| v == 0.0));
+            let nothing = cx.alloc::<u16>(0)?;
+            assert!(nothing.is_empty());
+            // Larger than the test host's arena chunk (64 KiB): the arena grows while the
+            // scratch above is still in use.
+            let large = cx.scratch::<u8>(70_000)?;
+            assert_eq!((large[0], large[69_999]), (0, 0));
+            large[69_999] = 1;
+            for (i, &v) in x.iter().enumerate() {
+                zeroed[i] = v;
+                unzeroed[i] = i as u32;
+                lent[i] = f64::from(v) * 2.0;
+                flags[i % 3] = true;
+            }
+            assert_eq!((large[0], large[69_999]), (0, 1));
+            let y = cx.output(0)?.f32_mut()?;
+            for (i, y) in y.iter_mut().enumerate() {
+                *y = zeroed[i] + unzeroed[i] as f32 + lent[i] as f32;
+            }
+            assert_eq!(
+                error_of(cx.scratch::<u64>(usize::MAX / 4)),
+                "scratch size overflows"
+            );
+            assert_eq!(
+                error_of(cx.scratch_unzeroed::<u16>(usize::MAX)),
+                "scratch size overflows"
+            );
+            assert_eq!(
+                error_of(cx.alloc::<u32>(usize::MAX / 2)),
+                "allocation size overflows"
+            );
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn scratch_and_lent_memory_can_all_be_used_at_once() {
+        let x = OwnedTensor::f32(&[4], &[1.0, 2.0, 3.0, 4.0]);
+        let y = run_operator::<Temporaries>(&[x], &[], 1).unwrap();
+        assert_eq!(y[0].to_vec::<f32>(), [3.0, 7.0, 11.0, 15.0]);
+    }
+
+    static FILLS: AtomicUsize = AtomicUsize::new(0);
+
+    /// y = x + 10·w with 10·w kept as prepared data; checks what the host says of the call.
+    struct Prepares;
+
+    impl Operator for Prepares {
+        const OP_TYPE: &'static str = "Prepares";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            assert!(!cx.is_constant(0));
+            assert!(cx.is_constant(1));
+            assert!(!cx.is_constant(64));
+            assert!(!cx.is_constant(usize::MAX));
+            assert_eq!(cx.fusion(), [7, 8, 9]);
+            assert_eq!(cx.threads(), 3);
+            let x = cx.input(0)?.f32()?;
+            let w = cx.input(1)?.f32()?;
+            let scaled = cx
+                .prepared::<f32, _>(w.len(), |scaled| {
+                    FILLS.fetch_add(1, Ordering::Relaxed);
+                    for (s, &w) in scaled.iter_mut().zip(w) {
+                        *s = 10.0 * w;
+                    }
+                    Ok(())
+                })?
+                .ok_or("the test host keeps prepared data")?;
+            let y = cx.output(0)?.f32_mut()?;
+            for ((y, &x), &s) in y.iter_mut().zip(x).zip(scaled) {
+                *y = x + s;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn prepared_data_is_filled_once_and_lent_back_read_only() {
+        let inputs = [
+            OwnedTensor::f32(&[3], &[1.0, 2.0, 3.0]),
+            OwnedTensor::f32(&[3], &[0.5, -0.5, 0.25]),
+        ];
+        let y = TestHost::new()
+            .threads(3)
+            .constant_inputs(0b10)
+            .fusion(vec![7, 8, 9])
+            .heap_probe(two_passes)
+            .run::<Prepares>(&inputs, &[], 1)
+            .unwrap();
+        assert_eq!(y[0].to_vec::<f32>(), [6.0, -3.0, 5.5]);
+        assert_eq!(FILLS.load(Ordering::Relaxed), 1);
+    }
+
+    /// Fills prepared data with an error, a panic and an overflowing size.
+    struct FillFails;
+
+    impl Operator for FillFails {
+        const OP_TYPE: &'static str = "FillFails";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            let error = cx.prepared::<u8, _>(4, |_| Err(KernelError::new("no weights")));
+            assert_eq!(error_of(error), "no weights");
+            let panic = cx.prepared::<u8, _>(4, |_| panic!("filling panics"));
+            assert_eq!(error_of(panic), "filling the node's prepared data panicked");
+            let huge = cx.prepared::<u64, _>(usize::MAX, |_| Ok(()));
+            assert_eq!(error_of(huge), "prepared data size overflows");
+            cx.output(0)?.bytes_mut().fill(0);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failing_fill_of_prepared_data_is_the_calls_error() {
+        let x = OwnedTensor::f32(&[1], &[1.0]);
+        run_operator::<FillFails>(&[x], &[], 1).unwrap();
+    }
+
+    /// Counts the elements its pieces see, then panics in every piece but the first.
+    struct PanicsInAPiece;
+
+    impl Operator for PanicsInAPiece {
+        const OP_TYPE: &'static str = "PanicsInAPiece";
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            let seen = AtomicUsize::new(0);
+            cx.parallel_for(0, |_| panic!("no range of 0..0 is run"));
+            cx.parallel_for(10, |range| {
+                seen.fetch_add(range.len(), Ordering::Relaxed);
+            });
+            assert_eq!(seen.load(Ordering::Relaxed), 10);
+            cx.parallel_for(10, |range| {
+                if range.start > 0 {
+                    panic!("the piece from {} panics", range.start);
+                }
+            });
+            unreachable!("parallel_for carries the panic back")
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_parallel_piece_reaches_the_kernel_call() {
+        let x = OwnedTensor::f32(&[1], &[1.0]);
+        let error = run_operator::<PanicsInAPiece>(&[x], &[], 1).unwrap_err();
+        assert_eq!(error, "panicked: the piece from 3 panics");
+    }
+}

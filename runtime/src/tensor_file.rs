@@ -19,13 +19,21 @@ pub fn read_tensor(path: &Path, owner: &Owner) -> Result<Constant, String> {
     if path.extension().is_some_and(|e| e == "npy") {
         read_npy(&bytes, owner).map_err(fail)
     } else {
-        let proto = TensorProto::decode(&bytes[..])
-            .map_err(|e| fail(format!("not an ONNX TensorProto ({e})")))?;
-        Constant::from_proto(&proto, owner).map_err(fail)
+        read_tensor_proto(&bytes, owner).map_err(fail)
     }
 }
 
-fn read_npy(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
+/// Decodes the bytes of an ONNX `TensorProto` `.pb` file; its data is copied into memory
+/// accounted to `owner`.
+pub fn read_tensor_proto(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
+    let proto = TensorProto::decode(bytes).map_err(|e| format!("not an ONNX TensorProto ({e})"))?;
+    Constant::from_proto(&proto, owner)
+}
+
+/// Decodes the bytes of a NumPy `.npy` file (C order, little-endian numbers or bools); its data
+/// is copied into memory accounted to `owner`.
+pub fn read_npy(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
+    check_npy_header(bytes)?;
     let mut cursor = Cursor::new(bytes);
     let header =
         npyz::NpyHeader::from_reader(&mut cursor).map_err(|e| format!("not a .npy file ({e})"))?;
@@ -71,6 +79,52 @@ fn read_npy(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
         shape,
         data: ConstantData::Owned(buffer),
     })
+}
+
+/// The deepest nesting of brackets a `.npy` header may have: a plain array's header nests two
+/// deep (the dict and the shape tuple); the parser recurses once per level.
+const NPY_HEADER_MAX_NESTING: usize = 8;
+
+/// Checks what the `.npy` parser would otherwise trust: the header's declared length (it is
+/// allocated before it is read) must fit in the file, and its brackets must not nest deeper
+/// than [`NPY_HEADER_MAX_NESTING`].
+fn check_npy_header(bytes: &[u8]) -> Result<(), String> {
+    // Magic string, major and minor version, then the header's length: a u16 in version 1, a
+    // u32 from version 2 on.
+    let Some(version) = bytes
+        .strip_prefix(b"\x93NUMPY")
+        .and_then(|rest| rest.first())
+    else {
+        return Ok(());
+    };
+    let (length, start) = match (*version, bytes.get(8..10), bytes.get(8..12)) {
+        (1, Some(b), _) => (usize::from(u16::from_le_bytes([b[0], b[1]])), 10),
+        (2 | 3, _, Some(b)) => (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize, 12),
+        // Unknown versions and files cut short are the parser's to report.
+        _ => return Ok(()),
+    };
+    let available = bytes.len().saturating_sub(start);
+    if length > available {
+        return Err(format!(
+            "not a .npy file (its header is {length} bytes, but only {available} follow its length field)"
+        ));
+    }
+    let mut depth = 0usize;
+    for &b in &bytes[start..start + length] {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > NPY_HEADER_MAX_NESTING {
+                    return Err(format!(
+                        "not a .npy file (its header nests brackets deeper than {NPY_HEADER_MAX_NESTING})"
+                    ));
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Writes `tensor` to `path` as `.npy`.
@@ -123,6 +177,36 @@ mod tests {
         let back = read_tensor(&path, &tracker.owner("inputs")).unwrap();
         assert_eq!(back.shape.as_slice(), &[2, 3]);
         assert_eq!(back.as_ref().as_slice::<f32>().unwrap(), &values);
+    }
+
+    #[test]
+    fn a_npy_header_longer_than_the_file_is_refused_before_it_is_allocated() {
+        // A version 3 file whose header length field says 0xfeff0074 bytes: the parser
+        // allocated them before reading (the file is in tests/fuzz/regressions/npy/).
+        let mut file = b"\x93NUMPY\x03\x00\x74\x00\xff\xfe".to_vec();
+        file.extend_from_slice(b"{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }\n");
+        file.extend_from_slice(&1f32.to_le_bytes());
+        let tracker = MemoryTracker::new();
+        let err = read_npy(&file, &tracker.owner("inputs")).unwrap_err();
+        assert!(
+            err.contains("its header is 4278124660 bytes, but only 62 follow"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_npy_header_nesting_brackets_deeply_is_refused() {
+        let header = format!(
+            "{{'descr': '<f4', 'shape': {}1{}, }}\n",
+            "(".repeat(5000),
+            ")".repeat(5000)
+        );
+        let mut file = b"\x93NUMPY\x01\x00".to_vec();
+        file.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        file.extend_from_slice(header.as_bytes());
+        let tracker = MemoryTracker::new();
+        let err = read_npy(&file, &tracker.owner("inputs")).unwrap_err();
+        assert!(err.contains("nests brackets deeper than 8"), "{err}");
     }
 
     #[test]

@@ -175,3 +175,23 @@ fn intermediates_that_together_exceed_the_memory_limit() {
         &["intermediates need", "memory limit of 2147483648 bytes"],
     );
 }
+
+#[test]
+fn constants_folded_while_compiling_that_together_exceed_the_memory_limit() {
+    // Twelve ConstantOfShape nodes of 200 MB each, all folded while compiling: each fits a
+    // 256 MiB limit alone, but they are held together (a model the fuzzer found).
+    let path = opal_tests::workspace_root()
+        .join("tests/fuzz/regressions/model_plan/folded-constants-beyond-the-memory-limit.onnx");
+    let mut deployment = Deployment::embedded_default().unwrap();
+    deployment.engine.memory_limit = 256 << 20;
+    let engine = Engine::new(&deployment).unwrap();
+    let err = compile_error(&engine, &path, &[&[1]]);
+    assert_mentions(
+        &err,
+        &[
+            "node 'fill1' (ConstantOfShape)",
+            "400000000 bytes of constants computed while compiling",
+            "memory limit of 268435456 bytes",
+        ],
+    );
+}

@@ -30,8 +30,9 @@ impl AbiVariant {
 }
 
 /// The path of the fixture plugin built as `variant`, building it on first use in this process
-/// (`cargo build -p opal-abi-fixture --features <variant> --target-dir target/fixtures`).
-/// Each variant is copied to `target/fixtures/libopal_abi_fixture-<feature>.so`.
+/// (`cargo build -p opal-abi-fixture --features <variant> --target-dir target/fixtures`, or the
+/// directory `$OPAL_FIXTURE_TARGET_DIR` names). Each variant is copied to
+/// `libopal_abi_fixture-<feature>.so` in that directory.
 pub fn abi_fixture(variant: AbiVariant) -> PathBuf {
     static BUILT: [OnceLock<PathBuf>; 4] = [const { OnceLock::new() }; 4];
     BUILT[variant as usize]

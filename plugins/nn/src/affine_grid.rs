@@ -58,19 +58,32 @@ impl Operator for AffineGrid {
     fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
         let size = cx.input(1)?.as_slice::<i64>()?;
         let align_corners = cx.attributes().int("align_corners", 0)? != 0;
+        if !(size.len() == 4 || size.len() == 5) {
+            return Err(error(
+                OP,
+                format_args!("size holds {} values, it must hold 4 or 5", size.len()),
+            ));
+        }
+        let extent = |i: usize| {
+            usize::try_from(size[i]).map_err(|_| {
+                error(
+                    OP,
+                    format_args!("size[{i}] is {}, which is negative", size[i]),
+                )
+            })
+        };
         let dims = size.len() - 2;
+        let batch = extent(0)?;
         let (depth, height, width) = if dims == 3 {
-            (size[2] as usize, size[3] as usize, size[4] as usize)
+            (extent(2)?, extent(3)?, extent(4)?)
         } else {
-            (1, size[2] as usize, size[3] as usize)
+            (1, extent(2)?, extent(3)?)
         };
         let theta = input_f32(cx, OP, 0)?;
         let (grid, sink) = output_f32(cx, 0)?;
         let rows = dims;
         let cols = dims + 1;
-        let positions = depth * height * width;
-        let batch = size[0].max(0) as usize;
-        if !(2..=3).contains(&dims) || theta.len() != batch * rows * cols {
+        if batch.checked_mul(rows * cols) != Some(theta.len()) {
             return Err(error(
                 OP,
                 format_args!(
@@ -79,7 +92,25 @@ impl Operator for AffineGrid {
                 ),
             ));
         }
-        for (n, grid) in grid.chunks_exact_mut(positions * dims).enumerate() {
+        // Values of one batch item's grid: a point of `dims` coordinates per position.
+        let per_item = [depth, height, width, dims]
+            .into_iter()
+            .try_fold(1usize, usize::checked_mul)
+            .filter(|&n| n.checked_mul(batch) == Some(grid.len()))
+            .ok_or_else(|| {
+                error(
+                    OP,
+                    format_args!(
+                        "size {size:?} does not match the output's {} values",
+                        grid.len()
+                    ),
+                )
+            })?;
+        if per_item == 0 {
+            // An extent is 0: the grid is empty.
+            return sink.finish(OP, grid);
+        }
+        for (n, grid) in grid.chunks_exact_mut(per_item).enumerate() {
             let theta = &theta[n * rows * cols..][..rows * cols];
             for (p, out) in grid.chunks_exact_mut(dims).enumerate() {
                 let (d, h, w) = (p / (height * width), p / width % height, p % width);
@@ -100,5 +131,35 @@ impl Operator for AffineGrid {
             }
         }
         sink.finish(OP, grid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opal_plugin_api::testing::{assert_close, OwnedTensor, TestHost};
+
+    fn identity_theta() -> OwnedTensor {
+        OwnedTensor::f32(&[1, 2, 3], &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    }
+
+    #[test]
+    fn the_identity_transform_gives_the_normalised_coordinates() {
+        let size = OwnedTensor::i64(&[4], &[1, 1, 1, 2]);
+        let grid = TestHost::new()
+            .run::<AffineGrid>(&[identity_theta(), size], &[], 1)
+            .unwrap();
+        assert_eq!(grid[0].shape(), [1, 1, 2, 2]);
+        assert_close(grid[0].as_slice(), &[-0.5, 0.0, 0.5, 0.0], 1e-6);
+    }
+
+    #[test]
+    fn an_empty_extent_gives_an_empty_grid() {
+        // A size with a height of 0 made the kernel split its output in chunks of 0 values.
+        let size = OwnedTensor::i64(&[4], &[1, 1, 0, 3]);
+        let grid = TestHost::new()
+            .run::<AffineGrid>(&[identity_theta(), size], &[], 1)
+            .unwrap();
+        assert_eq!(grid[0].shape(), [1, 0, 3, 2]);
     }
 }

@@ -64,6 +64,19 @@ impl Operator for BatchNormalization {
         let [scale, bias, running_mean, running_var] = [1, 2, 3, 4].map(|i| input_f32(cx, OP, i));
         let (scale, bias) = (scale?, bias?);
         let (running_mean, running_var) = (running_mean?, running_var?);
+        // Inference checks these only when their shapes are known before the run.
+        for (index, values) in [scale, bias, running_mean, running_var].iter().enumerate() {
+            if values.len() != channels {
+                return Err(error(
+                    OP,
+                    format_args!(
+                        "input {} holds {} values, expected {channels} (one per channel)",
+                        index + 1,
+                        values.len()
+                    ),
+                ));
+            }
+        }
         let (mean, var) = if training {
             let mean = cx.scratch::<f32>(channels)?;
             let var = cx.scratch::<f32>(channels)?;
@@ -128,5 +141,53 @@ impl Operator for BatchNormalization {
             return None;
         }
         absorb(query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opal_plugin_api::testing::{assert_close, OwnedTensor, TestHost};
+
+    fn per_channel(values: &[f32]) -> OwnedTensor {
+        OwnedTensor::f32(&[values.len()], values)
+    }
+
+    #[test]
+    fn normalises_each_channel_with_the_running_statistics() {
+        let x = OwnedTensor::f32(&[1, 2, 1, 2], &[1.0, 3.0, 2.0, 6.0]);
+        let inputs = [
+            x,
+            per_channel(&[1.0, 2.0]),
+            per_channel(&[0.0, 1.0]),
+            per_channel(&[2.0, 4.0]),
+            per_channel(&[1.0, 4.0]),
+        ];
+        let y = TestHost::new()
+            .run::<BatchNormalization>(&inputs, &[], 1)
+            .unwrap();
+        assert_close(y[0].as_slice(), &[-1.0, 1.0, -1.0, 3.0], 1e-4);
+    }
+
+    #[test]
+    fn statistics_shorter_than_the_channels_are_an_error_when_their_shape_was_not_inferred() {
+        // The scale's shape known only at run time: inference cannot compare it with the
+        // channels (tests/fuzz/regressions/model_plan/ holds a model doing this).
+        let x = OwnedTensor::f32(&[1, 3, 1, 1], &[1.0, 2.0, 3.0]);
+        let inputs = [
+            x,
+            per_channel(&[1.0, 1.0]),
+            per_channel(&[0.0, 0.0, 0.0]),
+            per_channel(&[0.0, 0.0, 0.0]),
+            per_channel(&[1.0, 1.0, 1.0]),
+        ];
+        let err = TestHost::new()
+            .run_time_shapes(0b10)
+            .run::<BatchNormalization>(&inputs, &[], 1)
+            .unwrap_err();
+        assert!(
+            err.contains("input 1 holds 2 values, expected 3 (one per channel)"),
+            "{err}"
+        );
     }
 }

@@ -105,7 +105,8 @@ pub fn flag(parameters: &Map<String, Value>, key: &str) -> bool {
 
 /// Little-endian bytes of JSON `data` (flat or nested) for `count` elements of `dtype`.
 pub fn json_to_bytes(data: &Value, dtype: DType, count: usize) -> Result<Vec<u8>, String> {
-    let mut flat = Vec::with_capacity(count);
+    // Sized by the data, not by `count`: the shape is the client's word, and may be huge.
+    let mut flat = Vec::new();
     flatten(data, &mut flat);
     if flat.len() != count {
         return Err(format!(
@@ -114,7 +115,7 @@ pub fn json_to_bytes(data: &Value, dtype: DType, count: usize) -> Result<Vec<u8>
         ));
     }
     let size = dtype.size().unwrap_or(1);
-    let mut out = Vec::with_capacity(count * size);
+    let mut out = Vec::with_capacity(flat.len() * size);
     for (i, v) in flat.iter().enumerate() {
         let bad = || {
             format!(
@@ -207,6 +208,19 @@ mod tests {
         let err = json_to_bytes(&data, DType::I32, 6).unwrap_err();
         assert!(
             err.contains("4 elements") && err.contains("needs 6"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_huge_shape_with_little_data_is_refused_without_allocating_for_the_shape() {
+        // A UINT8 input of shape [1000000000000] with one element of JSON data: room for 10^12
+        // elements was reserved before they were counted, and the allocation failure aborted
+        // the process. The whole request is tests/fuzz/regressions/kserve_request/.
+        let data: Value = serde_json::from_str("[1]").unwrap();
+        let err = json_to_bytes(&data, DType::U8, 1_000_000_000_000).unwrap_err();
+        assert!(
+            err.contains("has 1 elements of data, its shape needs 1000000000000"),
             "{err}"
         );
     }

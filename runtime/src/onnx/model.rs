@@ -105,6 +105,13 @@ impl Model {
             path: path.to_owned(),
             cause,
         })?;
+        Model::from_bytes(mapping, path, weights)
+    }
+
+    /// Decodes a model held in memory as if read from `path`: errors name `path`, and
+    /// external-data files are looked for in its directory. Constants whose raw data is aligned
+    /// stay views into `mapping`.
+    pub fn from_bytes(mapping: Bytes, path: &Path, weights: &Owner) -> Result<Self, ModelError> {
         let not_onnx = |reason: String| ModelError::NotOnnx {
             path: path.to_owned(),
             reason,

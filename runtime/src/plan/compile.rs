@@ -99,6 +99,8 @@ struct Compiler<'e> {
     registry: Arc<Registry>,
     known: Vec<Option<Known>>,
     constants: Vec<PlanConstant>,
+    /// Bytes of the constants folded so far: they are held as long as the plan.
+    folded_bytes: u64,
     slots: Vec<SlotInfo>,
     steps: Vec<Step>,
 }
@@ -111,6 +113,7 @@ impl<'e> Compiler<'e> {
             registry,
             known: vec![None; model.values.len()],
             constants: Vec::new(),
+            folded_bytes: 0,
             slots: Vec::new(),
             steps: Vec::new(),
         }
@@ -488,6 +491,23 @@ impl<'e> Compiler<'e> {
         outputs: Vec<InferredOutput>,
     ) -> Result<(), PlanError> {
         let weights = self.engine.weights_owner();
+        let bytes: u64 = outputs
+            .iter()
+            .map(|(_, dtype, shape)| {
+                byte_size(*dtype, shape.as_deref().unwrap_or_default()).unwrap_or(0) as u64
+            })
+            .sum();
+        let limit = self.engine.config().memory_limit;
+        let held = self.folded_bytes.saturating_add(bytes);
+        if held > limit {
+            return Err(self.error(
+                Some(node),
+                format!(
+                    "folding it would hold {held} bytes of constants computed while compiling ({bytes} of them its outputs), more than the deployment's memory limit of {limit} bytes (engine.memory_limit)"
+                ),
+            ));
+        }
+        self.folded_bytes = held;
         let mut tensors = outputs
             .iter()
             .map(|(_, dtype, shape)| {
