@@ -491,12 +491,13 @@ impl<'e> Compiler<'e> {
         outputs: Vec<InferredOutput>,
     ) -> Result<(), PlanError> {
         let weights = self.engine.weights_owner();
-        let bytes: u64 = outputs
+        let sizes: Vec<usize> = outputs
             .iter()
             .map(|(_, dtype, shape)| {
-                byte_size(*dtype, shape.as_deref().unwrap_or_default()).unwrap_or(0) as u64
+                byte_size(*dtype, shape.as_deref().unwrap_or_default()).unwrap_or(0)
             })
-            .sum();
+            .collect();
+        let bytes: u64 = sizes.iter().map(|&size| size as u64).sum();
         let limit = self.engine.config().memory_limit;
         let held = self.folded_bytes.saturating_add(bytes);
         if held > limit {
@@ -510,11 +511,10 @@ impl<'e> Compiler<'e> {
         self.folded_bytes = held;
         let mut tensors = outputs
             .iter()
-            .map(|(_, dtype, shape)| {
-                let shape = shape.clone().unwrap_or_default();
-                let bytes = byte_size(*dtype, &shape).unwrap_or(0);
+            .zip(&sizes)
+            .map(|((_, dtype, shape), &bytes)| {
                 AlignedBuffer::zeroed(bytes, weights)
-                    .map(|data| Tensor::from_parts(*dtype, shape, data))
+                    .map(|data| Tensor::from_parts(*dtype, shape.clone().unwrap_or_default(), data))
                     .ok_or_else(|| {
                         self.error(Some(node), format!("out of memory folding {bytes} bytes"))
                     })
