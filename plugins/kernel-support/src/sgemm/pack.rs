@@ -48,11 +48,18 @@ pub(super) fn pack_a<const MR: usize>(
                 }
             }
         } else if a.row_stride == 1 {
-            // Columns of A are contiguous: each step is a piece of one.
-            for (q, step) in steps.iter_mut().enumerate() {
-                let start = offset + (p + q) * a.col_stride + r0;
-                step[..rows].copy_from_slice(&a.data[start..start + rows]);
-                step[rows..].fill(0.0);
+            // Columns of A are contiguous: each step is a piece of one, of a fixed length (a
+            // few vector moves, not a call to `memcpy`) in whole panels.
+            let start = offset + p * a.col_stride + r0;
+            if rows == MR {
+                for (step, column) in steps.iter_mut().zip(a.data[start..].chunks(a.col_stride)) {
+                    *step = *column.first_chunk::<MR>().expect("a whole panel's rows");
+                }
+            } else {
+                for (step, column) in steps.iter_mut().zip(a.data[start..].chunks(a.col_stride)) {
+                    step[..rows].copy_from_slice(&column[..rows]);
+                    step[rows..].fill(0.0);
+                }
             }
         } else {
             for (q, step) in steps.iter_mut().enumerate() {
