@@ -287,19 +287,18 @@ fn transform_inputs(
                     }
                     // d B along each row, then Bᵀ (d B) down each column.
                     let mut rows = [[[0.0; LANES]; TILE]; TILE];
-                    for (row, d_row) in rows.iter_mut().zip(&d) {
-                        input_1d(d_row, row);
-                    }
-                    for s in 0..TILE {
+                    each_of_six(|r| input_1d(&d[r], &mut rows[r]));
+                    each_of_six(|s| {
                         let column: [Lanes; TILE] = [
                             rows[0][s], rows[1][s], rows[2][s], rows[3][s], rows[4][s], rows[5][s],
                         ];
                         let mut out = [[0.0; LANES]; TILE];
                         input_1d(&column, &mut out);
-                        for (r, values) in out.iter().enumerate() {
-                            store_lanes(&mut v_channel[(r * TILE + s) * n + t0..], values, lanes);
-                        }
-                    }
+                        each_of_six(|r| {
+                            let at = (r * TILE + s) * n + t0;
+                            store_lanes(&mut v_channel[at..], &out[r], lanes);
+                        });
+                    });
                 }
             }
         },
@@ -538,6 +537,19 @@ fn weight_1d(g: &[Lanes; 3]) -> [Lanes; TILE] {
         out[5][l] = g2;
     }
     out
+}
+
+/// Calls `f(0)` to `f(5)` as straight-line code. The transforms' passes over a tile's six rows
+/// or columns are written so: as loops, LLVM vectorises them across the six (with gathers and
+/// scatters) rather than across the lanes inside.
+#[inline(always)]
+fn each_of_six(mut f: impl FnMut(usize)) {
+    f(0);
+    f(1);
+    f(2);
+    f(3);
+    f(4);
+    f(5);
 }
 
 /// `Bᵀ d` on one column of six inputs, per lane.
