@@ -31,10 +31,11 @@ const IM2COL_GRAIN: usize = 1 << 13;
 /// The most output positions for which a product may run transposed (measured on AVX-512's
 /// 14 x 32 tiles: 49 and 196 positions ran in 0.7 and 0.9 of the time, 400 positions slower).
 const MAX_POSITION_ROWS: usize = 256;
-/// The least depth for which a product may run transposed: shallower products gain less than
-/// the transposition into place costs (measured: a 1x1 convolution of 256 to 1024 channels at
-/// 14x14 ran 1.17x slower transposed, of 1024 to 2048 channels 0.89x faster).
-const MIN_POSITION_ROWS_DEPTH: usize = 512;
+/// What transposing one output value into place costs, in the multiply-adds of padding that the
+/// transposed product must save to repay it. Measured on AVX-512, in multiply-adds saved per
+/// value transposed: 174 or more ran faster (0.84-0.90x), 192 as fast, 40 and 22 slower
+/// (1.17x and 1.14x).
+const TRANSPOSE_COST: usize = 150;
 
 /// Which operand of a group's matrix product the output channels are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,19 +49,16 @@ enum Orientation {
 
 impl Orientation {
     /// The orientation for `shape` on `isa`'s tile: transposed when the output has few
-    /// positions, the product is deep, col is one tile, and the micro-kernel's tiles then cover
-    /// less padding.
+    /// positions, col is one tile, and the multiply-adds of padding the micro-kernel's tiles then
+    /// no longer compute repay the transposition.
     fn choose(isa: Isa, shape: &ConvShape) -> Orientation {
         let (mg, positions) = (shape.out_per_group(), shape.window.output_size());
         let (rows, cols) = tile_shape(isa);
         let covered = |m: usize, n: usize| m.div_ceil(rows) * rows * n.div_ceil(cols) * cols;
         let depth = gemm_depth(shape);
         let one_tile = depth * positions <= TILE_BUDGET;
-        if positions <= MAX_POSITION_ROWS
-            && depth >= MIN_POSITION_ROWS_DEPTH
-            && one_tile
-            && covered(positions, mg) < covered(mg, positions)
-        {
+        let saved = covered(mg, positions).saturating_sub(covered(positions, mg)) * depth;
+        if positions <= MAX_POSITION_ROWS && one_tile && saved >= TRANSPOSE_COST * positions * mg {
             Orientation::PositionRows
         } else {
             Orientation::ChannelRows
@@ -580,12 +578,12 @@ mod tests {
 
     #[test]
     fn few_output_positions_run_transposed_on_every_instruction_set() {
-        // 7x7 and 1x10 outputs with 64 or 96 channels per group, 512 or more deep, 3x3 and
-        // 1x1 (the input itself as col), one and two groups, each with its bias.
+        // 3x3 and 1x10 outputs with 64 or 96 channels per group, 3x3 and 1x1 (the input itself
+        // as col), one and two groups, each with its bias.
         let cases = [
-            ([2, 64, 7, 7], [64, 64, 3, 3], [1, 1, 1, 1], 1),
-            ([1, 128, 7, 7], [128, 64, 3, 3], [1, 1, 1, 1], 2),
-            ([2, 512, 7, 7], [64, 512, 1, 1], [0, 0, 0, 0], 1),
+            ([2, 64, 3, 3], [64, 64, 3, 3], [1, 1, 1, 1], 1),
+            ([1, 128, 3, 3], [128, 64, 3, 3], [1, 1, 1, 1], 2),
+            ([2, 512, 3, 3], [64, 512, 1, 1], [0, 0, 0, 0], 1),
             ([1, 192, 1, 10], [96, 192, 1, 3], [0, 1, 0, 1], 1),
         ];
         for (x_shape, w_shape, pads, group) in cases {
@@ -620,9 +618,9 @@ mod tests {
     #[test]
     fn the_two_layouts_of_packed_weights_never_have_the_same_length() {
         // 224 channels are whole tiles of both 14 and 32 (and 6 and 16) columns: the same
-        // weights at 7x7 (transposed) and at 28x28 (not) must still ask for different lengths.
+        // weights at 3x3 (transposed) and at 28x28 (not) must still ask for different lengths.
         for isa in Isa::available() {
-            let small = conv_shape(&[1, 64, 7, 7], &[224, 64, 3, 3], &[1, 1, 1, 1], 1);
+            let small = conv_shape(&[1, 64, 3, 3], &[224, 64, 3, 3], &[1, 1, 1, 1], 1);
             let large = conv_shape(&[1, 64, 28, 28], &[224, 64, 3, 3], &[1, 1, 1, 1], 1);
             assert_eq!(Orientation::choose(isa, &small), Orientation::PositionRows);
             assert_eq!(Orientation::choose(isa, &large), Orientation::ChannelRows);
