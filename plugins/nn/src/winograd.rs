@@ -397,9 +397,7 @@ fn gather_tile(tiles: &Tiles, x: &[f32], t: usize, l: usize, d: &mut [[Lanes; TI
             let x_row: &[f32; TILE] = x[(top + r) * w + left..][..TILE]
                 .try_into()
                 .expect("TILE values");
-            for (d, &x) in d_row.iter_mut().zip(x_row) {
-                d[l] = x;
-            }
+            each_of_six(|s| d_row[s][l] = x_row[s]);
         }
         return;
     }
@@ -409,12 +407,12 @@ fn gather_tile(tiles: &Tiles, x: &[f32], t: usize, l: usize, d: &mut [[Lanes; TI
             continue;
         }
         let x_row = &x[ih as usize * w..][..w];
-        for (s, d) in d_row.iter_mut().enumerate() {
+        each_of_six(|s| {
             let iw = left + s as isize;
             if iw >= 0 && iw < w as isize {
-                d[l] = x_row[iw as usize];
+                d_row[s][l] = x_row[iw as usize];
             }
-        }
+        });
     }
 }
 
@@ -515,8 +513,8 @@ fn scatter_tile(tiles: &Tiles, tile: &[[Lanes; OUT]; OUT], t: usize, l: usize, y
     let cols = OUT.min(tiles.output_w - ow);
     for (r, tile_row) in tile.iter().enumerate().take(rows) {
         let y_row = &mut y[(oh + r) * tiles.output_w + ow..][..cols];
-        for (y, values) in y_row.iter_mut().zip(tile_row) {
-            *y = values[l];
+        for (s, y) in y_row.iter_mut().enumerate() {
+            *y = tile_row[s][l];
         }
     }
 }
