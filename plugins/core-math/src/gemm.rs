@@ -4,7 +4,7 @@
 use crate::{
     broadcast::Plan,
     check::{error, expect_f32, Shape},
-    sgemm::{prepared_b, sgemm, single_batch, Operand, Product},
+    sgemm::{prepared_a, prepared_b, sgemm, single_batch, transposed_pays_off, Operand, Product},
 };
 use opal_plugin_api::prelude::*;
 
@@ -159,6 +159,30 @@ impl Operator for Gemm {
                 col_stride: 1,
             }
         };
+        let isa = opal_kernel_support::isa::current(cx);
+        if m > 1 && cx.is_constant(1) && transposed_pays_off(isa, m, n, k) {
+            // A few rows against a constant B (a classifier's rows of time steps against its
+            // vocabulary): Yᵀ = op(B)ᵀ op(A)ᵀ, the weight packed once as A.
+            let (bt, at) = (transposed(&b_operand), transposed(&a_operand));
+            let packed_a = prepared_a(cx, 1, &bt, n, k)?;
+            let t = cx.scratch_unzeroed::<f32>(n * m)?;
+            let product = Product {
+                m: n,
+                n: m,
+                k,
+                alpha,
+                beta: 0.0,
+                a: bt,
+                b: at,
+                batches: 1,
+                batch_offsets: &single_batch,
+                packed_a,
+                packed_b: None,
+            };
+            sgemm(cx, &product, t)?;
+            add_transposed(t, m, beta, y);
+            return Ok(());
+        }
         // A constant B (a weight) is packed once, unless there is a single row, which streams
         // it as stored.
         let packed_b = if m > 1 {
@@ -183,10 +207,43 @@ impl Operator for Gemm {
     }
 }
 
+/// The transpose of `operand`, as a view of the same values.
+fn transposed<'a>(operand: &Operand<'a>) -> Operand<'a> {
+    Operand {
+        data: operand.data,
+        row_stride: operand.col_stride,
+        col_stride: operand.row_stride,
+    }
+}
+
+/// Columns of `y` [`add_transposed`] fills together: their rows of `t` stay in L1.
+const TRANSPOSE_COLUMNS: usize = 64;
+
+/// `y[i][j] = t[j][i] + beta * y[i][j]` for `t`, an `n x m` matrix, and `y`, `m x n`.
+fn add_transposed(t: &[f32], m: usize, beta: f32, y: &mut [f32]) {
+    let n = y.len() / m.max(1);
+    for j0 in (0..n).step_by(TRANSPOSE_COLUMNS) {
+        let j1 = (j0 + TRANSPOSE_COLUMNS).min(n);
+        for (i, y_row) in y.chunks_exact_mut(n).enumerate() {
+            let columns = t[j0 * m..j1 * m].chunks_exact(m);
+            for (v, t_row) in y_row[j0..j1].iter_mut().zip(columns) {
+                *v = if beta == 0.0 {
+                    t_row[i]
+                } else {
+                    t_row[i] + beta * *v
+                };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opal_kernel_support::testutil::{reference, values};
+    use opal_kernel_support::{
+        isa::Isa,
+        testutil::{reference, values},
+    };
     use opal_plugin_api::testing::{
         assert_close, float_attr, infer_input, infer_operator, int_attr, run_operator, OwnedTensor,
         TestHost,
@@ -194,6 +251,23 @@ mod tests {
 
     #[allow(clippy::too_many_arguments)]
     fn check(
+        m: usize,
+        n: usize,
+        k: usize,
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f32,
+        beta: f32,
+        c_shape: Option<&[usize]>,
+    ) {
+        let host = TestHost::new().threads(2);
+        check_on(&host, m, n, k, trans_a, trans_b, alpha, beta, c_shape);
+    }
+
+    /// [`check`] on `host`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_on(
+        host: &TestHost,
         m: usize,
         n: usize,
         k: usize,
@@ -249,10 +323,7 @@ mod tests {
             float_attr("alpha", alpha),
             float_attr("beta", beta),
         ];
-        let y = TestHost::new()
-            .threads(2)
-            .run::<Gemm>(&inputs, &attributes, 1)
-            .unwrap();
+        let y = host.run::<Gemm>(&inputs, &attributes, 1).unwrap();
         assert_eq!(y[0].shape(), [m, n]);
         assert_close(y[0].as_slice(), &expected, 1e-4);
     }
@@ -267,6 +338,30 @@ mod tests {
             check(4, 6, 9, trans_a, trans_b, 1.0, 3.0, Some(&[]));
             check(4, 6, 9, trans_a, trans_b, 2.0, 1.0, None);
             check(200, 300, 70, trans_a, trans_b, 1.0, 0.0, Some(&[300]));
+        }
+    }
+
+    #[test]
+    fn few_rows_against_a_constant_weight_run_transposed_on_every_instruction_set() {
+        let shapes = [(32, 300, 450), (16, 300, 1100), (8, 300, 300)];
+        for isa in Isa::available() {
+            let transposed = shapes
+                .iter()
+                .filter(|&&(m, n, k)| transposed_pays_off(isa, m, n, k))
+                .count();
+            assert!(transposed > 0, "{isa}");
+            for threads in [1, 2] {
+                let host = TestHost::new()
+                    .isa(isa)
+                    .threads(threads)
+                    .constant_inputs(0b110);
+                for (m, n, k) in shapes {
+                    for trans_b in [false, true] {
+                        check_on(&host, m, n, k, false, trans_b, 1.5, 0.5, Some(&[n]));
+                        check_on(&host, m, n, k, true, trans_b, 1.0, 0.0, None);
+                    }
+                }
+            }
         }
     }
 

@@ -17,8 +17,8 @@ use opal_kernel_support::{
     isa::{self, Isa},
     parallel::for_each_chunk,
     sgemm::{
-        pack_a_whole, pack_b_whole, packed_a_len, packed_b_len, sgemm, single_batch, tile_shape,
-        Operand, PackedA, PackedB, Product,
+        pack_a_whole, pack_b_whole, packed_a_len, packed_b_len, sgemm, single_batch,
+        transposed_pays_off, Operand, PackedA, PackedB, Product,
     },
 };
 use opal_plugin_api::prelude::*;
@@ -31,12 +31,6 @@ const IM2COL_GRAIN: usize = 1 << 13;
 /// The most output positions for which a product may run transposed (measured on AVX-512's
 /// 14 x 32 tiles: 49 and 196 positions ran in 0.7 and 0.9 of the time, 400 positions slower).
 const MAX_POSITION_ROWS: usize = 256;
-/// What transposing one output value into place costs, in the multiply-adds of padding that the
-/// transposed product must save to repay it. Measured on AVX-512, in multiply-adds saved per
-/// value transposed: 174 or more ran faster (0.84-0.90x), 192 as fast, 40 and 22 slower
-/// (1.17x and 1.14x).
-const TRANSPOSE_COST: usize = 150;
-
 /// Which operand of a group's matrix product the output channels are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Orientation {
@@ -49,16 +43,16 @@ enum Orientation {
 
 impl Orientation {
     /// The orientation for `shape` on `isa`'s tile: transposed when the output has few
-    /// positions, col is one tile, and the multiply-adds of padding the micro-kernel's tiles then
-    /// no longer compute repay the transposition.
+    /// positions, col is one tile, and the transposed product repays its transposition
+    /// ([`transposed_pays_off`]).
     fn choose(isa: Isa, shape: &ConvShape) -> Orientation {
         let (mg, positions) = (shape.out_per_group(), shape.window.output_size());
-        let (rows, cols) = tile_shape(isa);
-        let covered = |m: usize, n: usize| m.div_ceil(rows) * rows * n.div_ceil(cols) * cols;
         let depth = gemm_depth(shape);
         let one_tile = depth * positions <= TILE_BUDGET;
-        let saved = covered(mg, positions).saturating_sub(covered(positions, mg)) * depth;
-        if positions <= MAX_POSITION_ROWS && one_tile && saved >= TRANSPOSE_COST * positions * mg {
+        if positions <= MAX_POSITION_ROWS
+            && one_tile
+            && transposed_pays_off(isa, mg, positions, depth)
+        {
             Orientation::PositionRows
         } else {
             Orientation::ChannelRows
