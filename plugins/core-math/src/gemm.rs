@@ -4,7 +4,10 @@
 use crate::{
     broadcast::Plan,
     check::{error, expect_f32, Shape},
-    sgemm::{prepared_a, prepared_b, sgemm, single_batch, transposed_pays_off, Operand, Product},
+    sgemm::{
+        prepared_a, prepared_b, sgemm, single_batch, transpose_into, transposed_pays_off, Operand,
+        Product,
+    },
 };
 use opal_plugin_api::prelude::*;
 
@@ -163,7 +166,7 @@ impl Operator for Gemm {
         if m > 1 && cx.is_constant(1) && transposed_pays_off(isa, m, n, k) {
             // A few rows against a constant B (a classifier's rows of time steps against its
             // vocabulary): Yᵀ = op(B)ᵀ op(A)ᵀ, the weight packed once as A.
-            let (bt, at) = (transposed(&b_operand), transposed(&a_operand));
+            let (bt, at) = (b_operand.transposed(), a_operand.transposed());
             let packed_a = prepared_a(cx, 1, &bt, n, k)?;
             let t = cx.scratch_unzeroed::<f32>(n * m)?;
             let product = Product {
@@ -180,7 +183,11 @@ impl Operator for Gemm {
                 packed_b: None,
             };
             sgemm(cx, &product, t)?;
-            add_transposed(t, m, beta, y);
+            if beta == 0.0 {
+                transpose_into(t, y, m, |_, value, _| value);
+            } else {
+                transpose_into(t, y, m, |_, value, c| value + beta * c);
+            }
             return Ok(());
         }
         // A constant B (a weight) is packed once, unless there is a single row, which streams
@@ -204,36 +211,6 @@ impl Operator for Gemm {
             packed_b,
         };
         sgemm(cx, &product, y)
-    }
-}
-
-/// The transpose of `operand`, as a view of the same values.
-fn transposed<'a>(operand: &Operand<'a>) -> Operand<'a> {
-    Operand {
-        data: operand.data,
-        row_stride: operand.col_stride,
-        col_stride: operand.row_stride,
-    }
-}
-
-/// Columns of `y` [`add_transposed`] fills together: their rows of `t` stay in L1.
-const TRANSPOSE_COLUMNS: usize = 64;
-
-/// `y[i][j] = t[j][i] + beta * y[i][j]` for `t`, an `n x m` matrix, and `y`, `m x n`.
-fn add_transposed(t: &[f32], m: usize, beta: f32, y: &mut [f32]) {
-    let n = y.len() / m.max(1);
-    for j0 in (0..n).step_by(TRANSPOSE_COLUMNS) {
-        let j1 = (j0 + TRANSPOSE_COLUMNS).min(n);
-        for (i, y_row) in y.chunks_exact_mut(n).enumerate() {
-            let columns = t[j0 * m..j1 * m].chunks_exact(m);
-            for (v, t_row) in y_row[j0..j1].iter_mut().zip(columns) {
-                *v = if beta == 0.0 {
-                    t_row[i]
-                } else {
-                    t_row[i] + beta * *v
-                };
-            }
-        }
     }
 }
 

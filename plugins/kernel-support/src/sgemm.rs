@@ -138,6 +138,30 @@ pub fn transposed_pays_off(isa: Isa, m: usize, n: usize, k: usize) -> bool {
     saved >= TRANSPOSE_COST * m * n
 }
 
+/// Rows of `y` [`transpose_into`] fills together: one cache line of each row of its transpose.
+const TRANSPOSE_ROWS: usize = 16;
+
+/// Puts the result of a transposed product ([`transposed_pays_off`]) into place:
+/// `y[i][j] = f(i, t[j][i], y[i][j])` for `y` of `rows` rows and `t`, its transpose. Each row of
+/// `t` is read a cache line at a time into as many rows of `y`: reading down a column of `t`
+/// instead would touch lines a power of two apart, which share a few sets of L1.
+pub fn transpose_into(t: &[f32], y: &mut [f32], rows: usize, f: impl Fn(usize, f32, f32) -> f32) {
+    if y.is_empty() {
+        return;
+    }
+    let n = y.len() / rows;
+    for (block, y_block) in y.chunks_mut(TRANSPOSE_ROWS * n).enumerate() {
+        let first = block * TRANSPOSE_ROWS;
+        let count = y_block.len() / n;
+        for (j, t_row) in t.chunks_exact(rows).enumerate() {
+            for (i, &v) in t_row[first..first + count].iter().enumerate() {
+                let at = i * n + j;
+                y_block[at] = f(first + i, v, y_block[at]);
+            }
+        }
+    }
+}
+
 /// The register tile (`MR` rows, `NR` columns) of `isa`'s micro-kernel.
 pub fn tile_shape(isa: Isa) -> (usize, usize) {
     const fn shape<const MR: usize, const NR: usize>() -> (usize, usize) {
@@ -155,9 +179,18 @@ pub struct Operand<'a> {
     pub col_stride: usize,
 }
 
-impl Operand<'_> {
+impl<'a> Operand<'a> {
     fn at(&self, offset: usize, i: usize, j: usize) -> f32 {
         self.data[offset + i * self.row_stride + j * self.col_stride]
+    }
+
+    /// The transpose of this operand, as a view of the same values.
+    pub fn transposed(&self) -> Operand<'a> {
+        Operand {
+            data: self.data,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use opal_kernel_support::{
     parallel::for_each_chunk,
     sgemm::{
         pack_a_whole, pack_b_whole, packed_a_len, packed_b_len, sgemm, single_batch,
-        transposed_pays_off, Operand, PackedA, PackedB, Product,
+        transpose_into, transposed_pays_off, Operand, PackedA, PackedB, Product,
     },
 };
 use opal_plugin_api::prelude::*;
@@ -88,24 +88,14 @@ pub(crate) fn pack_weights(isa: Isa, shape: &ConvShape, w: &[f32], out: &mut [f3
     let orientation = Orientation::choose(isa, shape);
     let group_len = orientation.group_len(isa, shape);
     for (g, out) in out.chunks_exact_mut(group_len.max(1)).enumerate() {
-        let data = &w[g * mg * depth..][..mg * depth];
+        let weights = Operand {
+            data: &w[g * mg * depth..][..mg * depth],
+            row_stride: depth,
+            col_stride: 1,
+        };
         match orientation {
-            Orientation::ChannelRows => {
-                let weights = Operand {
-                    data,
-                    row_stride: depth,
-                    col_stride: 1,
-                };
-                pack_a_whole(isa, &weights, mg, depth, out);
-            }
-            Orientation::PositionRows => {
-                let transposed = Operand {
-                    data,
-                    row_stride: 1,
-                    col_stride: depth,
-                };
-                pack_b_whole(isa, &transposed, depth, mg, out);
-            }
+            Orientation::ChannelRows => pack_a_whole(isa, &weights, mg, depth, out),
+            Orientation::PositionRows => pack_b_whole(isa, &weights.transposed(), depth, mg, out),
         }
     }
 }
@@ -127,21 +117,21 @@ pub(crate) fn grouped_gemm(
     y: &mut [f32],
 ) -> KernelResult<()> {
     let isa = isa::current(cx);
-    if Orientation::choose(isa, shape) == Orientation::PositionRows {
-        return position_rows_gemm(cx, isa, shape, x, w, packed, bias, y);
-    }
+    let orientation = Orientation::choose(isa, shape);
     let window = &shape.window;
     let (in_size, out_size) = (window.input_size(), window.output_size());
     let (cg, mg) = (shape.in_per_group(), shape.out_per_group());
     let depth = gemm_depth(shape);
-    let group_len = packed_a_len(isa, mg, depth);
+    let group_len = orientation.group_len(isa, shape);
     let direct = window.kernel_size() == 1 && window.is_unit_stride_unpadded();
-    // Tiles of whole output rows (the innermost axis), each col at most TILE_BUDGET values.
+    // Tiles of whole output rows (the innermost axis), each col at most TILE_BUDGET values
+    // (always one tile for a transposed product).
     let row_len = window.axes[SPATIAL - 1].output;
     let rows = out_size / row_len;
     let rows_per_tile = (TILE_BUDGET / (depth * row_len).max(1)).clamp(1, rows);
     let tile_cols = rows_per_tile * row_len;
     let tiled = !direct && rows_per_tile < rows;
+    debug_assert!(!tiled || orientation == Orientation::ChannelRows);
     let col = if direct {
         &mut [][..]
     } else {
@@ -152,29 +142,29 @@ pub(crate) fn grouped_gemm(
     } else {
         &mut [][..]
     };
+    let transposed = match orientation {
+        Orientation::ChannelRows => &mut [][..],
+        Orientation::PositionRows => cx.scratch_unzeroed::<f32>(out_size * mg)?,
+    };
     for (image, y_image) in y
         .chunks_exact_mut(shape.out_channels * out_size)
         .enumerate()
     {
         for (g, y_group) in y_image.chunks_exact_mut(mg * out_size).enumerate() {
             let x_group = &x[(image * shape.in_channels + g * cg) * in_size..][..cg * in_size];
-            let w_group = &w[g * mg * depth..][..mg * depth];
             let bias_group = bias.map(|b| &b[g * mg..][..mg]);
             let weights = Weights {
-                operand: Operand {
-                    data: w_group,
+                stored: Operand {
+                    data: &w[g * mg * depth..][..mg * depth],
                     row_stride: depth,
                     col_stride: 1,
                 },
-                packed: packed.map(|p| PackedA {
-                    data: &p[g * group_len..][..group_len],
-                    batch_stride: 0,
-                    isa,
-                }),
+                packed: packed.map(|p| &p[g * group_len..][..group_len]),
+                isa,
+                orientation,
             };
             if direct {
-                multiply(cx, weights, x_group, mg, depth, out_size, y_group)?;
-                add_bias(y_group, out_size, bias_group);
+                weights.multiply(cx, x_group, out_size, bias_group, transposed, y_group)?;
                 continue;
             }
             for first_row in (0..rows).step_by(rows_per_tile) {
@@ -183,12 +173,11 @@ pub(crate) fn grouped_gemm(
                 let col = &mut col[..depth * cols];
                 fill_col(cx, window, x_group, first_row, cols, col);
                 if !tiled {
-                    multiply(cx, weights, col, mg, depth, cols, y_group)?;
-                    add_bias(y_group, out_size, bias_group);
+                    weights.multiply(cx, col, cols, bias_group, transposed, y_group)?;
                     continue;
                 }
                 let out = &mut tile_out[..mg * cols];
-                multiply(cx, weights, col, mg, depth, cols, out)?;
+                weights.multiply(cx, col, cols, None, transposed, out)?;
                 let first = first_row * row_len;
                 for (channel, (y_row, tile_row)) in y_group
                     .chunks_exact_mut(out_size)
@@ -206,137 +195,84 @@ pub(crate) fn grouped_gemm(
     Ok(())
 }
 
-/// [`grouped_gemm`] for [`Orientation::PositionRows`]: per image and group, `colᵀ · W_gᵀ` into
-/// a scratch `positions x channels` matrix, then transposed into the output with the bias.
-#[allow(clippy::too_many_arguments)]
-fn position_rows_gemm(
-    cx: &KernelContext<'_>,
-    isa: Isa,
-    shape: &ConvShape,
-    x: &[f32],
-    w: &[f32],
-    packed: Option<&[f32]>,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) -> KernelResult<()> {
-    let window = &shape.window;
-    let (in_size, out_size) = (window.input_size(), window.output_size());
-    let (cg, mg) = (shape.in_per_group(), shape.out_per_group());
-    let depth = gemm_depth(shape);
-    let group_len = Orientation::PositionRows.group_len(isa, shape);
-    let direct = window.kernel_size() == 1 && window.is_unit_stride_unpadded();
-    let col = if direct {
-        &mut [][..]
-    } else {
-        cx.scratch_unzeroed::<f32>(depth * out_size)?
-    };
-    let transposed = cx.scratch_unzeroed::<f32>(out_size * mg)?;
-    for (image, y_image) in y
-        .chunks_exact_mut(shape.out_channels * out_size)
-        .enumerate()
-    {
-        for (g, y_group) in y_image.chunks_exact_mut(mg * out_size).enumerate() {
-            let x_group = &x[(image * shape.in_channels + g * cg) * in_size..][..cg * in_size];
-            let col: &[f32] = if direct {
-                x_group
-            } else {
-                fill_col(cx, window, x_group, 0, out_size, col);
-                col
-            };
-            let product = Product {
-                m: out_size,
-                n: mg,
-                k: depth,
-                alpha: 1.0,
-                beta: 0.0,
-                // colᵀ: position i, depth step p at col[p * out_size + i].
-                a: Operand {
-                    data: col,
-                    row_stride: 1,
-                    col_stride: out_size,
-                },
-                // W_gᵀ: depth step p, channel j at w_group[j * depth + p].
-                b: Operand {
-                    data: &w[g * mg * depth..][..mg * depth],
-                    row_stride: 1,
-                    col_stride: depth,
-                },
-                batches: 1,
-                batch_offsets: &single_batch,
-                packed_a: None,
-                packed_b: packed.map(|p| PackedB {
-                    data: &p[g * group_len..][..group_len],
-                    batch_stride: 0,
-                    isa,
-                }),
-            };
-            sgemm(cx, &product, transposed)?;
-            transpose_into(transposed, mg, bias.map(|b| &b[g * mg..][..mg]), y_group);
-        }
-    }
-    Ok(())
-}
-
-/// Channels [`transpose_into`] moves together: one cache line of a position's row.
-const TRANSPOSE_CHANNELS: usize = 16;
-
-/// `y[c * positions + p] = t[p * channels + c] + bias[c]` for `t`, a `positions x channels`
-/// matrix, and `y`, its `channels x positions` transpose. Each position's row is read a cache
-/// line at a time into as many rows of `y`: reading down a column of `t` instead would touch
-/// lines a power of two apart, which share a few sets of L1.
-fn transpose_into(t: &[f32], channels: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    let positions = t.len() / channels.max(1);
-    for (block, y_block) in y.chunks_mut(TRANSPOSE_CHANNELS * positions).enumerate() {
-        let first = block * TRANSPOSE_CHANNELS;
-        let count = y_block.len() / positions;
-        for (p, t_row) in t.chunks_exact(channels).enumerate() {
-            for (i, &v) in t_row[first..first + count].iter().enumerate() {
-                y_block[i * positions + p] = v;
-            }
-        }
-        if let Some(bias) = bias {
-            for (y_row, &b) in y_block.chunks_exact_mut(positions).zip(&bias[first..]) {
-                y_row.iter_mut().for_each(|v| *v += b);
-            }
-        }
-    }
-}
-
-/// One group's weights: as stored, and packed when the caller has them packed.
+/// One group's weights (`channels x depth`): as stored, and packed for the orientation of the
+/// node's products when the caller has them packed.
 #[derive(Clone, Copy)]
 struct Weights<'a> {
-    operand: Operand<'a>,
-    packed: Option<PackedA<'a>>,
+    stored: Operand<'a>,
+    packed: Option<&'a [f32]>,
+    isa: Isa,
+    orientation: Orientation,
 }
 
-/// `out (m x n) = a (m x k) · b (k x n)`, `b` row-major.
-fn multiply(
-    cx: &KernelContext<'_>,
-    a: Weights<'_>,
-    b: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    out: &mut [f32],
-) -> KernelResult<()> {
-    let product = Product {
-        m,
-        n,
-        k,
-        alpha: 1.0,
-        beta: 0.0,
-        a: a.operand,
-        b: Operand {
-            data: b,
-            row_stride: n,
+impl Weights<'_> {
+    /// `out = W · col + bias` for `col` of `depth x positions` values, row-major, and `out` of
+    /// `channels x positions`. A transposed product is computed into `transposed` (`positions x
+    /// channels` values) and then put into place.
+    fn multiply(
+        &self,
+        cx: &KernelContext<'_>,
+        col: &[f32],
+        positions: usize,
+        bias: Option<&[f32]>,
+        transposed: &mut [f32],
+        out: &mut [f32],
+    ) -> KernelResult<()> {
+        let depth = self.stored.row_stride;
+        let channels = out.len() / positions;
+        let col = Operand {
+            data: col,
+            row_stride: positions,
             col_stride: 1,
-        },
-        batches: 1,
-        batch_offsets: &single_batch,
-        packed_a: a.packed,
-        packed_b: None,
-    };
-    sgemm(cx, &product, out)
+        };
+        let (m, n, a, b, packed_a, packed_b) = match self.orientation {
+            Orientation::ChannelRows => {
+                let packed = self.packed.map(|data| PackedA {
+                    data,
+                    batch_stride: 0,
+                    isa: self.isa,
+                });
+                (channels, positions, self.stored, col, packed, None)
+            }
+            Orientation::PositionRows => {
+                let packed = self.packed.map(|data| PackedB {
+                    data,
+                    batch_stride: 0,
+                    isa: self.isa,
+                });
+                let (a, b) = (col.transposed(), self.stored.transposed());
+                (positions, channels, a, b, None, packed)
+            }
+        };
+        let product = Product {
+            m,
+            n,
+            k: depth,
+            alpha: 1.0,
+            beta: 0.0,
+            a,
+            b,
+            batches: 1,
+            batch_offsets: &single_batch,
+            packed_a,
+            packed_b,
+        };
+        match self.orientation {
+            Orientation::ChannelRows => {
+                sgemm(cx, &product, out)?;
+                add_bias(out, positions, bias);
+            }
+            Orientation::PositionRows => {
+                let transposed = &mut transposed[..positions * channels];
+                sgemm(cx, &product, transposed)?;
+                let bias = |channel: usize| bias.map_or(0.0, |b| b[channel]);
+                transpose_into(transposed, out, channels, |channel, value, _| {
+                    value + bias(channel)
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Adds `bias[c]` to every value of row `c` (rows of `len`).
