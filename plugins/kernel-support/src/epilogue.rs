@@ -526,6 +526,23 @@ impl<'a> Epilogue<'a> {
         });
     }
 
+    /// Applies the epilogue to one channel plane of the output while it is still in cache, for a
+    /// kernel that finishes its output a plane at a time: `y` is plane `index` (batch item
+    /// times `channels` plus channel). The caller runs it compiled for `isa` (in a loop handed to
+    /// [`crate::parallel`], or inside [`vectorized`]).
+    #[inline(always)]
+    pub fn apply_to_plane(
+        &self,
+        isa: crate::isa::Isa,
+        y: &mut [f32],
+        index: usize,
+        channels: usize,
+    ) {
+        let mut temps = [[0f32; CHUNK]; MAX_OPS];
+        let fma = crate::isa::has_fma(isa);
+        self.apply_plane(y, index % channels, index * y.len(), fma, &mut temps);
+    }
+
     /// One channel plane, starting at element `offset` of the output; `fma` when the code runs
     /// compiled for an instruction set with fused multiply-adds.
     #[inline(always)]

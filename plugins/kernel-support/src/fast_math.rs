@@ -13,7 +13,7 @@
 /// `a * b + c`, fused when `FMA` (which callers set only where the code is compiled for an
 /// instruction set with FMA: without it `mul_add` is a slow library call).
 #[inline(always)]
-fn mul_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub fn mul_add<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
         a.mul_add(b, c)
     } else {

@@ -189,10 +189,7 @@ impl Operator for Conv {
         let output_len = shape.batch * shape.out_channels * shape.window.output_size();
         let epilogue = Epilogue::from_call(cx, OP, shape.out_channels, output_len)?;
         let (y, sink) = output_f32(cx, 0)?;
-        convolve(cx, &shape, x, w, prepared, bias, y)?;
-        if let Some(epilogue) = epilogue {
-            epilogue.apply(cx, y, shape.out_channels, shape.window.output_size());
-        }
+        convolve(cx, &shape, x, w, prepared, bias, epilogue.as_ref(), y)?;
         sink.finish(OP, y)
     }
 
@@ -228,8 +225,9 @@ fn prepared_weights<'a>(
     }
 }
 
-/// `y = conv(x, w) + bias` on f32; `prepared` is `w` as [`prepared_weights`] prepares it,
-/// when kept.
+/// `y = epilogue(conv(x, w) + bias)` on f32; `prepared` is `w` as [`prepared_weights`]
+/// prepares it, when kept.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn convolve(
     cx: &KernelContext<'_>,
     shape: &ConvShape,
@@ -237,6 +235,7 @@ pub(crate) fn convolve(
     w: &[f32],
     prepared: Option<&[f32]>,
     bias: Option<&[f32]>,
+    epilogue: Option<&Epilogue<'_>>,
     y: &mut [f32],
 ) -> KernelResult<()> {
     let expected_y = shape.batch * shape.out_channels * shape.window.output_size();
@@ -255,12 +254,17 @@ pub(crate) fn convolve(
     // Prepared weights were prepared for `Method::choose(shape, true)`, the same choice.
     match Method::choose(shape, prepared.is_some()) {
         Method::Depthwise => {
-            depthwise(cx, shape, x, w, bias, y);
-            Ok(())
+            // Applies the epilogue plane by plane, while each is in cache.
+            depthwise(cx, shape, x, w, bias, epilogue, y);
+            return Ok(());
         }
-        Method::Winograd => winograd::winograd(cx, shape, x, w, prepared, bias, y),
-        Method::Gemm => grouped_gemm(cx, shape, x, w, prepared, bias, y),
+        Method::Winograd => winograd::winograd(cx, shape, x, w, prepared, bias, y)?,
+        Method::Gemm => grouped_gemm(cx, shape, x, w, prepared, bias, y)?,
     }
+    if let Some(epilogue) = epilogue {
+        epilogue.apply(cx, y, shape.out_channels, shape.window.output_size());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -351,6 +355,46 @@ mod tests {
             &[6, 1, 3, 2],
             false,
             &[int_attr("group", 3), ints_attr("dilations", &[1, 2])],
+        );
+    }
+
+    #[test]
+    fn depthwise_bands_of_every_stride_padding_and_width() {
+        // (input, kernel, pads, strides, dilations), two output channels per input channel.
+        type Case = (&'static [usize], [usize; 2], [i64; 4], [i64; 2], [i64; 2]);
+        let cases: [Case; 8] = [
+            // Odd and even leading pads under stride 2, and stride 3.
+            (&[1, 3, 9, 10], [3, 3], [1, 1, 0, 1], [2, 2], [1, 1]),
+            (&[1, 3, 9, 11], [3, 3], [2, 2, 1, 0], [2, 2], [1, 1]),
+            (&[1, 2, 10, 23], [3, 4], [1, 2, 1, 2], [3, 3], [1, 1]),
+            // Dilated 5 x 5 taps with stride 2, and rows wider than one tile.
+            (&[2, 2, 13, 40], [5, 5], [4, 4, 4, 4], [2, 2], [2, 2]),
+            // Several bands down a tall plane, and rows too wide for a band.
+            (&[1, 2, 100, 150], [3, 3], [1, 1, 1, 1], [1, 1], [1, 1]),
+            (&[1, 2, 6, 3000], [3, 3], [1, 1, 1, 1], [1, 1], [1, 1]),
+            // One output row; 5 x 5 taps at stride 1.
+            (&[1, 2, 3, 150], [3, 5], [0, 2, 0, 2], [1, 1], [1, 1]),
+            (&[1, 4, 20, 20], [5, 5], [2, 2, 2, 2], [1, 1], [1, 1]),
+        ];
+        for (x, k, pads, strides, dilations) in cases {
+            let attributes = [
+                int_attr("group", x[1] as i64),
+                ints_attr("pads", &pads),
+                ints_attr("strides", &strides),
+                ints_attr("dilations", &dilations),
+            ];
+            check(x, &[x[1] * 2, 1, k[0], k[1]], true, &attributes);
+        }
+        // 1-D.
+        check(
+            &[1, 3, 131],
+            &[3, 1, 7],
+            true,
+            &[
+                int_attr("group", 3),
+                ints_attr("pads", &[3, 3]),
+                ints_attr("strides", &[2]),
+            ],
         );
     }
 
