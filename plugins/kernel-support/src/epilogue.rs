@@ -529,7 +529,8 @@ impl<'a> Epilogue<'a> {
     /// Applies the epilogue to one channel plane of the output while it is still in cache, for a
     /// kernel that finishes its output a plane at a time: `y` is plane `index` (batch item
     /// times `channels` plus channel). The caller runs it compiled for `isa` (in a loop handed to
-    /// [`crate::parallel`], or inside [`vectorized`]).
+    /// [`crate::parallel`], or inside [`vectorized`]), with `temps` made once for its piece of
+    /// work.
     #[inline(always)]
     pub fn apply_to_plane(
         &self,
@@ -537,10 +538,10 @@ impl<'a> Epilogue<'a> {
         y: &mut [f32],
         index: usize,
         channels: usize,
+        temps: &mut PlaneTemps,
     ) {
-        let mut temps = [[0f32; CHUNK]; MAX_OPS];
         let fma = crate::isa::has_fma(isa);
-        self.apply_plane(y, index % channels, index * y.len(), fma, &mut temps);
+        self.apply_plane(y, index % channels, index * y.len(), fma, &mut temps.0);
     }
 
     /// One channel plane, starting at element `offset` of the output; `fma` when the code runs
@@ -595,6 +596,16 @@ impl<'a> Epilogue<'a> {
                 y.copy_from_slice(&temps[t][..n]);
             }
         }
+    }
+}
+
+/// The epilogue's temporaries for [`Epilogue::apply_to_plane`]: made once per piece of a
+/// kernel's work rather than per plane.
+pub struct PlaneTemps([[f32; CHUNK]; MAX_OPS]);
+
+impl Default for PlaneTemps {
+    fn default() -> Self {
+        PlaneTemps([[0.0; CHUNK]; MAX_OPS])
     }
 }
 

@@ -362,7 +362,7 @@ mod tests {
     fn depthwise_bands_of_every_stride_padding_and_width() {
         // (input, kernel, pads, strides, dilations), two output channels per input channel.
         type Case = (&'static [usize], [usize; 2], [i64; 4], [i64; 2], [i64; 2]);
-        let cases: [Case; 8] = [
+        let cases: [Case; 10] = [
             // Odd and even leading pads under stride 2, and stride 3.
             (&[1, 3, 9, 10], [3, 3], [1, 1, 0, 1], [2, 2], [1, 1]),
             (&[1, 3, 9, 11], [3, 3], [2, 2, 1, 0], [2, 2], [1, 1]),
@@ -372,9 +372,11 @@ mod tests {
             // Several bands down a tall plane, and rows too wide for a band.
             (&[1, 2, 100, 150], [3, 3], [1, 1, 1, 1], [1, 1], [1, 1]),
             (&[1, 2, 6, 3000], [3, 3], [1, 1, 1, 1], [1, 1], [1, 1]),
-            // One output row; 5 x 5 taps at stride 1.
+            // Three output rows and two; 5 x 5 taps at stride 1 and 2.
             (&[1, 2, 3, 150], [3, 5], [0, 2, 0, 2], [1, 1], [1, 1]),
+            (&[1, 3, 2, 96], [5, 5], [2, 2, 2, 2], [1, 1], [1, 1]),
             (&[1, 4, 20, 20], [5, 5], [2, 2, 2, 2], [1, 1], [1, 1]),
+            (&[1, 4, 21, 35], [5, 5], [2, 2, 2, 2], [2, 2], [1, 1]),
         ];
         for (x, k, pads, strides, dilations) in cases {
             let attributes = [

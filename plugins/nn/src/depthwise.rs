@@ -3,8 +3,8 @@
 //!
 //! 1-D and 2-D windows run on a [`Band`]: a few rows of the input, padded and split by column
 //! phase of the stride, copied onto the stack so that every kernel tap reads a contiguous run of
-//! it. Each tap then adds into a register tile of output (four rows of sixteen, or one row of
-//! sixty-four), and each output is written once. Other windows (3-D, or rows too wide for the
+//! it. Each tap then adds into a register tile of output (four rows of sixteen, or as many
+//! values in fewer rows on smaller planes), and each output is written once. Other windows (3-D, or rows too wide for the
 //! band) run [`plane_conv`], which adds each tap into whole output rows.
 
 use crate::{
@@ -12,7 +12,7 @@ use crate::{
     window::{valid_outputs, valid_taps, Axis, Window},
 };
 use opal_kernel_support::{
-    epilogue::Epilogue,
+    epilogue::{Epilogue, PlaneTemps},
     fast_math::mul_add,
     isa::{self, has_fma},
     parallel::for_each_chunk,
@@ -27,6 +27,9 @@ const LANES: usize = 16;
 const BAND_CAPACITY: usize = 8192;
 /// The most kernel taps the band path takes (9 x 9 and below).
 const MAX_TAPS: usize = 81;
+/// Values of a band row that [`Band::square_tiles`] takes at once under a tile: its sixteen
+/// columns and the furthest tap of a 5 x 5 kernel.
+const WINDOW: usize = LANES + 8;
 
 /// `y = epilogue(conv(x, w) + bias)` for a convolution with one input channel per group.
 pub(crate) fn depthwise(
@@ -56,6 +59,7 @@ pub(crate) fn depthwise(
         #[inline(always)]
         |start, chunk| {
             let mut band_values = [0f32; BAND_CAPACITY];
+            let mut temps = PlaneTemps::default();
             for (p, y_plane) in chunk.chunks_exact_mut(out_size).enumerate() {
                 let plane = start / out_size + p;
                 let (image, channel) = (plane / shape.out_channels, plane % shape.out_channels);
@@ -77,7 +81,7 @@ pub(crate) fn depthwise(
                     }
                 }
                 if let Some(epilogue) = epilogue {
-                    epilogue.apply_to_plane(isa, y_plane, plane, shape.out_channels);
+                    epilogue.apply_to_plane(isa, y_plane, plane, shape.out_channels, &mut temps);
                 }
             }
         },
@@ -91,11 +95,11 @@ pub(crate) fn depthwise(
 struct Band {
     height: Axis,
     width: Axis,
-    /// Output rows computed together: 4 (sixteen columns each), or 1 (sixty-four columns) for
-    /// a single output row.
+    /// Output rows computed together: 4 (sixteen columns each), or all the rows of a smaller
+    /// plane (1 x 64, 2 x 32 or 3 x 16).
     tile_rows: usize,
-    /// Values of one phase of one band row: the outputs rounded up to whole tiles, plus the
-    /// furthest tap.
+    /// Values of one phase of one band row: the outputs rounded up to whole tiles, plus room
+    /// for the furthest tap.
     phase_len: usize,
     /// Output rows of each band, a multiple of `tile_rows`.
     out_rows: usize,
@@ -116,13 +120,17 @@ impl Band {
         if height.kernel * width.kernel > MAX_TAPS || height.output == 0 || width.output == 0 {
             return None;
         }
-        let (tile_rows, tile_cols) = if height.output == 1 {
-            (1, 4 * LANES)
+        // Planes of fewer than four rows take tiles of their height, as wide as four rows'.
+        let tile_rows = height.output.min(4);
+        let tile_cols = if tile_rows == 3 {
+            LANES
         } else {
-            (4, LANES)
+            4 * LANES / tile_rows
         };
+        // Room past the last tile for its furthest tap, and for a whole window of
+        // `square_tiles`.
         let furthest = (width.kernel - 1) * width.dilation / width.stride;
-        let phase_len = width.output.next_multiple_of(tile_cols) + furthest;
+        let phase_len = width.output.next_multiple_of(tile_cols) + furthest.max(WINDOW - LANES);
         let row_len = width.stride * phase_len;
         let span = (height.kernel - 1) * height.dilation + 1;
         let in_rows = |out_rows: usize| (out_rows - 1) * height.stride + span;
@@ -168,10 +176,20 @@ impl Band {
             self.fill(x, first, band);
             let rows = self.out_rows.min(self.height.output - first);
             let y_band = &mut y[first * self.width.output..][..rows * self.width.output];
-            if self.tile_rows == 1 {
-                self.tiles::<FMA, 1, { 4 * LANES }>(band, w, bias, y_band);
-            } else {
-                self.tiles::<FMA, 4, LANES>(band, w, bias, y_band);
+            let square = (self.height.kernel == self.width.kernel
+                && self.height.stride == self.width.stride
+                && self.height.dilation == 1
+                && self.width.dilation == 1)
+                .then_some((self.width.kernel, self.width.stride));
+            match (self.tile_rows, square) {
+                (1, _) => self.tiles::<FMA, 1, { 4 * LANES }>(band, w, bias, y_band),
+                (2, _) => self.tiles::<FMA, 2, { 2 * LANES }>(band, w, bias, y_band),
+                (3, _) => self.tiles::<FMA, 3, LANES>(band, w, bias, y_band),
+                (_, Some((3, 1))) => self.square_tiles::<FMA, 3, 1>(band, w, bias, y_band),
+                (_, Some((3, 2))) => self.square_tiles::<FMA, 3, 2>(band, w, bias, y_band),
+                (_, Some((5, 1))) => self.square_tiles::<FMA, 5, 1>(band, w, bias, y_band),
+                (_, Some((5, 2))) => self.square_tiles::<FMA, 5, 2>(band, w, bias, y_band),
+                _ => self.tiles::<FMA, 4, LANES>(band, w, bias, y_band),
             }
         }
     }
@@ -228,6 +246,50 @@ impl Band {
         }
     }
 
+    /// The band's output rows for a `K x K` kernel at stride `S` on both axes, without
+    /// dilation, four rows of [`LANES`] outputs at a time: a tile's band rows are taken once
+    /// as fixed-size windows, so its taps load without bounds checks, and a value loaded once
+    /// serves every output row of the tile that reads it.
+    #[inline(always)]
+    fn square_tiles<const FMA: bool, const K: usize, const S: usize>(
+        &self,
+        band: &[f32],
+        w: &[f32],
+        bias: f32,
+        y: &mut [f32],
+    ) {
+        const ROWS: usize = 4;
+        let out_w = self.width.output;
+        let rows = y.len() / out_w;
+        let w = &w[..K * K];
+        let (phase_len, row_len) = (self.phase_len, S * self.phase_len);
+        for first_row in (0..rows).step_by(ROWS) {
+            for column in (0..out_w).step_by(LANES) {
+                let origin = first_row * S * row_len + column;
+                // Band row `i` of the tile, phase `p`, from the tile's first column.
+                let window = |i: usize, p: usize| -> &[f32; WINDOW] {
+                    band[origin + i * row_len + p * phase_len..][..WINDOW]
+                        .try_into()
+                        .unwrap()
+                };
+                let mut tile = [[bias; LANES]; ROWS];
+                for kh in 0..K {
+                    for kw in 0..K {
+                        let weight = w[kh * K + kw];
+                        let (phase, skip) = (kw % S, kw / S);
+                        for (r, tile_row) in tile.iter_mut().enumerate() {
+                            let values = &window(r * S + kh, phase)[skip..][..LANES];
+                            for (acc, &v) in tile_row.iter_mut().zip(values) {
+                                *acc = mul_add::<FMA>(weight, v, *acc);
+                            }
+                        }
+                    }
+                }
+                store_tile(&tile, y, first_row, column, out_w);
+            }
+        }
+    }
+
     /// Computes the band's output rows, `ROWS x COLS` outputs at a time: each tap adds
     /// `weight * band` into the tile, and the tile is written once.
     #[inline(always)]
@@ -258,17 +320,30 @@ impl Band {
                         }
                     }
                 }
-                let width = COLS.min(out_w - column);
-                for (r, values) in tile.iter().enumerate().take(rows - first_row) {
-                    let y_tile = &mut y[(first_row + r) * out_w + column..][..width];
-                    // Whole tiles as fixed-size copies: a copy of a length known only at run
-                    // time is a call to `memcpy`.
-                    match <&mut [f32; COLS]>::try_from(&mut *y_tile) {
-                        Ok(whole) => *whole = *values,
-                        Err(_) => y_tile.copy_from_slice(&values[..width]),
-                    }
-                }
+                store_tile(&tile, y, first_row, column, out_w);
             }
+        }
+    }
+}
+
+/// Writes the rows of `tile` that are outputs (rows `first_row..` of `y`, `out_w` wide) from
+/// `column`, as far as the row goes.
+#[inline(always)]
+fn store_tile<const ROWS: usize, const COLS: usize>(
+    tile: &[[f32; COLS]; ROWS],
+    y: &mut [f32],
+    first_row: usize,
+    column: usize,
+    out_w: usize,
+) {
+    let (rows, width) = (y.len() / out_w, COLS.min(out_w - column));
+    for (r, values) in tile.iter().enumerate().take(rows - first_row) {
+        let y_tile = &mut y[(first_row + r) * out_w + column..][..width];
+        // Whole tiles as fixed-size copies: a copy of a length known only at run time is a
+        // call to `memcpy`.
+        match <&mut [f32; COLS]>::try_from(&mut *y_tile) {
+            Ok(whole) => *whole = *values,
+            Err(_) => y_tile.copy_from_slice(&values[..width]),
         }
     }
 }
