@@ -18,6 +18,7 @@ use opal_kernel_support::{
     parallel::for_each_chunk,
 };
 use opal_plugin_api::prelude::*;
+use std::ops::Range;
 
 /// Output elements below which planes are computed on one thread.
 const GRAIN: usize = 1 << 14;
@@ -27,9 +28,9 @@ const LANES: usize = 16;
 const BAND_CAPACITY: usize = 8192;
 /// The most kernel taps the band path takes (9 x 9 and below).
 const MAX_TAPS: usize = 81;
-/// Values of a band row that [`Band::square_tiles`] takes at once under a tile: its sixteen
-/// columns and the furthest tap of a 5 x 5 kernel.
-const WINDOW: usize = LANES + 8;
+/// Values past a tile's columns that [`Band::square_tiles`] takes with them from a band row:
+/// room for the furthest tap of a 5 x 5 kernel.
+const WINDOW_EXTRA: usize = 8;
 
 /// `y = epilogue(conv(x, w) + bias)` for a convolution with one input channel per group.
 pub(crate) fn depthwise(
@@ -130,7 +131,7 @@ impl Band {
         // Room past the last tile for its furthest tap, and for a whole window of
         // `square_tiles`.
         let furthest = (width.kernel - 1) * width.dilation / width.stride;
-        let phase_len = width.output.next_multiple_of(tile_cols) + furthest.max(WINDOW - LANES);
+        let phase_len = width.output.next_multiple_of(tile_cols) + furthest.max(WINDOW_EXTRA);
         let row_len = width.stride * phase_len;
         let span = (height.kernel - 1) * height.dilation + 1;
         let in_rows = |out_rows: usize| (out_rows - 1) * height.stride + span;
@@ -176,22 +177,56 @@ impl Band {
             self.fill(x, first, band);
             let rows = self.out_rows.min(self.height.output - first);
             let y_band = &mut y[first * self.width.output..][..rows * self.width.output];
-            let square = (self.height.kernel == self.width.kernel
-                && self.height.stride == self.width.stride
-                && self.height.dilation == 1
-                && self.width.dilation == 1)
-                .then_some((self.width.kernel, self.width.stride));
-            match (self.tile_rows, square) {
-                (1, _) => self.tiles::<FMA, 1, { 4 * LANES }>(band, w, bias, y_band),
-                (2, _) => self.tiles::<FMA, 2, { 2 * LANES }>(band, w, bias, y_band),
-                (3, _) => self.tiles::<FMA, 3, LANES>(band, w, bias, y_band),
-                (_, Some((3, 1))) => self.square_tiles::<FMA, 3, 1>(band, w, bias, y_band),
-                (_, Some((3, 2))) => self.square_tiles::<FMA, 3, 2>(band, w, bias, y_band),
-                (_, Some((5, 1))) => self.square_tiles::<FMA, 5, 1>(band, w, bias, y_band),
-                (_, Some((5, 2))) => self.square_tiles::<FMA, 5, 2>(band, w, bias, y_band),
-                _ => self.tiles::<FMA, 4, LANES>(band, w, bias, y_band),
+            match self.tile_rows {
+                1 => self.tiles_of::<FMA, 1, { 4 * LANES }>(band, first, w, bias, y_band),
+                2 => self.tiles_of::<FMA, 2, { 2 * LANES }>(band, first, w, bias, y_band),
+                3 => self.tiles_of::<FMA, 3, LANES>(band, first, w, bias, y_band),
+                _ => self.tiles_of::<FMA, 4, LANES>(band, first, w, bias, y_band),
             }
         }
+    }
+
+    /// The band's output rows (from output row `first`) in tiles of `ROWS x COLS`: by
+    /// [`Band::square_tiles`] for the kernels it is made for, else by [`Band::tiles`].
+    #[inline(always)]
+    fn tiles_of<const FMA: bool, const ROWS: usize, const COLS: usize>(
+        &self,
+        band: &[f32],
+        first: usize,
+        w: &[f32],
+        bias: f32,
+        y: &mut [f32],
+    ) {
+        let (height, width) = (&self.height, &self.width);
+        let square = height.kernel == width.kernel
+            && height.stride == width.stride
+            && height.dilation == 1
+            && width.dilation == 1;
+        match (square, width.kernel, width.stride) {
+            (true, 3, 1) => self.square_tiles::<FMA, 3, 1, ROWS, COLS>(band, first, w, bias, y),
+            (true, 3, 2) => self.square_tiles::<FMA, 3, 2, ROWS, COLS>(band, first, w, bias, y),
+            (true, 5, 1) => self.square_tiles::<FMA, 5, 1, ROWS, COLS>(band, first, w, bias, y),
+            (true, 5, 2) => self.square_tiles::<FMA, 5, 2, ROWS, COLS>(band, first, w, bias, y),
+            _ => self.tiles::<FMA, ROWS, COLS>(band, first, w, bias, y),
+        }
+    }
+
+    /// The kernel rows that read inside the input for some of the `rows` output rows from
+    /// output row `first`: the others read only padding, and tiles skip them.
+    #[inline(always)]
+    fn kernel_rows(&self, first: usize, rows: usize) -> Range<usize> {
+        let height = &self.height;
+        // Output row `o`'s kernel row `k` reads input row `o * stride + k * dilation - pad`.
+        let last = first + rows - 1;
+        let start = height
+            .pad_begin
+            .saturating_sub(last * height.stride)
+            .div_ceil(height.dilation);
+        let end = (height.input + height.pad_begin)
+            .saturating_sub(first * height.stride)
+            .div_ceil(height.dilation)
+            .min(height.kernel);
+        start.min(end)..end
     }
 
     /// Copies the input rows under output rows `first..` into the band, padded and split by
@@ -247,45 +282,81 @@ impl Band {
     }
 
     /// The band's output rows for a `K x K` kernel at stride `S` on both axes, without
-    /// dilation, four rows of [`LANES`] outputs at a time: a tile's band rows are taken once
-    /// as fixed-size windows, so its taps load without bounds checks, and a value loaded once
-    /// serves every output row of the tile that reads it.
+    /// dilation, `ROWS x COLS` outputs at a time: a tile's band rows are taken once as windows
+    /// of a length known at compile time, so its taps load without bounds checks, and a value
+    /// loaded once serves every output row of the tile that reads it.
     #[inline(always)]
-    fn square_tiles<const FMA: bool, const K: usize, const S: usize>(
+    fn square_tiles<
+        const FMA: bool,
+        const K: usize,
+        const S: usize,
+        const ROWS: usize,
+        const COLS: usize,
+    >(
         &self,
         band: &[f32],
+        first: usize,
         w: &[f32],
         bias: f32,
         y: &mut [f32],
     ) {
-        const ROWS: usize = 4;
         let out_w = self.width.output;
         let rows = y.len() / out_w;
         let w = &w[..K * K];
-        let (phase_len, row_len) = (self.phase_len, S * self.phase_len);
+        let row_len = S * self.phase_len;
         for first_row in (0..rows).step_by(ROWS) {
-            for column in (0..out_w).step_by(LANES) {
+            for column in (0..out_w).step_by(COLS) {
                 let origin = first_row * S * row_len + column;
-                // Band row `i` of the tile, phase `p`, from the tile's first column.
-                let window = |i: usize, p: usize| -> &[f32; WINDOW] {
-                    band[origin + i * row_len + p * phase_len..][..WINDOW]
-                        .try_into()
-                        .unwrap()
-                };
-                let mut tile = [[bias; LANES]; ROWS];
-                for kh in 0..K {
-                    for kw in 0..K {
-                        let weight = w[kh * K + kw];
-                        let (phase, skip) = (kw % S, kw / S);
-                        for (r, tile_row) in tile.iter_mut().enumerate() {
-                            let values = &window(r * S + kh, phase)[skip..][..LANES];
-                            for (acc, &v) in tile_row.iter_mut().zip(values) {
-                                *acc = mul_add::<FMA>(weight, v, *acc);
-                            }
-                        }
+                let mut tile = [[bias; COLS]; ROWS];
+                let kernel_rows = self.kernel_rows(first + first_row, ROWS);
+                if kernel_rows == (0..K) {
+                    // A loop of constant length, unrolled: loads of the same value merge.
+                    for kh in 0..K {
+                        self.add_kernel_row::<FMA, K, S, ROWS, COLS>(
+                            band, origin, w, kh, &mut tile,
+                        );
+                    }
+                } else {
+                    for kh in kernel_rows {
+                        self.add_kernel_row::<FMA, K, S, ROWS, COLS>(
+                            band, origin, w, kh, &mut tile,
+                        );
                     }
                 }
                 store_tile(&tile, y, first_row, column, out_w);
+            }
+        }
+    }
+
+    /// Adds kernel row `kh` of a `K x K` kernel at stride `S` into a tile whose first value is
+    /// at `origin` of the band (see [`Band::square_tiles`]).
+    #[inline(always)]
+    fn add_kernel_row<
+        const FMA: bool,
+        const K: usize,
+        const S: usize,
+        const ROWS: usize,
+        const COLS: usize,
+    >(
+        &self,
+        band: &[f32],
+        origin: usize,
+        w: &[f32],
+        kh: usize,
+        tile: &mut [[f32; COLS]; ROWS],
+    ) {
+        let (phase_len, row_len) = (self.phase_len, S * self.phase_len);
+        for kw in 0..K {
+            let weight = w[kh * K + kw];
+            let (phase, skip) = (kw % S, kw / S);
+            for (r, tile_row) in tile.iter_mut().enumerate() {
+                // Band row `r * S + kh` of the tile, phase `phase`, from its first column: a
+                // window of constant length, so the load below needs no bounds check.
+                let start = origin + (r * S + kh) * row_len + phase * phase_len;
+                let window = &band[start..][..COLS + WINDOW_EXTRA];
+                for (acc, &v) in tile_row.iter_mut().zip(&window[skip..][..COLS]) {
+                    *acc = mul_add::<FMA>(weight, v, *acc);
+                }
             }
         }
     }
@@ -296,6 +367,7 @@ impl Band {
     fn tiles<const FMA: bool, const ROWS: usize, const COLS: usize>(
         &self,
         band: &[f32],
+        first: usize,
         w: &[f32],
         bias: f32,
         y: &mut [f32],
@@ -303,6 +375,7 @@ impl Band {
         let out_w = self.width.output;
         let rows = y.len() / out_w;
         let taps = &self.tap_offsets[..w.len()];
+        let kernel_w = self.width.kernel;
         // Band values between the starts of consecutive output rows.
         let row_step = self.height.stride * self.width.stride * self.phase_len;
         let reach = (ROWS - 1) * row_step + COLS;
@@ -310,7 +383,9 @@ impl Band {
             for column in (0..out_w).step_by(COLS) {
                 let origin = first_row * row_step + column;
                 let mut tile = [[bias; COLS]; ROWS];
-                for (&weight, &offset) in w.iter().zip(taps) {
+                let kernel_rows = self.kernel_rows(first + first_row, ROWS);
+                let row_taps = kernel_rows.start * kernel_w..kernel_rows.end * kernel_w;
+                for (&weight, &offset) in w[row_taps.clone()].iter().zip(&taps[row_taps]) {
                     // One bounds check per tap: the rows' values are within `reach` of it.
                     let span = &band[origin + offset..][..reach];
                     for (r, tile_row) in tile.iter_mut().enumerate() {
