@@ -38,6 +38,10 @@ enum Kind {
     /// Inference-mode BatchNormalization: `(x - mean) / sqrt(var + epsilon) * scale + bias`,
     /// with scale, bias, mean and var in `inputs`.
     BatchNorm,
+    /// `x * clip(x + b, min, max) / d`, the hard-swish that exporters spell as Add, Clip, Mul
+    /// and Div, with `d` in `inputs[0]`: never encoded, made from those four ops when the
+    /// epilogue is read back ([`collapse_clip_gates`]).
+    ClipGate,
 }
 
 impl Kind {
@@ -344,6 +348,8 @@ enum Action<'a> {
     Affine(&'a [f32], &'a [f32]),
     /// `acc = acc op other`, or `other op acc` when `acc_is_left` is false.
     Binary(Kind, Other<'a>, bool),
+    /// `acc = acc * clip(acc + add, min, max) / divisor`, as `[add, min, max, divisor]`.
+    ClipGate([f32; 4]),
 }
 
 /// One op: optionally copy a value into `acc` first, then update `acc` in place.
@@ -413,6 +419,7 @@ impl<'a> Epilogue<'a> {
             }
             ops[k] = Some(op);
         }
+        let skipped = collapse_clip_gates(&mut ops, count);
         // The last op reading each value.
         let mut last_use = [0usize; MAX_OPS + 1];
         for (k, op) in ops.iter().flatten().enumerate() {
@@ -439,6 +446,10 @@ impl<'a> Epilogue<'a> {
             result: Loc::Output,
         };
         for (k, op) in ops.iter().flatten().enumerate() {
+            if skipped[k] {
+                // Its value is read by no op that runs.
+                continue;
+            }
             let dead = |s: Source| matches!(s, Source::Value(v) if last_use[v as usize] == k);
             // The value updated in place: an operand read for the last time here, else a copy
             // of the first value operand in a free temporary.
@@ -475,6 +486,14 @@ impl<'a> Epilogue<'a> {
                             batch_norm_affine(scale[c], bias[c], mean[c], var[c], op.params[0]);
                     }
                     Action::Affine(factor, shift)
+                }
+                Kind::ClipGate => {
+                    let (Source::Input(add, Broadcast::Scalar), [min, max]) = (op.b, op.params)
+                    else {
+                        return Err(bad());
+                    };
+                    let (add, divisor) = (input(add, 1)?[0], input(op.inputs[0], 1)?[0]);
+                    Action::ClipGate([add, min, max, divisor])
                 }
                 kind if kind.is_binary() => {
                     let other = match other_source {
@@ -567,6 +586,12 @@ impl<'a> Epilogue<'a> {
                     Action::Unary(kind, params) => {
                         unary(kind, params, fma, &mut place(y, temps, step.acc)[..n])
                     }
+                    Action::ClipGate([add, min, max, divisor]) => {
+                        // The four ops' arithmetic in their order, so results are the same.
+                        for x in &mut place(y, temps, step.acc)[..n] {
+                            *x = *x * clamp_as_clip(*x + add, min, max) / divisor;
+                        }
+                    }
                     Action::Affine(factor, shift) => {
                         let (f, s) = (factor[channel], shift[channel]);
                         for x in &mut place(y, temps, step.acc)[..n] {
@@ -596,6 +621,74 @@ impl<'a> Epilogue<'a> {
                 y.copy_from_slice(&temps[t][..n]);
             }
         }
+    }
+}
+
+/// Rewrites each `x * clip(x + a, min, max) / d` in the first `count` ops (Add, Clip, Mul and
+/// Div of scalars, in a row, whose intermediate values nothing else reads) into one
+/// [`Kind::ClipGate`] op in the Div's place, and answers which ops that leaves skipped: one pass
+/// over the values instead of four.
+fn collapse_clip_gates(ops: &mut [Option<Op>; MAX_OPS], count: usize) -> [bool; MAX_OPS] {
+    let mut skipped = [false; MAX_OPS];
+    for k in 0..count.saturating_sub(3) {
+        let Some(gate) = clip_gate(&ops[k..k + 4], k) else {
+            continue;
+        };
+        // Op `k + j`'s value is `Value(k + j + 1)`; the first three are read only by the next.
+        let read_elsewhere = |j: usize| {
+            let value = Source::Value((k + j + 1) as u8);
+            ops[..count].iter().enumerate().any(|(m, op)| {
+                m != k + j + 1 && op.is_some_and(|op| op.a == value || op.b == value)
+            })
+        };
+        if (0..3).any(read_elsewhere) || skipped[k..k + 4].contains(&true) {
+            continue;
+        }
+        ops[k + 3] = Some(gate);
+        skipped[k..k + 3].fill(true);
+    }
+    skipped
+}
+
+/// The [`Kind::ClipGate`] op that `ops` (four, the first being op `k`) compute, if they are
+/// `x + a`, its clip, `x` times that, and that divided by `d`, with scalar `a` and `d`.
+fn clip_gate(ops: &[Option<Op>], k: usize) -> Option<Op> {
+    let [Some(add), Some(clip), Some(mul), Some(div)] = *ops else {
+        return None;
+    };
+    let value = |j: usize| Source::Value((k + j) as u8);
+    let (x, a) = match (add.kind, add.a, add.b) {
+        (Kind::Add, x @ Source::Value(_), a @ Source::Input(_, Broadcast::Scalar))
+        | (Kind::Add, a @ Source::Input(_, Broadcast::Scalar), x @ Source::Value(_)) => (x, a),
+        _ => return None,
+    };
+    let Source::Input(d, Broadcast::Scalar) = div.b else {
+        return None;
+    };
+    let matches = clip.kind == Kind::Clip
+        && clip.a == value(1)
+        && mul.kind == Kind::Mul
+        && ((mul.a, mul.b) == (x, value(2)) || (mul.a, mul.b) == (value(2), x))
+        && div.kind == Kind::Div
+        && div.a == value(3);
+    matches.then_some(Op {
+        kind: Kind::ClipGate,
+        a: x,
+        b: a,
+        params: clip.params,
+        inputs: [d, 0, 0, 0],
+    })
+}
+
+/// Clip's arithmetic: `min` below it, `max` above it, NaN kept.
+#[inline(always)]
+fn clamp_as_clip(x: f32, min: f32, max: f32) -> f32 {
+    if x < min {
+        min
+    } else if x > max {
+        max
+    } else {
+        x
     }
 }
 
@@ -656,15 +749,7 @@ fn unary(kind: Kind, [p, q]: [f32; 2], fma: bool, x: &mut [f32]) {
                 *x *= p
             }
         }),
-        Kind::Clip => x.iter_mut().for_each(|x| {
-            *x = if *x < p {
-                p
-            } else if *x > q {
-                q
-            } else {
-                *x
-            }
-        }),
+        Kind::Clip => x.iter_mut().for_each(|x| *x = clamp_as_clip(*x, p, q)),
         Kind::Sigmoid if fma => x
             .iter_mut()
             .for_each(|x| *x = fast_math::sigmoid_on::<true>(*x)),
@@ -782,6 +867,7 @@ mod tests {
                 Kind::Mul => a * b,
                 Kind::Div => a / b,
                 Kind::BatchNorm => (a - input(2)) / (input(3) + p).sqrt() * input(0) + input(1),
+                Kind::ClipGate => a * (a + b).clamp(p, q) / inputs[op.inputs[0] as usize][0],
             });
         }
         *values.last().unwrap()
@@ -854,6 +940,52 @@ mod tests {
             ],
             &[],
         );
+    }
+
+    #[test]
+    fn hard_swish_spelled_out_runs_as_one_op_when_nothing_else_reads_its_parts() {
+        let (three, six) = (
+            Source::Input(1, Broadcast::Scalar),
+            Source::Input(2, Broadcast::Scalar),
+        );
+        let scalars = [vec![3.0], vec![6.0]];
+        let collapsed = |ops: &[Op]| {
+            let mut table = [None; MAX_OPS];
+            for (slot, op) in table.iter_mut().zip(ops) {
+                *slot = Some(*op);
+            }
+            let skipped = collapse_clip_gates(&mut table, ops.len());
+            let kinds: Vec<Kind> = table.iter().flatten().map(|op| op.kind).collect();
+            (skipped[..ops.len()].to_vec(), kinds)
+        };
+        // After a Relu; then with the operands of Add and Mul the other way round.
+        let after_relu = [
+            Op::unary(Kind::Relu, value(0), [0.0; 2]),
+            binary(Kind::Add, value(1), three),
+            Op::unary(Kind::Clip, value(2), [0.0, 6.0]),
+            binary(Kind::Mul, value(1), value(3)),
+            binary(Kind::Div, value(4), six),
+        ];
+        let swapped = [
+            binary(Kind::Add, three, value(0)),
+            Op::unary(Kind::Clip, value(1), [0.0, 6.0]),
+            binary(Kind::Mul, value(2), value(0)),
+            binary(Kind::Div, value(3), six),
+        ];
+        for ops in [&after_relu[..], &swapped[..]] {
+            let (skipped, kinds) = collapsed(ops);
+            let first = ops.len() - 4;
+            assert_eq!(skipped[first..], [true, true, true, false]);
+            assert_eq!(kinds.last(), Some(&Kind::ClipGate));
+            check(ops, &scalars);
+        }
+        // The clipped value read again later: the ops stay as they are.
+        let mut read_again = after_relu.to_vec();
+        read_again.push(binary(Kind::Add, value(5), value(3)));
+        let (skipped, kinds) = collapsed(&read_again);
+        assert!(!skipped.contains(&true));
+        assert!(!kinds.contains(&Kind::ClipGate));
+        check(&read_again, &scalars);
     }
 
     #[test]
