@@ -527,18 +527,17 @@ impl<'a> Epilogue<'a> {
             return;
         }
         let isa = crate::isa::current(cx);
-        let fma = crate::isa::has_fma(isa);
         crate::parallel::for_each_chunk(cx, y, plane, GRAIN, |start, chunk| {
             // Entered here, and not only by `for_each_chunk`, so that the fused multiply-adds
-            // `fma` asks for are sure to be compiled as instructions, never library calls.
+            // the instruction set has are sure to be compiled as instructions, never library
+            // calls.
             vectorized(
                 isa,
                 #[inline(always)]
                 || {
-                    let mut temps = [[0f32; CHUNK]; MAX_OPS];
+                    let mut temps = PlaneTemps::default();
                     for (p, y_plane) in chunk.chunks_mut(plane).enumerate() {
-                        let index = start / plane + p;
-                        self.apply_plane(y_plane, index % channels, index * plane, fma, &mut temps);
+                        self.apply_to_plane(isa, y_plane, start / plane + p, channels, &mut temps);
                     }
                 },
             )

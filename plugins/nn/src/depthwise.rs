@@ -4,8 +4,9 @@
 //! 1-D and 2-D windows run on a [`Band`]: a few rows of the input, padded and split by column
 //! phase of the stride, copied onto the stack so that every kernel tap reads a contiguous run of
 //! it. Each tap then adds into a register tile of output (four rows of sixteen, or as many
-//! values in fewer rows on smaller planes), and each output is written once. Other windows (3-D, or rows too wide for the
-//! band) run [`plane_conv`], which adds each tap into whole output rows.
+//! values in fewer rows on smaller planes), and each output is written once. Other windows
+//! (3-D, or rows too wide for the band) run [`plane_conv`], which adds each tap into whole
+//! output rows.
 
 use crate::{
     conv::ConvShape,
@@ -300,32 +301,25 @@ impl Band {
         bias: f32,
         y: &mut [f32],
     ) {
-        let out_w = self.width.output;
-        let rows = y.len() / out_w;
         let w = &w[..K * K];
-        let row_len = S * self.phase_len;
-        for first_row in (0..rows).step_by(ROWS) {
-            for column in (0..out_w).step_by(COLS) {
-                let origin = first_row * S * row_len + column;
-                let mut tile = [[bias; COLS]; ROWS];
-                let kernel_rows = self.kernel_rows(first + first_row, ROWS);
+        self.for_each_tile(
+            first,
+            bias,
+            y,
+            #[inline(always)]
+            |origin, kernel_rows, tile: &mut [[f32; COLS]; ROWS]| {
                 if kernel_rows == (0..K) {
                     // A loop of constant length, unrolled: loads of the same value merge.
                     for kh in 0..K {
-                        self.add_kernel_row::<FMA, K, S, ROWS, COLS>(
-                            band, origin, w, kh, &mut tile,
-                        );
+                        self.add_kernel_row::<FMA, K, S, ROWS, COLS>(band, origin, w, kh, tile);
                     }
                 } else {
                     for kh in kernel_rows {
-                        self.add_kernel_row::<FMA, K, S, ROWS, COLS>(
-                            band, origin, w, kh, &mut tile,
-                        );
+                        self.add_kernel_row::<FMA, K, S, ROWS, COLS>(band, origin, w, kh, tile);
                     }
                 }
-                store_tile(&tile, y, first_row, column, out_w);
-            }
-        }
+            },
+        );
     }
 
     /// Adds kernel row `kh` of a `K x K` kernel at stride `S` into a tile whose first value is
@@ -372,18 +366,16 @@ impl Band {
         bias: f32,
         y: &mut [f32],
     ) {
-        let out_w = self.width.output;
-        let rows = y.len() / out_w;
         let taps = &self.tap_offsets[..w.len()];
         let kernel_w = self.width.kernel;
-        // Band values between the starts of consecutive output rows.
-        let row_step = self.height.stride * self.width.stride * self.phase_len;
+        let row_step = self.row_step();
         let reach = (ROWS - 1) * row_step + COLS;
-        for first_row in (0..rows).step_by(ROWS) {
-            for column in (0..out_w).step_by(COLS) {
-                let origin = first_row * row_step + column;
-                let mut tile = [[bias; COLS]; ROWS];
-                let kernel_rows = self.kernel_rows(first + first_row, ROWS);
+        self.for_each_tile(
+            first,
+            bias,
+            y,
+            #[inline(always)]
+            |origin, kernel_rows, tile: &mut [[f32; COLS]; ROWS]| {
                 let row_taps = kernel_rows.start * kernel_w..kernel_rows.end * kernel_w;
                 for (&weight, &offset) in w[row_taps.clone()].iter().zip(&taps[row_taps]) {
                     // One bounds check per tap: the rows' values are within `reach` of it.
@@ -395,6 +387,35 @@ impl Band {
                         }
                     }
                 }
+            },
+        );
+    }
+
+    /// Band values between the starts of consecutive output rows.
+    fn row_step(&self) -> usize {
+        self.height.stride * self.width.stride * self.phase_len
+    }
+
+    /// Computes the band's output rows (`y`, from output row `first`) `ROWS x COLS` at a time:
+    /// each tile starts at `bias`, `add(origin, kernel_rows, tile)` adds the taps of the kernel
+    /// rows that read inside the input, with the tile's first value at `origin` of the band,
+    /// and the tile is written once.
+    #[inline(always)]
+    fn for_each_tile<const ROWS: usize, const COLS: usize>(
+        &self,
+        first: usize,
+        bias: f32,
+        y: &mut [f32],
+        add: impl Fn(usize, Range<usize>, &mut [[f32; COLS]; ROWS]),
+    ) {
+        let out_w = self.width.output;
+        let rows = y.len() / out_w;
+        let row_step = self.row_step();
+        for first_row in (0..rows).step_by(ROWS) {
+            for column in (0..out_w).step_by(COLS) {
+                let mut tile = [[bias; COLS]; ROWS];
+                let kernel_rows = self.kernel_rows(first + first_row, ROWS);
+                add(first_row * row_step + column, kernel_rows, &mut tile);
                 store_tile(&tile, y, first_row, column, out_w);
             }
         }
@@ -447,11 +468,17 @@ fn plane_conv(window: &Window, x: &[f32], w: &[f32], y: &mut [f32]) {
                         }
                         let first = ((valid.start * aw.stride) as isize + offset) as usize;
                         let y_valid = &mut y_row[valid.clone()];
-                        for (y, &x) in y_valid
-                            .iter_mut()
-                            .zip(x_row[first..].iter().step_by(aw.stride))
-                        {
-                            *y += weight * x;
+                        if aw.stride == 1 {
+                            for (y, &x) in y_valid.iter_mut().zip(&x_row[first..]) {
+                                *y += weight * x;
+                            }
+                        } else {
+                            for (y, &x) in y_valid
+                                .iter_mut()
+                                .zip(x_row[first..].iter().step_by(aw.stride))
+                            {
+                                *y += weight * x;
+                            }
                         }
                     }
                 }
