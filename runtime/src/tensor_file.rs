@@ -1,5 +1,5 @@
 //! Tensor files: reading inputs from ONNX `TensorProto` `.pb` files or NumPy `.npy` files, and
-//! writing outputs as `.npy`.
+//! writing outputs as `.npy` when NumPy has their element type, as `.pb` otherwise.
 
 use crate::{
     memory::{AlignedBuffer, Owner},
@@ -8,7 +8,10 @@ use crate::{
 };
 use opal_plugin_api::{DType, Element};
 use prost::Message;
-use std::{io::Cursor, path::Path};
+use std::{
+    io::Cursor,
+    path::{Path, PathBuf},
+};
 
 /// Reads a tensor from `path`: `.npy` by its extension, otherwise a `TensorProto`. Errors name
 /// the file.
@@ -127,6 +130,55 @@ fn check_npy_header(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes `tensor` to `dir/stem.npy` when NumPy has its element type (every number type, bool
+/// and f16), else to `dir/stem.pb` as an ONNX `TensorProto` (bf16 and the other types NumPy
+/// reads only through extensions); returns the path written.
+pub fn write_tensor(dir: &Path, stem: &str, tensor: TensorRef<'_>) -> Result<PathBuf, String> {
+    if npy_writes(tensor.dtype) {
+        let path = dir.join(format!("{stem}.npy"));
+        write_npy(&path, tensor)?;
+        return Ok(path);
+    }
+    let path = dir.join(format!("{stem}.pb"));
+    write_tensor_proto(&path, tensor)?;
+    Ok(path)
+}
+
+/// Whether [`write_npy`] writes tensors of `dtype`.
+fn npy_writes(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::F32
+            | DType::F64
+            | DType::F16
+            | DType::I8
+            | DType::I16
+            | DType::I32
+            | DType::I64
+            | DType::U8
+            | DType::U16
+            | DType::U32
+            | DType::U64
+            | DType::BOOL
+    )
+}
+
+/// Writes `tensor` to `path` as an ONNX `TensorProto` with its bytes as `raw_data`, the layout
+/// ONNX gives every fixed-size type (little-endian, one element after another).
+pub fn write_tensor_proto(path: &Path, tensor: TensorRef<'_>) -> Result<(), String> {
+    if tensor.dtype.size().is_none() {
+        return Err(format!("cannot write {} tensors to a file", tensor.dtype));
+    }
+    let proto = TensorProto {
+        dims: tensor.shape.iter().map(|&d| d as i64).collect(),
+        data_type: tensor.dtype.0,
+        raw_data: tensor.data.to_vec().into(),
+        ..Default::default()
+    };
+    std::fs::write(path, proto.encode_to_vec())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// Writes `tensor` to `path` as `.npy`.
 pub fn write_npy(path: &Path, tensor: TensorRef<'_>) -> Result<(), String> {
     fn typed<T: Element + npyz::AutoSerialize>(
@@ -134,6 +186,13 @@ pub fn write_npy(path: &Path, tensor: TensorRef<'_>) -> Result<(), String> {
         tensor: TensorRef<'_>,
     ) -> std::io::Result<()> {
         let values = tensor.as_slice::<T>().unwrap_or_default();
+        write_values(path, tensor, values.iter().copied())
+    }
+    fn write_values<T: npyz::AutoSerialize>(
+        path: &Path,
+        tensor: TensorRef<'_>,
+        values: impl Iterator<Item = T>,
+    ) -> std::io::Result<()> {
         let shape: Vec<u64> = tensor.shape.iter().map(|&d| d as u64).collect();
         let file = std::io::BufWriter::new(std::fs::File::create(path)?);
         use npyz::WriterBuilder as _;
@@ -142,7 +201,7 @@ pub fn write_npy(path: &Path, tensor: TensorRef<'_>) -> Result<(), String> {
             .shape(&shape)
             .writer(file)
             .begin_nd()?;
-        writer.extend(values.iter().copied())?;
+        writer.extend(values)?;
         writer.finish()
     }
     let result = match tensor.dtype {
@@ -157,6 +216,11 @@ pub fn write_npy(path: &Path, tensor: TensorRef<'_>) -> Result<(), String> {
         DType::U32 => typed::<u32>(path, tensor),
         DType::U64 => typed::<u64>(path, tensor),
         DType::BOOL => typed::<bool>(path, tensor),
+        DType::F16 => {
+            let halves = tensor.data.chunks_exact(2);
+            let values = halves.map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])));
+            write_values(path, tensor, values)
+        }
         other => return Err(format!("cannot write {other} tensors as .npy")),
     };
     result.map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -166,6 +230,24 @@ pub fn write_npy(path: &Path, tensor: TensorRef<'_>) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::memory::MemoryTracker;
+
+    #[test]
+    fn every_fixed_size_type_is_written_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracker = MemoryTracker::new();
+        // 1.5 and -2.0 as f16 and as bf16.
+        for (dtype, bytes, extension) in [
+            (DType::F16, [0x00, 0x3e, 0x00, 0xc0], "npy"),
+            (DType::BF16, [0xc0, 0x3f, 0x00, 0xc0], "pb"),
+        ] {
+            let tensor = TensorRef::new(dtype, &[2], &bytes);
+            let path = write_tensor(dir.path(), &format!("{dtype}"), tensor).unwrap();
+            assert_eq!(path.extension().unwrap(), extension);
+            let back = read_tensor(&path, &tracker.owner("inputs")).unwrap();
+            assert_eq!((back.dtype, back.shape.as_slice()), (dtype, &[2][..]));
+            assert_eq!(back.as_ref().data, &bytes);
+        }
+    }
 
     #[test]
     fn npy_files_round_trip() {

@@ -235,3 +235,42 @@ fn a_plugin_that_crashes_while_loading_is_refused_without_crashing_opal() {
     }
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn run_writes_half_precision_outputs_as_npy_and_bf16_ones_as_tensor_protos() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = opal_tests::ModelBuilder::new(17)
+        .input("x", &[3])
+        .output_typed("half", 10, &[3])
+        .output_typed("brain", 16, &[3])
+        .node("to_half", "", "Cast", &["x"], &["half"], &[("to", 10)])
+        .node("to_brain", "", "Cast", &["x"], &["brain"], &[("to", 16)])
+        .write(dir.path(), "casts.onnx");
+    let input = dir.path().join("x.npy");
+    let values = [1.5f32, -2.0, 0.25];
+    opal_runtime::tensor_file::write_npy(
+        &input,
+        opal_runtime::TensorRef::from_slice(&[3], &values),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = opal(&[
+        "run",
+        model.to_str().unwrap(),
+        "--iterations",
+        "1",
+        "--input",
+        &format!("x={}", input.display()),
+        "--output-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let tracker = opal_runtime::memory::MemoryTracker::new();
+    let owner = tracker.owner("outputs");
+    let read = |name: &str| opal_runtime::tensor_file::read_tensor(&out.join(name), &owner);
+    // 1.5, -2.0 and 0.25 in each type's bits, little-endian.
+    let half = read("output_0.npy").unwrap();
+    assert_eq!(half.as_ref().data, [0x00, 0x3e, 0x00, 0xc0, 0x00, 0x34]);
+    let brain = read("output_1.pb").unwrap();
+    assert_eq!(brain.as_ref().data, [0xc0, 0x3f, 0x00, 0xc0, 0x80, 0x3e]);
+}

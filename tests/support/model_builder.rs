@@ -47,19 +47,21 @@ impl ModelBuilder {
 
     /// A graph input of int64 with the given dims.
     pub fn input_i64(mut self, name: &str, dims: &[i64]) -> Self {
-        let mut info = value_info(name, dims);
-        if let Some(type_proto::Value::TensorType(t)) =
-            info.r#type.as_mut().and_then(|t| t.value.as_mut())
-        {
-            t.elem_type = 7;
-        }
-        self.graph.input.push(info);
+        self.graph.input.push(typed(value_info(name, dims), 7));
         self
     }
 
     /// A graph output of f32 with the given dims.
     pub fn output(mut self, name: &str, dims: &[i64]) -> Self {
         self.graph.output.push(value_info(name, dims));
+        self
+    }
+
+    /// A graph output of ONNX element type `elem_type` with the given dims.
+    pub fn output_typed(mut self, name: &str, elem_type: i32, dims: &[i64]) -> Self {
+        self.graph
+            .output
+            .push(typed(value_info(name, dims), elem_type));
         self
     }
 
@@ -152,6 +154,16 @@ impl ModelBuilder {
         std::fs::write(&path, self.encode()).expect("the test can write its model");
         path
     }
+}
+
+/// `info` with its element type set to `elem_type`.
+fn typed(mut info: ValueInfoProto, elem_type: i32) -> ValueInfoProto {
+    if let Some(type_proto::Value::TensorType(t)) =
+        info.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = elem_type;
+    }
+    info
 }
 
 fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {

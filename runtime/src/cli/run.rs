@@ -5,7 +5,7 @@
 
 use super::setup::{ModelArgs, Prepared};
 use anyhow::Context;
-use opal_runtime::{tensor_file::write_npy, TensorRef};
+use opal_runtime::{tensor_file::write_tensor, TensorRef};
 use serde_json::json;
 use std::{io::Write as _, path::PathBuf};
 
@@ -13,7 +13,8 @@ use std::{io::Write as _, path::PathBuf};
 pub(crate) struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Write the k-th graph output to DIR/output_<k>.npy.
+    /// Write the k-th graph output to DIR/output_<k>.npy (DIR/output_<k>.pb, an ONNX
+    /// TensorProto, for element types NumPy lacks, such as bf16).
     #[arg(long)]
     output_dir: Option<PathBuf>,
     /// Print one JSON object instead of text.
@@ -51,7 +52,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for (k, (_, t)) in outputs.iter().enumerate() {
-            write_npy(&dir.join(format!("output_{k}.npy")), *t).map_err(anyhow::Error::msg)?;
+            write_tensor(dir, &format!("output_{k}"), *t).map_err(anyhow::Error::msg)?;
         }
     }
     let plan = state.plan().clone();
