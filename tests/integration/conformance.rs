@@ -1,7 +1,8 @@
 //! The scoreboard: the ONNX backend node cases, the light model zoo, the fusion cases and the
 //! real models, run through `opal check` on the test data `tests/data/prepare.py` writes
 //! (tests/run.sh makes it), once on each instruction set this CPU can run (`OPAL_ISA`). Every
-//! node case on `tests/conformance/expected-pass.txt` must pass; the list only grows.
+//! node case on `tests/conformance/expected-pass.txt` must pass; the list only grows. Every
+//! case that fails must be listed, with its reason, in `tests/conformance/known-failures.md`.
 
 use opal_plugin_api::Isa;
 use opal_tests::{opal_binary, workspace_root};
@@ -105,6 +106,35 @@ fn check_node_cases(expected: &BTreeSet<&str>, isa: Isa) {
         regressions.is_empty(),
         "{isa}: cases on the expected list failed:\n{}",
         regressions
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let known =
+        std::fs::read_to_string(workspace_root().join("tests/conformance/known-failures.md"))
+            .unwrap();
+    let known: BTreeSet<&str> = known
+        .lines()
+        .filter_map(|l| l.strip_prefix("| test_"))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let unlisted: Vec<&String> = failed
+        .iter()
+        .filter(|l| {
+            !known.contains(
+                l["FAIL test_".len()..]
+                    .split(':')
+                    .next()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "{isa}: cases fail that tests/conformance/known-failures.md does not list (run \
+         tests/conformance/known_failures.py):\n{}",
+        unlisted
             .iter()
             .map(|s| s.as_str())
             .collect::<Vec<_>>()
