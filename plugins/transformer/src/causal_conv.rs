@@ -4,7 +4,10 @@
 //! bias and a fused SiLU. `present_state` is the last `k - 1` positions of the state followed by
 //! the input. Computes in f32 (f16/bf16 through scratch, rounded where the reference rounds).
 
-use crate::half::{is_float, round_to, widened, FloatOut};
+use crate::{
+    dims::Dims,
+    half::{is_float, round_to, widened, FloatOut},
+};
 use opal_kernel_support::{
     check::{error, Shape},
     fast_math::sigmoid,
@@ -94,15 +97,6 @@ fn check_shapes(
     Ok(k)
 }
 
-/// A shape of rank ≤ 3 as i64 dims (larger ranks are kept at 4 dims, enough to be refused).
-fn dims(shape: &[usize]) -> ([i64; 4], usize) {
-    let mut out = [0i64; 4];
-    for (o, &d) in out.iter_mut().zip(shape) {
-        *o = d as i64;
-    }
-    (out, shape.len().min(4))
-}
-
 impl Operator for CausalConvWithState {
     const OP_TYPE: &'static str = "CausalConvWithState";
     const SINCE_VERSION: i64 = 27;
@@ -143,15 +137,14 @@ impl Operator for CausalConvWithState {
         let (input, weight) = (cx.input(0)?, cx.input(1)?);
         let (bias, past) = (cx.optional_input(2), cx.optional_input(3));
         let silu = silu(&cx.attributes())?;
-        let (input_dims, input_rank) = dims(input.shape());
-        let (weight_dims, weight_rank) = dims(weight.shape());
-        let bias_dims = bias.map(|t| dims(t.shape()));
-        let past_dims = past.map(|t| dims(t.shape()));
+        let dims = |t: TensorRef<'_>| Dims::new(OP, t.shape());
+        let bias_dims = bias.map(dims).transpose()?;
+        let past_dims = past.map(dims).transpose()?;
         check_shapes(
-            &input_dims[..input_rank],
-            &weight_dims[..weight_rank],
-            bias_dims.as_ref().map(|(d, r)| &d[..*r]),
-            past_dims.as_ref().map(|(d, r)| &d[..*r]),
+            &dims(input)?,
+            &dims(weight)?,
+            bias_dims.as_deref(),
+            past_dims.as_deref(),
         )?;
         let [_, channels, len] = [input.shape()[0], input.shape()[1], input.shape()[2]];
         let k = weight.shape()[2];

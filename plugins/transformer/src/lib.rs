@@ -9,6 +9,7 @@
 mod attention;
 mod attention_scores;
 mod causal_conv;
+mod dims;
 mod half;
 mod integer_conv;
 mod integer_matmul;

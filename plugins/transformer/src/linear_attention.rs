@@ -5,7 +5,10 @@
 //! (`delta`, `gated_delta`: `k ⊗ β(v - Sᵀk)`), and reads `scale · qᵀS` for every query head
 //! sharing the key/value head. Computes in f32 (f16/bf16 through scratch, rounded once).
 
-use crate::half::{is_float, widened, FloatOut};
+use crate::{
+    dims::Dims,
+    half::{is_float, widened, FloatOut},
+};
 use opal_kernel_support::{
     check::{error, Shape},
     parallel::{task_count, Tasks},
@@ -208,15 +211,6 @@ impl Geometry {
     }
 }
 
-/// A shape of rank ≤ 4 as i64 dims, and its rank (capped at 5 so larger ranks are refused).
-fn dims(shape: &[usize]) -> ([i64; 5], usize) {
-    let mut out = [0i64; 5];
-    for (o, &d) in out.iter_mut().zip(shape) {
-        *o = d as i64;
-    }
-    (out, shape.len().min(5))
-}
-
 impl Operator for LinearAttention {
     const OP_TYPE: &'static str = "LinearAttention";
     const SINCE_VERSION: i64 = 27;
@@ -287,20 +281,17 @@ impl Operator for LinearAttention {
         let (decay, beta) = (cx.optional_input(4), cx.optional_input(5));
         let rule = Rule::read(&cx.attributes())?;
         rule.check_gates(decay.is_some(), beta.is_some())?;
-        let shape = |t: Option<TensorRef<'_>>| t.map(|t| dims(t.shape()));
-        let [qd, kd, vd] = [q, k, v].map(|t| dims(t.shape()));
-        let (pd, dd, bd) = (shape(past), shape(decay), shape(beta));
-        fn slice(d: &([i64; 5], usize)) -> &[i64] {
-            &d.0[..d.1]
-        }
+        let dims = |t: TensorRef<'_>| Dims::new(OP, t.shape());
+        let [past_dims, decay_dims, beta_dims] =
+            [past, decay, beta].map(|t| t.map(dims).transpose());
         let g = Geometry::new(
             &rule,
-            slice(&qd),
-            slice(&kd),
-            slice(&vd),
-            pd.as_ref().map(slice),
-            dd.as_ref().map(slice),
-            bd.as_ref().map(slice),
+            &dims(q)?,
+            &dims(k)?,
+            &dims(v)?,
+            past_dims?.as_deref(),
+            decay_dims?.as_deref(),
+            beta_dims?.as_deref(),
         )?;
         let sizes = Sizes {
             len: g.len as usize,

@@ -3,6 +3,7 @@
 //! update's rows written from each batch's `write_indices` entry on, wrapping around the
 //! cache length in `circular` mode. Any element type of fixed size; copies bytes.
 
+use crate::dims::Dims;
 use opal_kernel_support::check::{error, expect_fixed_size, normalize_axis, Shape};
 use opal_plugin_api::prelude::*;
 
@@ -95,24 +96,11 @@ impl Operator for TensorScatter {
         let (cache, update) = (cx.input(0)?, cx.input(1)?);
         let circular = circular(&cx.attributes())?;
         let (shape, update_shape) = (cache.shape(), update.shape());
-        let rank = shape.len();
-        let mut dims = [[0i64; 2]; 8];
-        if rank > dims.len() || update_shape.len() != rank {
-            return Err(error(
-                OP,
-                format_args!(
-                    "update {} does not fit past_cache {} (ranks up to {} are supported)",
-                    Shape(update_shape),
-                    Shape(shape),
-                    dims.len()
-                ),
-            ));
-        }
-        for (d, (&c, &u)) in dims.iter_mut().zip(shape.iter().zip(update_shape)) {
-            *d = [c as i64, u as i64];
-        }
-        let (cache_dims, update_dims) = (dims.map(|d| d[0]), dims.map(|d| d[1]));
-        let axis = sequence_axis(&cx.attributes(), &cache_dims[..rank], &update_dims[..rank])?;
+        let axis = sequence_axis(
+            &cx.attributes(),
+            &Dims::new(OP, shape)?,
+            &Dims::new(OP, update_shape)?,
+        )?;
         let size = expect_fixed_size(OP, cache.dtype())?;
         let batch = shape[0];
         let indices = cx
