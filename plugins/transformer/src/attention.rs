@@ -6,8 +6,8 @@
 
 use crate::{
     attention_scores::{Mask, Settings},
-    dims::Dims,
-    half::{is_float, round_to, widened, FloatOut},
+    dims::{div_known, same, Dims},
+    half::{expect_float_like, round_to, widened, FloatOut},
 };
 use opal_kernel_support::{
     check::{error, Shape},
@@ -35,25 +35,12 @@ struct Geometry {
     v_head: i64,
 }
 
-fn div_known(a: i64, b: i64) -> i64 {
-    if a < 0 {
-        -1
-    } else {
-        a / b
-    }
-}
-
 fn add_known(a: i64, b: i64) -> i64 {
     if a < 0 || b < 0 {
         -1
     } else {
         a + b
     }
-}
-
-/// Whether two dims can be equal (unknown dims match anything).
-fn same(a: i64, b: i64) -> bool {
-    a < 0 || b < 0 || a == b
 }
 
 impl Geometry {
@@ -227,17 +214,12 @@ impl Operator for Attention {
         let q = cx.input(0)?;
         let k = cx.input(1)?;
         let v = cx.input(2)?;
-        for (i, t) in [(0, &q), (1, &k), (2, &v)] {
-            if t.dtype != q.dtype || !is_float(t.dtype) {
-                return Err(error(
-                    OP,
-                    format_args!(
-                        "input {i} has dtype {}, expected f32, f16 or bf16 like Q",
-                        t.dtype
-                    ),
-                ));
-            }
-        }
+        expect_float_like(
+            OP,
+            "Q",
+            q.dtype,
+            &[(0, Some(q)), (1, Some(k)), (2, Some(v))],
+        )?;
         let past_key = cx.optional_input(4)?;
         let past_value = cx.optional_input(5)?;
         let g = Geometry::new(

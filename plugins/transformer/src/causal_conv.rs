@@ -5,8 +5,8 @@
 //! the input. Computes in f32 (f16/bf16 through scratch, rounded where the reference rounds).
 
 use crate::{
-    dims::Dims,
-    half::{is_float, round_to, widened, FloatOut},
+    dims::{same, Dims},
+    half::{expect_float_like, round_to, widened, FloatOut},
 };
 use opal_kernel_support::{
     check::{error, Shape},
@@ -43,7 +43,6 @@ fn check_shapes(
     bias: Option<&[i64]>,
     past: Option<&[i64]>,
 ) -> KernelResult<i64> {
-    let same = |a: i64, b: i64| a < 0 || b < 0 || a == b;
     if input.len() != 3 {
         return Err(error(
             OP,
@@ -106,19 +105,12 @@ impl Operator for CausalConvWithState {
         let weight = cx.input(1)?;
         let bias = cx.optional_input(2)?;
         let past = cx.optional_input(3)?;
-        for (i, t) in [(0, Some(input)), (1, Some(weight)), (2, bias), (3, past)] {
-            if let Some(t) = t {
-                if t.dtype != input.dtype || !is_float(t.dtype) {
-                    return Err(error(
-                        OP,
-                        format_args!(
-                            "input {i} has dtype {}, expected f32, f16 or bf16 like the input",
-                            t.dtype
-                        ),
-                    ));
-                }
-            }
-        }
+        expect_float_like(
+            OP,
+            "the input",
+            input.dtype,
+            &[(0, Some(input)), (1, Some(weight)), (2, bias), (3, past)],
+        )?;
         silu(&cx.attributes())?;
         let k = check_shapes(
             input.shape,

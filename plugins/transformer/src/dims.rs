@@ -1,5 +1,6 @@
-//! A kernel's shape as the `i64` dims inference sees, so that one shape check serves both,
-//! without heap allocation.
+//! Shapes as the `i64` dims inference sees, where a negative dim is unknown: a kernel's shape
+//! in that form without heap allocation, so that one shape check serves both, and the
+//! comparisons and arithmetic of possibly unknown dims.
 
 use opal_kernel_support::{broadcast::MAX_RANK, check::check_rank};
 use opal_plugin_api::prelude::*;
@@ -24,6 +25,20 @@ impl Dims {
             values,
             rank: shape.len(),
         })
+    }
+}
+
+/// Whether two dims can be equal (unknown dims match anything).
+pub(crate) fn same(a: i64, b: i64) -> bool {
+    a < 0 || b < 0 || a == b
+}
+
+/// `a / b`, unknown when `a` is.
+pub(crate) fn div_known(a: i64, b: i64) -> i64 {
+    if a < 0 {
+        -1
+    } else {
+        a / b
     }
 }
 

@@ -6,8 +6,8 @@
 //! sharing the key/value head. Computes in f32 (f16/bf16 through scratch, rounded once).
 
 use crate::{
-    dims::Dims,
-    half::{is_float, widened, FloatOut},
+    dims::{div_known, same, Dims},
+    half::{expect_float_like, is_float, widened, FloatOut},
 };
 use opal_kernel_support::{
     check::{error, Shape},
@@ -111,14 +111,6 @@ struct Geometry {
     beta_per_head: bool,
 }
 
-fn div_known(a: i64, b: usize) -> i64 {
-    if a < 0 {
-        -1
-    } else {
-        a / b as i64
-    }
-}
-
 impl Geometry {
     fn new(
         rule: &Rule,
@@ -129,7 +121,6 @@ impl Geometry {
         decay: Option<&[i64]>,
         beta: Option<&[i64]>,
     ) -> KernelResult<Self> {
-        let same = |a: i64, b: i64| a < 0 || b < 0 || a == b;
         let (hq, hkv) = (rule.q_heads as i64, rule.kv_heads as i64);
         let packed = |t: &[i64], heads: i64| {
             t.len() == 3 && same(t[0], q[0]) && same(t[1], q[1]) && (t[2] < 0 || t[2] % heads == 0)
@@ -148,8 +139,8 @@ impl Geometry {
         let g = Geometry {
             batch: q[0],
             len: q[1],
-            d_k: div_known(q[2], rule.q_heads),
-            d_v: div_known(v[2], rule.kv_heads),
+            d_k: div_known(q[2], hq),
+            d_v: div_known(v[2], hkv),
             decay_per_key: decay.is_some_and(|d| d.len() == 3 && d[2] != hkv),
             beta_per_head: beta.is_some_and(|b| b.len() == 3 && b[2] != 1),
         };
@@ -219,25 +210,18 @@ impl Operator for LinearAttention {
         let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
         let past = cx.optional_input(3)?;
         let (decay, beta) = (cx.optional_input(4)?, cx.optional_input(5)?);
-        for (i, t) in [
-            (0, Some(q)),
-            (1, Some(k)),
-            (2, Some(v)),
-            (4, decay),
-            (5, beta),
-        ] {
-            if let Some(t) = t {
-                if t.dtype != q.dtype || !is_float(t.dtype) {
-                    return Err(error(
-                        OP,
-                        format_args!(
-                            "input {i} has dtype {}, expected f32, f16 or bf16 like the query",
-                            t.dtype
-                        ),
-                    ));
-                }
-            }
-        }
+        expect_float_like(
+            OP,
+            "the query",
+            q.dtype,
+            &[
+                (0, Some(q)),
+                (1, Some(k)),
+                (2, Some(v)),
+                (4, decay),
+                (5, beta),
+            ],
+        )?;
         if let Some(past) = past {
             if !is_float(past.dtype) {
                 return Err(error(

@@ -2,7 +2,10 @@
 //! of the same shape (no broadcasting). f32 and f64 natively; f16 and bf16 in f32 through
 //! scratch, rounded once.
 
-use crate::half::{is_float, widened, FloatOut};
+use crate::{
+    dims::same,
+    half::{is_float, widened, FloatOut},
+};
 use opal_kernel_support::{
     check::{error, Shape},
     fast_math::sigmoid,
@@ -33,12 +36,9 @@ impl Operator for SwiGLU {
                 ),
             ));
         }
-        let same = a.shape.len() == b.shape.len()
-            && a.shape
-                .iter()
-                .zip(b.shape)
-                .all(|(&x, &y)| x < 0 || y < 0 || x == y);
-        if !same {
+        let fits = a.shape.len() == b.shape.len()
+            && a.shape.iter().zip(b.shape).all(|(&x, &y)| same(x, y));
+        if !fits {
             return Err(error(
                 OP,
                 format_args!(

@@ -3,7 +3,7 @@
 //! update's rows written from each batch's `write_indices` entry on, wrapping around the
 //! cache length in `circular` mode. Any element type of fixed size; copies bytes.
 
-use crate::dims::Dims;
+use crate::dims::{same, Dims};
 use opal_kernel_support::check::{error, expect_fixed_size, normalize_axis, Shape};
 use opal_plugin_api::prelude::*;
 
@@ -74,10 +74,7 @@ impl Operator for TensorScatter {
         circular(&cx.attributes())?;
         sequence_axis(&cx.attributes(), cache.shape, update.shape)?;
         if let Some(indices) = cx.optional_input(2)? {
-            let batch_fits = indices.shape.len() == 1
-                && (indices.shape[0] < 0
-                    || cache.shape[0] < 0
-                    || indices.shape[0] == cache.shape[0]);
+            let batch_fits = indices.shape.len() == 1 && same(indices.shape[0], cache.shape[0]);
             if indices.dtype != DType::I64 || !batch_fits {
                 return Err(error(
                     OP,
