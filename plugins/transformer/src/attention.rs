@@ -6,7 +6,8 @@
 
 use crate::{
     attention_scores::{Mask, Settings},
-    half::{is_float, round_to, widened, FloatOut},
+    dims::{div_known, same, Dims},
+    half::{expect_float_like, round_to, widened, FloatOut},
 };
 use opal_kernel_support::{
     check::{error, Shape},
@@ -34,25 +35,12 @@ struct Geometry {
     v_head: i64,
 }
 
-fn div_known(a: i64, b: i64) -> i64 {
-    if a < 0 {
-        -1
-    } else {
-        a / b
-    }
-}
-
 fn add_known(a: i64, b: i64) -> i64 {
     if a < 0 || b < 0 {
         -1
     } else {
         a + b
     }
-}
-
-/// Whether two dims can be equal (unknown dims match anything).
-fn same(a: i64, b: i64) -> bool {
-    a < 0 || b < 0 || a == b
 }
 
 impl Geometry {
@@ -217,21 +205,6 @@ impl Geometry {
     }
 }
 
-/// A shape of rank ≤ 4 as i64 dims, without heap allocation.
-fn dims_i64(shape: &[usize]) -> KernelResult<[i64; 4]> {
-    if shape.len() > 4 {
-        return Err(error(
-            OP,
-            format_args!("input of shape {} has rank above 4", Shape(shape)),
-        ));
-    }
-    let mut out = [0i64; 4];
-    for (o, &d) in out.iter_mut().zip(shape) {
-        *o = d as i64;
-    }
-    Ok(out)
-}
-
 impl Operator for Attention {
     const OP_TYPE: &'static str = "Attention";
     const SINCE_VERSION: i64 = 23;
@@ -241,17 +214,12 @@ impl Operator for Attention {
         let q = cx.input(0)?;
         let k = cx.input(1)?;
         let v = cx.input(2)?;
-        for (i, t) in [(0, &q), (1, &k), (2, &v)] {
-            if t.dtype != q.dtype || !is_float(t.dtype) {
-                return Err(error(
-                    OP,
-                    format_args!(
-                        "input {i} has dtype {}, expected f32, f16 or bf16 like Q",
-                        t.dtype
-                    ),
-                ));
-            }
-        }
+        expect_float_like(
+            OP,
+            "Q",
+            q.dtype,
+            &[(0, Some(q)), (1, Some(k)), (2, Some(v))],
+        )?;
         let past_key = cx.optional_input(4)?;
         let past_value = cx.optional_input(5)?;
         let g = Geometry::new(
@@ -285,23 +253,16 @@ impl Operator for Attention {
         let (q, k, v) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
         let (past_key, past_value) = (cx.optional_input(4), cx.optional_input(5));
         let attributes = cx.attributes();
-        let (qs, ks, vs) = (
-            dims_i64(q.shape())?,
-            dims_i64(k.shape())?,
-            dims_i64(v.shape())?,
-        );
-        let rank = q.shape().len();
-        let pk = past_key.map(|t| dims_i64(t.shape())).transpose()?;
-        let pv = past_value.map(|t| dims_i64(t.shape())).transpose()?;
-        let pk_rank = past_key.map_or(0, |t| t.shape().len());
-        let pv_rank = past_value.map_or(0, |t| t.shape().len());
+        let dims = |t: TensorRef<'_>| Dims::new(OP, t.shape());
+        let pk = past_key.map(dims).transpose()?;
+        let pv = past_value.map(dims).transpose()?;
         let g = Geometry::new(
             &attributes,
-            &qs[..rank],
-            &ks[..k.shape().len()],
-            &vs[..v.shape().len()],
-            pk.as_ref().map(|d| &d[..pk_rank]),
-            pv.as_ref().map(|d| &d[..pv_rank]),
+            &dims(q)?,
+            &dims(k)?,
+            &dims(v)?,
+            pk.as_deref(),
+            pv.as_deref(),
         )?;
         let sizes = Sizes::from(&g);
         let dtype = q.dtype();

@@ -3,11 +3,35 @@
 
 pub(crate) use opal_kernel_support::half::{round_to, widened};
 use opal_kernel_support::{check::error, half::encode};
-use opal_plugin_api::prelude::*;
+use opal_plugin_api::{infer::InferTensor, prelude::*};
 
 /// Whether `dtype` is a float type the kernels of this plugin compute in f32.
 pub(crate) fn is_float(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}
+
+/// Fails unless each given input `(index, tensor)` has the float dtype `dtype` (f32, f16 or
+/// bf16) of the input that messages call `like`.
+pub(crate) fn expect_float_like(
+    op: &str,
+    like: &str,
+    dtype: DType,
+    inputs: &[(usize, Option<InferTensor<'_>>)],
+) -> KernelResult<()> {
+    for &(i, t) in inputs {
+        if let Some(t) = t {
+            if t.dtype != dtype || !is_float(t.dtype) {
+                return Err(error(
+                    op,
+                    format_args!(
+                        "input {i} has dtype {}, expected f32, f16 or bf16 like {like}",
+                        t.dtype
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An f32 view of a float output: the output itself when f32, else a scratch buffer narrowed

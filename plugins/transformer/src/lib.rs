@@ -1,4 +1,5 @@
-//! opal's transformer plugin: attention, rotary embeddings, and the int8/uint8 quantization
+//! opal's transformer plugin: attention (softmax and linear), rotary embeddings, the stateful
+//! causal convolution, SwiGLU, the key/value cache update, and the int8/uint8 quantization
 //! operators (quantize, dequantize, integer matrix products and convolutions), as ONNX
 //! operators behind the plugin ABI.
 //!
@@ -7,25 +8,35 @@
 
 mod attention;
 mod attention_scores;
+mod causal_conv;
+mod dims;
 mod half;
 mod integer_conv;
 mod integer_matmul;
+mod linear_attention;
 mod quant;
 mod quantize;
 mod rotary;
+mod swiglu;
+mod tensor_scatter;
 
 pub use attention::Attention;
+pub use causal_conv::CausalConvWithState;
 pub use integer_conv::{ConvInteger, QLinearConv};
 pub use integer_matmul::{MatMulInteger, QLinearMatMul};
+pub use linear_attention::LinearAttention;
 pub use quantize::{DequantizeLinear, DynamicQuantizeLinear, QuantizeLinear};
 pub use rotary::RotaryEmbedding;
+pub use swiglu::SwiGLU;
+pub use tensor_scatter::TensorScatter;
 
 opal_plugin_api::export_plugin! {
     name: "transformer",
     version: env!("CARGO_PKG_VERSION"),
     operators: [
-        Attention,
+        Attention, LinearAttention,
         RotaryEmbedding,
+        CausalConvWithState, SwiGLU, TensorScatter,
         QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
         MatMulInteger, QLinearMatMul, ConvInteger, QLinearConv,
     ],

@@ -2,7 +2,7 @@
 //! head by position-dependent angles given as cos/sin caches, in halves or interleaved pairs,
 //! for 4-D `[batch, heads, seq, head_size]` or 3-D `[batch, seq, heads * head_size]` inputs.
 
-use crate::half::{is_float, round_to, widened, FloatOut};
+use crate::half::{expect_float_like, round_to, widened, FloatOut};
 use opal_kernel_support::check::{error, Shape};
 use opal_plugin_api::prelude::*;
 
@@ -92,18 +92,13 @@ impl Operator for RotaryEmbedding {
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let x = cx.input(0)?;
-        for i in 0..3 {
-            let t = cx.input(i)?;
-            if t.dtype != x.dtype || !is_float(t.dtype) {
-                return Err(error(
-                    OP,
-                    format_args!(
-                        "input {i} has dtype {}, expected f32, f16 or bf16 like the input",
-                        t.dtype
-                    ),
-                ));
-            }
-        }
+        let (cos, sin) = (cx.input(1)?, cx.input(2)?);
+        expect_float_like(
+            OP,
+            "the input",
+            x.dtype,
+            &[(0, Some(x)), (1, Some(cos)), (2, Some(sin))],
+        )?;
         if let Some(ids) = cx.optional_input(3)? {
             if ids.dtype != DType::I64 {
                 return Err(error(

@@ -3,7 +3,9 @@
 //! is the calling thread's, on which the test host runs every parallel piece.
 
 use opal_plugin_api::{
-    testing::{assert_no_heap, float_attr, heap_allocations, int_attr, ints_attr, OwnedTensor},
+    testing::{
+        assert_no_heap, float_attr, heap_allocations, int_attr, ints_attr, string_attr, OwnedTensor,
+    },
     Element,
 };
 use opal_transformer::*;
@@ -68,6 +70,40 @@ fn warmed_up_kernels_do_not_allocate() {
             ints(&[2, 3], |i| (i * 5 % 50) as i64),
         ],
         &[int_attr("interleaved", 1)],
+        1,
+    );
+
+    // LinearAttention: gated delta rule, grouped-query heads, a past state, per-key decay.
+    assert_no_heap::<LinearAttention>(
+        &[
+            f32s(&[2, 3, 4 * 8]),
+            f32s(&[2, 3, 2 * 8]),
+            f32s(&[2, 3, 2 * 6]),
+            f32s(&[2, 2, 8, 6]),
+            f32s(&[2, 3, 2 * 8]),
+            f32s(&[2, 3, 2]),
+        ],
+        &[int_attr("q_num_heads", 4), int_attr("kv_num_heads", 2)],
+        2,
+    );
+    assert_no_heap::<CausalConvWithState>(
+        &[
+            f32s(&[2, 3, 5]),
+            f32s(&[3, 1, 4]),
+            f32s(&[3]),
+            f32s(&[2, 3, 3]),
+        ],
+        &[string_attr("activation", "silu")],
+        2,
+    );
+    assert_no_heap::<SwiGLU>(&[f32s(&[3, 7]), f32s(&[3, 7])], &[], 1);
+    assert_no_heap::<TensorScatter>(
+        &[
+            f32s(&[2, 3, 6, 4]),
+            f32s(&[2, 3, 2, 4]),
+            ints(&[2], |i| i as i64 * 5),
+        ],
+        &[string_attr("mode", "circular")],
         1,
     );
 
