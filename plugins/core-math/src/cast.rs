@@ -336,4 +336,17 @@ mod tests {
         let y = run_operator::<CastLike>(&[x, like], &[], 1).unwrap();
         assert_eq!(y[0].to_vec::<i16>(), [7, -1]);
     }
+
+    #[test]
+    fn castlike_to_a_low_bit_type_reads_saturate() {
+        let x = OwnedTensor::f32(&[2], &[1e6, -0.5]);
+        let like = OwnedTensor::from_bytes(DType::F8E5M2FNUZ, &[1], &[0]);
+        let y = run_operator::<CastLike>(&[x.clone(), like.clone()], &[], 1).unwrap();
+        assert_eq!(
+            (y[0].dtype(), y[0].bytes()),
+            (DType::F8E5M2FNUZ, &[0x7f, 0xbc][..])
+        );
+        let y = run_operator::<CastLike>(&[x, like], &[int_attr("saturate", 0)], 1).unwrap();
+        assert_eq!(y[0].bytes(), [0x80, 0xbc]);
+    }
 }

@@ -231,6 +231,35 @@ mod tests {
     }
 
     #[test]
+    fn packed_sub_byte_elements_are_unpacked_a_byte_each() {
+        let tracker = MemoryTracker::new();
+        let raw = TensorProto {
+            dims: vec![3],
+            data_type: DType::I4.0,
+            raw_data: Bytes::from_static(&[0x8f, 0x07]),
+            ..Default::default()
+        };
+        let c = Constant::from_proto(&raw, &tracker.owner("weights")).unwrap();
+        assert_eq!(c.bytes(), [0xff, 0xf8, 0x07]);
+        let typed = TensorProto {
+            dims: vec![5],
+            data_type: DType::U2.0,
+            int32_data: vec![0b0001_1011, 0b10],
+            ..Default::default()
+        };
+        let c = Constant::from_proto(&typed, &tracker.owner("weights")).unwrap();
+        assert_eq!(c.bytes(), [3, 2, 1, 0, 2]);
+        let short = TensorProto {
+            dims: vec![5],
+            data_type: DType::U4.0,
+            raw_data: Bytes::from_static(&[0x21]),
+            ..Default::default()
+        };
+        let err = Constant::from_proto(&short, &tracker.owner("weights")).unwrap_err();
+        assert!(err.contains("holds 1 bytes, but u4 [5] needs 3"), "{err}");
+    }
+
+    #[test]
     fn a_size_mismatch_is_an_error() {
         let tracker = MemoryTracker::new();
         let proto = TensorProto {
