@@ -131,6 +131,21 @@ impl OwnedTensor {
         }
     }
 
+    /// A tensor of `dtype` holding `bytes` as they are: how tests build tensors of the types
+    /// that have no Rust type (the low-bit ones, a byte per element). Panics if the number of
+    /// bytes does not match the shape.
+    pub fn from_bytes(dtype: DType, shape: &[usize], bytes: &[u8]) -> Self {
+        let mut tensor = OwnedTensor::filled(dtype, shape, 0);
+        assert_eq!(
+            tensor.data.as_slice().len(),
+            bytes.len(),
+            "{dtype} {shape:?} does not take {} bytes",
+            bytes.len()
+        );
+        tensor.data.as_mut_slice().copy_from_slice(bytes);
+        tensor
+    }
+
     /// An omitted optional input.
     pub fn absent() -> Self {
         OwnedTensor {

@@ -1,5 +1,6 @@
 //! Comparing a computed tensor with a reference, as the ONNX backend tests do: same dtype and
 //! shape, floats within `atol + rtol * |expected|` (NaN equals NaN), everything else exactly.
+//! The 8- and 4-bit floats compare by value, exactly: their rounding is part of the result.
 
 use crate::tensor::TensorRef;
 use opal_plugin_api::DType;
@@ -39,7 +40,7 @@ pub fn compare(
             actual.shape, expected.shape
         ));
     }
-    let floats = |a: Vec<f64>, e: Vec<f64>| -> Result<(), String> {
+    let floats_within = |a: Vec<f64>, e: Vec<f64>, tol: Tolerance| -> Result<(), String> {
         let bad = a.iter().zip(&e).position(|(&a, &e)| {
             let same = (a.is_nan() && e.is_nan()) || a == e;
             let close = (a - e).abs() <= tol.atol + tol.rtol * e.abs();
@@ -53,7 +54,21 @@ pub fn compare(
             )),
         }
     };
+    let floats = |a, e| floats_within(a, e, tol);
+    let exact = Tolerance {
+        rtol: 0.0,
+        atol: 0.0,
+    };
     match actual.dtype {
+        dtype @ (DType::F8E4M3FN
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2
+        | DType::F8E5M2FNUZ
+        | DType::F4E2M1
+        | DType::F8E8M0) => {
+            let values = |data: &[u8]| data.iter().map(|&b| small_float_to_f64(dtype, b)).collect();
+            floats_within(values(actual.data), values(expected.data), exact)
+        }
         DType::F32 => floats(
             to_f64::<4>(actual.data, |b| f32::from_le_bytes(b) as f64),
             to_f64::<4>(expected.data, |b| f32::from_le_bytes(b) as f64),
@@ -110,6 +125,54 @@ fn f16_to_f64(bytes: [u8; 2]) -> f64 {
     }
 }
 
+/// The value of an 8- or 4-bit float of `dtype` stored in `bits` (the low 4 bits for float4).
+fn small_float_to_f64(dtype: DType, bits: u8) -> f64 {
+    // (exponent bits, mantissa bits, exponent bias)
+    let (exponent_bits, mantissa_bits, bias) = match dtype {
+        DType::F8E4M3FN => (4, 3, 7),
+        DType::F8E4M3FNUZ => (4, 3, 8),
+        DType::F8E5M2 => (5, 2, 15),
+        DType::F8E5M2FNUZ => (5, 2, 16),
+        DType::F4E2M1 => (2, 1, 1),
+        _ => {
+            // E8M0: a bare exponent, all ones being NaN.
+            return if bits == 0xff {
+                f64::NAN
+            } else {
+                2f64.powi(i32::from(bits) - 127)
+            };
+        }
+    };
+    let sign_bit = 1u8 << (exponent_bits + mantissa_bits);
+    let magnitude = bits & (sign_bit - 1);
+    let negative = bits & sign_bit != 0;
+    let top_exponent = (1u8 << exponent_bits) - 1;
+    let exponent = magnitude >> mantissa_bits;
+    let mantissa = magnitude & ((1 << mantissa_bits) - 1);
+    let is_nan = match dtype {
+        DType::F8E4M3FN => magnitude == 0x7f,
+        DType::F8E4M3FNUZ | DType::F8E5M2FNUZ => bits == 0x80,
+        DType::F8E5M2 => exponent == top_exponent && mantissa != 0,
+        _ => false,
+    };
+    if is_nan {
+        return f64::NAN;
+    }
+    let value = if dtype == DType::F8E5M2 && exponent == top_exponent {
+        f64::INFINITY
+    } else if exponent == 0 {
+        f64::from(mantissa) * 2f64.powi(1 - bias - mantissa_bits)
+    } else {
+        (1.0 + f64::from(mantissa) / f64::from(1u8 << mantissa_bits))
+            * 2f64.powi(i32::from(exponent) - bias)
+    };
+    if negative {
+        -value
+    } else {
+        value
+    }
+}
+
 fn bf16_to_f64(bytes: [u8; 2]) -> f64 {
     f64::from(f32::from_bits(u32::from(u16::from_le_bytes(bytes)) << 16))
 }
@@ -152,6 +215,46 @@ mod tests {
             tol
         )
         .is_err());
+    }
+
+    #[test]
+    fn small_floats_compare_by_exact_value_and_nan_equals_nan() {
+        let tensor = |dtype, data: &'static [u8]| TensorRef::new(dtype, &[2], data);
+        let tol = Tolerance::default();
+        // E4M3FN has two NaN codes, 0x7f and 0xff.
+        assert!(compare(
+            tensor(DType::F8E4M3FN, &[0x7f, 0x7e]),
+            tensor(DType::F8E4M3FN, &[0xff, 0x7e]),
+            tol
+        )
+        .is_ok());
+        // 416 is the code below 448: small floats take no tolerance.
+        let err = compare(
+            tensor(DType::F8E4M3FN, &[0x7f, 0x7d]),
+            tensor(DType::F8E4M3FN, &[0x7f, 0x7e]),
+            tol,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("element 1 is 416 where 448 was expected"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn small_floats_decode() {
+        assert_eq!(small_float_to_f64(DType::F8E4M3FN, 0x7e), 448.0);
+        assert_eq!(small_float_to_f64(DType::F8E4M3FN, 0x01), 2f64.powi(-9));
+        assert_eq!(small_float_to_f64(DType::F8E4M3FNUZ, 0x7f), 240.0);
+        assert!(small_float_to_f64(DType::F8E4M3FNUZ, 0x80).is_nan());
+        assert_eq!(small_float_to_f64(DType::F8E5M2, 0x7b), 57344.0);
+        assert_eq!(small_float_to_f64(DType::F8E5M2, 0xfc), f64::NEG_INFINITY);
+        assert!(small_float_to_f64(DType::F8E5M2, 0x7d).is_nan());
+        assert_eq!(small_float_to_f64(DType::F8E5M2FNUZ, 0x7f), 57344.0);
+        assert_eq!(small_float_to_f64(DType::F4E2M1, 0x7), 6.0);
+        assert_eq!(small_float_to_f64(DType::F4E2M1, 0x9), -0.5);
+        assert_eq!(small_float_to_f64(DType::F8E8M0, 127), 1.0);
+        assert!(small_float_to_f64(DType::F8E8M0, 0xff).is_nan());
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! What the quantization operators share: the integer element types they quantize to, with
-//! saturation and round-half-to-even, and how a scale or zero point (per tensor, per axis or
-//! per block) maps onto the elements of the tensor it applies to.
+//! saturation and round-half-to-even, the low-bit types they also quantize to (4- and 2-bit
+//! integers, 8- and 4-bit floats, a byte per element), and how a scale or zero point (per
+//! tensor, per axis or per block) maps onto the elements of the tensor it applies to.
 
 use crate::half::is_float;
-use opal_kernel_support::check::{error, normalize_axis, Shape};
+use opal_kernel_support::{
+    check::{error, normalize_axis, Shape},
+    low_bit,
+};
 use opal_plugin_api::prelude::*;
 
 /// An integer type values are quantized to.
@@ -34,11 +38,17 @@ quant_int!(u8, i8, u16, i16, i32);
 
 /// Rounds half to even and saturates to `T`'s range (NaN becomes 0).
 pub(crate) fn quantize_value<T: QuantInt>(v: f64) -> T {
+    T::saturate(quantize_to_range(v, T::LOWEST, T::HIGHEST))
+}
+
+/// Rounds half to even and saturates to `lowest..=highest` (NaN becomes 0, or the bound
+/// nearest to it).
+pub(crate) fn quantize_to_range(v: f64, lowest: i64, highest: i64) -> i64 {
     let rounded = v.round_ties_even();
     if rounded.is_nan() {
-        return T::saturate(0);
+        return 0.clamp(lowest, highest);
     }
-    T::saturate(rounded.clamp(T::LOWEST as f64, T::HIGHEST as f64) as i64)
+    rounded.clamp(lowest as f64, highest as f64) as i64
 }
 
 /// Runs `$body` with `$t` bound to the Rust type of an integer quantized dtype.
@@ -110,6 +120,12 @@ pub(crate) fn qlinear_output_dtype(op: &str, cx: &InferContext<'_>) -> KernelRes
 /// Whether `dtype` is one of the integer types quantized values have here.
 pub(crate) fn is_quant_int(dtype: DType) -> bool {
     matches!(dtype, DType::U8 | DType::I8 | DType::U16 | DType::I16)
+}
+
+/// Whether `dtype` is a low-bit type values are quantized to: every one but E8M0, which holds
+/// scales.
+pub(crate) fn is_quant_low_bit(dtype: DType) -> bool {
+    dtype.is_low_bit() && dtype != DType::F8E8M0
 }
 
 /// How a scale (or zero point) of some shape spreads over the elements of a tensor, seen as
@@ -204,7 +220,7 @@ impl Spread {
     }
 }
 
-/// A zero point of integer type as i64 values, or none.
+/// A zero point of integer type as i64 values, or of a low-bit type, or none.
 #[derive(Clone, Copy)]
 pub(crate) enum ZeroPoint<'a> {
     None,
@@ -212,6 +228,8 @@ pub(crate) enum ZeroPoint<'a> {
     I8(&'a [i8]),
     U16(&'a [u16]),
     I16(&'a [i16]),
+    /// A byte per value of the low-bit `DType`.
+    LowBit(DType, &'a [u8]),
 }
 
 impl<'a> ZeroPoint<'a> {
@@ -231,6 +249,7 @@ impl<'a> ZeroPoint<'a> {
             DType::I8 => ZeroPoint::I8(t.as_slice()?),
             DType::U16 => ZeroPoint::U16(t.as_slice()?),
             DType::I16 => ZeroPoint::I16(t.as_slice()?),
+            low if is_quant_low_bit(low) => ZeroPoint::LowBit(low, t.bytes()),
             other => {
                 return Err(error(
                     op,
@@ -247,18 +266,34 @@ impl<'a> ZeroPoint<'a> {
             ZeroPoint::I8(v) => Some(v.len()),
             ZeroPoint::U16(v) => Some(v.len()),
             ZeroPoint::I16(v) => Some(v.len()),
+            ZeroPoint::LowBit(_, v) => Some(v.len()),
         }
     }
 
-    /// Value `i` (0 without a zero point).
+    /// Value `i` (0 without a zero point; a low-bit float's truncated toward zero).
     pub(crate) fn get(&self, i: usize) -> i64 {
         match self {
-            ZeroPoint::None => 0,
+            ZeroPoint::LowBit(..) => self.value(i) as i64,
+            _ => self.integer(i).unwrap_or(0),
+        }
+    }
+
+    /// Value `i` as an f32, which holds every zero point exactly (0 without a zero point).
+    pub(crate) fn value(&self, i: usize) -> f32 {
+        match *self {
+            ZeroPoint::LowBit(dtype, v) => low_bit::to_f32(dtype, v[i]),
+            _ => self.integer(i).unwrap_or(0) as f32,
+        }
+    }
+
+    fn integer(&self, i: usize) -> Option<i64> {
+        Some(match self {
+            ZeroPoint::None | ZeroPoint::LowBit(..) => return None,
             ZeroPoint::U8(v) => i64::from(v[i]),
             ZeroPoint::I8(v) => i64::from(v[i]),
             ZeroPoint::U16(v) => i64::from(v[i]),
             ZeroPoint::I16(v) => i64::from(v[i]),
-        }
+        })
     }
 }
 

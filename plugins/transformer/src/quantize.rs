@@ -1,11 +1,15 @@
 //! ONNX `QuantizeLinear`, `DequantizeLinear` (opsets 10 to 28; per tensor, per axis and per
-//! block, to and from u8, i8, u16 and i16) and `DynamicQuantizeLinear` (opset 11, to u8).
+//! block, to and from u8, i8, u16, i16, the 4- and 2-bit integers and the 8- and 4-bit floats)
+//! and `DynamicQuantizeLinear` (opset 11, to u8).
 
 use crate::{
     half::{is_float, round_to, widened, FloatOut},
-    quant::{is_quant_int, quantize_value, with_quant_int, QuantInt, Spread, ZeroPoint},
+    quant::{
+        is_quant_int, is_quant_low_bit, quantize_to_range, quantize_value, with_quant_int,
+        QuantInt, Spread, ZeroPoint,
+    },
 };
-use opal_kernel_support::check::error;
+use opal_kernel_support::{check::error, low_bit};
 use opal_plugin_api::prelude::*;
 
 /// ONNX `QuantizeLinear`: `y = saturate(round(x / scale) + zero_point)`.
@@ -37,10 +41,13 @@ fn quantized_dtype(zero_point: Option<DType>, attributes: &Attributes<'_>) -> Ke
         (None, 0) => DType::U8,
         (None, r) => DType(r as i32),
     };
-    if !is_quant_int(dtype) {
+    if !is_quant_int(dtype) && !is_quant_low_bit(dtype) {
         return Err(error(
             QUANTIZE,
-            format_args!("quantizing to {dtype} is not supported (only u8, i8, u16, i16)"),
+            format_args!(
+                "quantizing to {dtype} is not supported (only u8, i8, u16, i16, u4, i4, u2, i2 \
+                 and the 8- and 4-bit floats)"
+            ),
         ));
     }
     Ok(dtype)
@@ -99,10 +106,35 @@ impl Operator for QuantizeLinear {
             ));
         }
         let (values, scales) = (widened(QUANTIZE, cx, x)?, widened(QUANTIZE, cx, scale)?);
+        if is_quant_low_bit(out.dtype()) {
+            let to = LowBitTarget {
+                dtype: out.dtype(),
+                saturate: attributes.int("saturate", 1)? != 0,
+            };
+            quantize_low_bit(
+                values,
+                scales,
+                zero_point,
+                spread,
+                division,
+                to,
+                out.bytes_mut(),
+            );
+            return Ok(());
+        }
         with_quant_int!(out.dtype(), T => {
             quantize::<T>(values, scales, zero_point, spread, division, out.as_slice_mut::<T>()?);
             Ok(())
         }, _ => Err(error(QUANTIZE, format_args!("cannot quantize to {}", out.dtype()))))
+    }
+}
+
+/// `x / scale` computed in `division`'s precision.
+fn quotient(x: f32, scale: f32, division: DType) -> f64 {
+    if division == DType::F64 {
+        f64::from(x) / f64::from(scale)
+    } else {
+        f64::from(round_to(division, x / scale))
     }
 }
 
@@ -114,21 +146,50 @@ fn quantize<T: QuantInt>(
     division: DType,
     y: &mut [T],
 ) {
-    let zero_point_of = |s: usize| {
-        if zero_point.len().is_some() {
-            zero_point.get(s)
-        } else {
-            0
-        }
-    };
     for (e, (y, &x)) in y.iter_mut().zip(x).enumerate() {
         let s = spread.index(e);
-        let quotient = if division == DType::F64 {
-            f64::from(x) / f64::from(scales[s])
-        } else {
-            f64::from(round_to(division, x / scales[s]))
+        let q = quotient(x, scales[s], division);
+        *y = quantize_value::<T>(q.round_ties_even() + zero_point.get(s) as f64);
+    }
+}
+
+/// A low-bit quantized type and the `saturate` attribute (which only the 8-bit floats read).
+#[derive(Clone, Copy)]
+struct LowBitTarget {
+    dtype: DType,
+    saturate: bool,
+}
+
+/// Quantizes into a low-bit type, a byte per element. Integers saturate to their range as the
+/// wider ones do. The 8-bit floats round `x / scale` and leave the zero point out, and float4
+/// adds it first (in f32), as ONNX's reference does: the zero point of a float type is meant
+/// to be zero, and this keeps the sign of a zero quotient where the reference keeps it.
+fn quantize_low_bit(
+    x: &[f32],
+    scales: &[f32],
+    zero_point: ZeroPoint<'_>,
+    spread: Spread,
+    division: DType,
+    to: LowBitTarget,
+    y: &mut [u8],
+) {
+    let range = low_bit::int_range(to.dtype);
+    for (e, (y, &x)) in y.iter_mut().zip(x).enumerate() {
+        let s = spread.index(e);
+        let q = quotient(x, scales[s], division);
+        *y = match range {
+            // The i64's low byte is the value's sign-extended byte.
+            Some((lowest, highest)) => quantize_to_range(
+                q.round_ties_even() + zero_point.get(s) as f64,
+                lowest,
+                highest,
+            ) as u8,
+            None if to.dtype == DType::F4E2M1 => {
+                let shifted = q as f32 + zero_point.value(s);
+                low_bit::from_f64(to.dtype, f64::from(shifted), true)
+            }
+            None => low_bit::from_f64(to.dtype, q, to.saturate),
         };
-        *y = quantize_value::<T>(quotient.round_ties_even() + zero_point_of(s) as f64);
     }
 }
 
@@ -140,11 +201,12 @@ impl Operator for DequantizeLinear {
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let x = cx.input(0)?;
         let scale = cx.input(1)?;
-        if !is_quant_int(x.dtype) && x.dtype != DType::I32 {
+        if !is_quant_int(x.dtype) && !is_quant_low_bit(x.dtype) && x.dtype != DType::I32 {
             return Err(error(
                 DEQUANTIZE,
                 format_args!(
-                    "dequantizing {} is not supported (only u8, i8, u16, i16, i32)",
+                    "dequantizing {} is not supported (only u8, i8, u16, i16, i32, u4, i4, u2, \
+                     i2 and the 8- and 4-bit floats)",
                     x.dtype
                 ),
             ));
@@ -198,6 +260,8 @@ impl Operator for DequantizeLinear {
         let out = FloatOut::new(DEQUANTIZE, cx, out_tensor)?;
         if x.dtype() == DType::I32 {
             dequantize::<i32>(x.as_slice()?, scales, zero_point, spread, out.values);
+        } else if is_quant_low_bit(x.dtype()) {
+            dequantize_low_bit(x.dtype(), x.bytes(), scales, zero_point, spread, out.values);
         } else {
             with_quant_int!(x.dtype(), T => {
                 dequantize::<T>(x.as_slice()?, scales, zero_point, spread, out.values)
@@ -224,6 +288,22 @@ fn dequantize<T: QuantInt>(
             0.0
         };
         *y = (x.to_i64() as f32 - zero) * scales[s];
+    }
+}
+
+/// Dequantizes a low-bit type, a byte per element: `(x - zero_point) * scale` in f32, which
+/// holds every value of these types exactly.
+fn dequantize_low_bit(
+    dtype: DType,
+    x: &[u8],
+    scales: &[f32],
+    zero_point: ZeroPoint<'_>,
+    spread: Spread,
+    y: &mut [f32],
+) {
+    for (e, (y, &x)) in y.iter_mut().zip(x).enumerate() {
+        let s = spread.index(e);
+        *y = (low_bit::to_f32(dtype, x) - zero_point.value(s)) * scales[s];
     }
 }
 
@@ -273,7 +353,7 @@ impl Operator for DynamicQuantizeLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opal_plugin_api::testing::{run_operator, OwnedTensor};
+    use opal_plugin_api::testing::{int_attr, run_operator, OwnedTensor};
 
     #[test]
     fn quantizes_and_dequantizes_per_tensor() {
@@ -284,6 +364,38 @@ mod tests {
         assert_eq!(y[0].to_vec::<u8>(), [10, 12, 15, 255]);
         let back = run_operator::<DequantizeLinear>(&[y[0].clone(), scale, zero], &[], 1).unwrap();
         assert_eq!(back[0].to_vec::<f32>(), [0.0, 1.0, 2.5, 122.5]);
+    }
+
+    #[test]
+    fn quantizes_to_int4_per_axis_saturating_to_its_range() {
+        let x = OwnedTensor::f32(&[2, 3], &[0.0, 2.5, 100.0, -100.0, 3.0, -2.0]);
+        let scale = OwnedTensor::f32(&[2], &[1.0, 2.0]);
+        let zero = OwnedTensor::from_bytes(DType::I4, &[2], &[1, 0xff]);
+        let axis = [int_attr("axis", 0)];
+        let y = run_operator::<QuantizeLinear>(&[x, scale.clone(), zero.clone()], &axis, 1)
+            .unwrap()
+            .remove(0);
+        assert_eq!(y.dtype(), DType::I4);
+        let bytes: Vec<i8> = y.bytes().iter().map(|&b| b as i8).collect();
+        assert_eq!(bytes, [1, 3, 7, -8, 1, -2]);
+        let back = run_operator::<DequantizeLinear>(&[y, scale, zero], &axis, 1).unwrap();
+        assert_eq!(back[0].to_vec::<f32>(), [0.0, 2.0, 6.0, -14.0, 4.0, -2.0]);
+    }
+
+    #[test]
+    fn quantizes_to_float8_saturating_unless_told_not_to() {
+        let x = OwnedTensor::f32(&[3], &[1.0, 1000.0, -0.0]);
+        let scale = OwnedTensor::f32(&[], &[2.0]);
+        let zero = OwnedTensor::from_bytes(DType::F8E4M3FN, &[], &[0]);
+        let inputs = [x, scale.clone(), zero.clone()];
+        let y = run_operator::<QuantizeLinear>(&inputs, &[], 1)
+            .unwrap()
+            .remove(0);
+        assert_eq!(y.bytes(), [0x30, 0x7e, 0x80]);
+        let unsaturated = run_operator::<QuantizeLinear>(&inputs, &[int_attr("saturate", 0)], 1);
+        assert_eq!(unsaturated.unwrap()[0].bytes(), [0x30, 0x7f, 0x80]);
+        let back = run_operator::<DequantizeLinear>(&[y, scale, zero], &[], 1).unwrap();
+        assert_eq!(back[0].to_vec::<f32>(), [1.0, 896.0, 0.0]);
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! Constant tensors of a model: initializers and tensor attributes. `raw_data` that is aligned
 //! for its dtype stays a view into the memory-mapped file; typed fields (`float_data`, …) and
-//! misaligned raw bytes are decoded once into host memory accounted to the weights owner.
+//! misaligned raw bytes are decoded once into host memory accounted to the weights owner, and
+//! so are sub-byte elements, which files pack and memory holds one per byte.
 
-use super::proto::TensorProto;
+use super::{
+    packed::{packed_len, unpack},
+    proto::TensorProto,
+};
 use crate::{
     memory::{AlignedBuffer, Owner},
     tensor::{byte_size, Shape, Tensor, TensorRef},
@@ -116,33 +120,56 @@ impl Constant {
                 .ok_or_else(|| format!("out of memory decoding {bytes} bytes"))
         };
         let data = if !raw.is_empty() || bytes == 0 || stored_outside {
-            if raw.len() != bytes {
+            let stored = packed_len(dtype, bytes);
+            if raw.len() != stored {
                 return Err(format!(
-                    "its raw data holds {} bytes, but {dtype} {shape:?} needs {bytes}",
+                    "its raw data holds {} bytes, but {dtype} {shape:?} needs {stored}",
                     raw.len()
                 ));
             }
-            if (raw.as_ptr() as usize).is_multiple_of(elem) {
+            if stored != bytes {
+                unpacked(dtype, raw, bytes, weights)?
+            } else if (raw.as_ptr() as usize).is_multiple_of(elem) {
                 ConstantData::Mapped(raw.clone())
             } else {
                 owned(raw)?
             }
         } else {
             let decoded = typed_field_bytes(proto, dtype)?;
-            if decoded.len() != bytes {
+            let stored = packed_len(dtype, bytes);
+            if decoded.len() != stored {
                 return Err(format!(
                     "holds {} elements, but shape {shape:?} needs {}",
-                    decoded.len() / elem,
+                    decoded.len() / elem * dtype.per_packed_byte(),
                     bytes / elem
                 ));
             }
-            owned(&decoded)?
+            if stored != bytes {
+                unpacked(dtype, &decoded, bytes, weights)?
+            } else {
+                owned(&decoded)?
+            }
         };
         Ok(Constant { dtype, shape, data })
     }
 }
 
-/// The little-endian bytes of a tensor stored in its typed repeated field.
+/// `bytes` bytes of host memory holding the sub-byte elements of `dtype` packed in `packed`,
+/// one per byte.
+fn unpacked(
+    dtype: DType,
+    packed: &[u8],
+    bytes: usize,
+    weights: &Owner,
+) -> Result<ConstantData, String> {
+    let mut buffer = AlignedBuffer::zeroed(bytes, weights)
+        .ok_or_else(|| format!("out of memory unpacking {bytes} bytes"))?;
+    unpack(dtype, packed, buffer.as_mut_slice());
+    Ok(ConstantData::Owned(buffer))
+}
+
+/// The little-endian bytes of a tensor stored in its typed repeated field (sub-byte types as
+/// the file packs them).
 fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Result<Vec<u8>, String> {
     fn le<T: Copy, const N: usize>(values: &[T], to: impl Fn(T) -> [u8; N]) -> Vec<u8> {
         values.iter().flat_map(|&v| to(v)).collect()
@@ -160,7 +187,9 @@ fn typed_field_bytes(proto: &TensorProto, dtype: DType) -> Result<Vec<u8>, Strin
             le(&proto.int32_data, |v| (v as u16).to_le_bytes())
         }
         DType::I8 => le(&proto.int32_data, |v| (v as i8).to_le_bytes()),
+        // One byte per entry: an 8-bit float's bits, or two 4-bit or four 2-bit values packed.
         DType::U8 => le(&proto.int32_data, |v| (v as u8).to_le_bytes()),
+        low_bit if low_bit.is_low_bit() => le(&proto.int32_data, |v| [v as u8]),
         DType::BOOL => le(&proto.int32_data, |v| [u8::from(v != 0)]),
         other => return Err(format!("dtype {other} is not supported")),
     })
@@ -199,6 +228,35 @@ mod tests {
         let c = Constant::from_proto(&proto, &tracker.owner("weights")).unwrap();
         assert!(c.is_mapped());
         assert_eq!(tracker.current_bytes(), 0);
+    }
+
+    #[test]
+    fn packed_sub_byte_elements_are_unpacked_a_byte_each() {
+        let tracker = MemoryTracker::new();
+        let raw = TensorProto {
+            dims: vec![3],
+            data_type: DType::I4.0,
+            raw_data: Bytes::from_static(&[0x8f, 0x07]),
+            ..Default::default()
+        };
+        let c = Constant::from_proto(&raw, &tracker.owner("weights")).unwrap();
+        assert_eq!(c.bytes(), [0xff, 0xf8, 0x07]);
+        let typed = TensorProto {
+            dims: vec![5],
+            data_type: DType::U2.0,
+            int32_data: vec![0b0001_1011, 0b10],
+            ..Default::default()
+        };
+        let c = Constant::from_proto(&typed, &tracker.owner("weights")).unwrap();
+        assert_eq!(c.bytes(), [3, 2, 1, 0, 2]);
+        let short = TensorProto {
+            dims: vec![5],
+            data_type: DType::U4.0,
+            raw_data: Bytes::from_static(&[0x21]),
+            ..Default::default()
+        };
+        let err = Constant::from_proto(&short, &tracker.owner("weights")).unwrap_err();
+        assert!(err.contains("holds 1 bytes, but u4 [5] needs 3"), "{err}");
     }
 
     #[test]
