@@ -24,6 +24,7 @@ mod lrn;
 mod max_unpool;
 mod moments;
 mod mvn;
+mod non_max_suppression;
 mod pool;
 mod pool_2d;
 mod recurrent;
@@ -50,6 +51,7 @@ pub use lp_norm::LpNormalization;
 pub use lrn::Lrn;
 pub use max_unpool::MaxUnpool;
 pub use mvn::MeanVarianceNormalization;
+pub use non_max_suppression::NonMaxSuppression;
 pub use pool::{AveragePool, LpPool, MaxPool};
 pub use resize::{Resize, ResizeV10, Upsample};
 pub use rnn::{Gru, Lstm, Rnn};
@@ -69,5 +71,6 @@ opal_plugin_api::export_plugin! {
         MaxUnpool, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
         GridSample, AffineGrid, RoiAlignV10, RoiAlign,
         Rnn, Gru, Lstm,
+        NonMaxSuppression,
     ],
 }
