@@ -7,6 +7,7 @@
 
 mod affine_grid;
 mod batch_norm;
+mod col2im;
 mod conv;
 mod conv_transpose;
 mod depthwise;
@@ -25,6 +26,7 @@ mod max_unpool;
 mod moments;
 mod mvn;
 mod non_max_suppression;
+mod non_max_suppression;
 mod pool;
 mod pool_2d;
 mod recurrent;
@@ -39,6 +41,7 @@ mod testutil;
 
 pub use affine_grid::AffineGrid;
 pub use batch_norm::BatchNormalization;
+pub use col2im::Col2Im;
 pub use conv::Conv;
 pub use conv_transpose::ConvTranspose;
 pub use dropout::{Dropout, DropoutLegacy};
@@ -51,6 +54,7 @@ pub use lp_norm::LpNormalization;
 pub use lrn::Lrn;
 pub use max_unpool::MaxUnpool;
 pub use mvn::MeanVarianceNormalization;
+pub use non_max_suppression::NonMaxSuppression;
 pub use non_max_suppression::NonMaxSuppression;
 pub use pool::{AveragePool, LpPool, MaxPool};
 pub use resize::{Resize, ResizeV10, Upsample};
@@ -71,6 +75,7 @@ opal_plugin_api::export_plugin! {
         MaxUnpool, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
         GridSample, AffineGrid, RoiAlignV10, RoiAlign,
         Rnn, Gru, Lstm,
+        NonMaxSuppression, Col2Im,
         NonMaxSuppression,
     ],
 }
