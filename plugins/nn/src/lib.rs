@@ -10,6 +10,7 @@ mod batch_norm;
 mod col2im;
 mod conv;
 mod conv_transpose;
+mod deform_conv;
 mod depthwise;
 mod dropout;
 mod float;
@@ -25,7 +26,6 @@ mod lrn;
 mod max_unpool;
 mod moments;
 mod mvn;
-mod non_max_suppression;
 mod non_max_suppression;
 mod pool;
 mod pool_2d;
@@ -44,6 +44,7 @@ pub use batch_norm::BatchNormalization;
 pub use col2im::Col2Im;
 pub use conv::Conv;
 pub use conv_transpose::ConvTranspose;
+pub use deform_conv::DeformConv;
 pub use dropout::{Dropout, DropoutLegacy};
 pub use global_pool::{GlobalAveragePool, GlobalLpPool, GlobalMaxPool};
 pub use grid_sample::GridSample;
@@ -54,7 +55,6 @@ pub use lp_norm::LpNormalization;
 pub use lrn::Lrn;
 pub use max_unpool::MaxUnpool;
 pub use mvn::MeanVarianceNormalization;
-pub use non_max_suppression::NonMaxSuppression;
 pub use non_max_suppression::NonMaxSuppression;
 pub use pool::{AveragePool, LpPool, MaxPool};
 pub use resize::{Resize, ResizeV10, Upsample};
@@ -75,7 +75,6 @@ opal_plugin_api::export_plugin! {
         MaxUnpool, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
         GridSample, AffineGrid, RoiAlignV10, RoiAlign,
         Rnn, Gru, Lstm,
-        NonMaxSuppression, Col2Im,
-        NonMaxSuppression,
+        NonMaxSuppression, Col2Im, DeformConv,
     ],
 }
