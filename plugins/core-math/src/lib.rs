@@ -14,6 +14,7 @@ mod cast;
 mod clip;
 mod compare;
 mod cumulative;
+mod det;
 mod einsum;
 mod elementwise;
 mod gemm;
@@ -39,6 +40,7 @@ pub use cast::{Cast, CastLike};
 pub use clip::{Clip, ClipAttributes};
 pub use compare::{Equal, Greater, GreaterOrEqual, Less, LessOrEqual};
 pub use cumulative::{CumProd, CumSum};
+pub use det::Det;
 pub use einsum::Einsum;
 pub use gemm::Gemm;
 pub use logical::{And, BitShift, BitwiseAnd, BitwiseNot, BitwiseOr, BitwiseXor, Not, Or, Xor};
@@ -82,6 +84,6 @@ opal_plugin_api::export_plugin! {
         ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare,
         ArgMax, ArgMin, CumSum, CumProd,
         LogSoftmaxFlattened, LogSoftmax, HardmaxFlattened, Hardmax,
-        Einsum,
+        Einsum, Det,
     ],
 }

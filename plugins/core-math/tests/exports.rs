@@ -119,6 +119,7 @@ fn exports_every_operator_with_its_opset_range() {
             ("", "Hardmax", 1, 12, 0),
             ("", "Hardmax", 13, max, 0),
             ("", "Einsum", 12, max, 0),
+            ("", "Det", 11, max, 0),
         ]
     );
 }

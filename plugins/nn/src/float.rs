@@ -92,6 +92,17 @@ pub(crate) fn as_f32<'a>(
     Ok(values)
 }
 
+/// A float tensor's values as an owned f32 vector, for shape inference, which may allocate
+/// (kernels use [`as_f32`]).
+pub(crate) fn to_f32_vec(op: &str, tensor: TensorRef<'_>) -> KernelResult<Vec<f32>> {
+    if tensor.dtype() == DType::F32 {
+        return Ok(tensor.f32()?.to_vec());
+    }
+    let mut values = vec![0.0; tensor.len()];
+    decode(op, tensor.dtype(), tensor.bytes(), &mut values)?;
+    Ok(values)
+}
+
 /// Input `index` as f32 values (see [`as_f32`]).
 pub(crate) fn input_f32<'a>(
     cx: &KernelContext<'a>,

@@ -7,8 +7,10 @@
 
 mod affine_grid;
 mod batch_norm;
+mod col2im;
 mod conv;
 mod conv_transpose;
+mod deform_conv;
 mod depthwise;
 mod dropout;
 mod float;
@@ -24,6 +26,7 @@ mod lrn;
 mod max_unpool;
 mod moments;
 mod mvn;
+mod non_max_suppression;
 mod pool;
 mod pool_2d;
 mod recurrent;
@@ -38,8 +41,10 @@ mod testutil;
 
 pub use affine_grid::AffineGrid;
 pub use batch_norm::BatchNormalization;
+pub use col2im::Col2Im;
 pub use conv::Conv;
 pub use conv_transpose::ConvTranspose;
+pub use deform_conv::DeformConv;
 pub use dropout::{Dropout, DropoutLegacy};
 pub use global_pool::{GlobalAveragePool, GlobalLpPool, GlobalMaxPool};
 pub use grid_sample::GridSample;
@@ -50,6 +55,7 @@ pub use lp_norm::LpNormalization;
 pub use lrn::Lrn;
 pub use max_unpool::MaxUnpool;
 pub use mvn::MeanVarianceNormalization;
+pub use non_max_suppression::NonMaxSuppression;
 pub use pool::{AveragePool, LpPool, MaxPool};
 pub use resize::{Resize, ResizeV10, Upsample};
 pub use rnn::{Gru, Lstm, Rnn};
@@ -69,5 +75,6 @@ opal_plugin_api::export_plugin! {
         MaxUnpool, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss,
         GridSample, AffineGrid, RoiAlignV10, RoiAlign,
         Rnn, Gru, Lstm,
+        NonMaxSuppression, Col2Im, DeformConv,
     ],
 }
