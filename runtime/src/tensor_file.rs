@@ -131,8 +131,9 @@ fn check_npy_header(bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Writes `tensor` to `dir/stem.npy` when NumPy has its element type (every number type, bool
-/// and f16), else to `dir/stem.pb` as an ONNX `TensorProto` (bf16 and the other types NumPy
-/// reads only through extensions); returns the path written.
+/// and f16), else to `dir/stem.pb` as an ONNX `TensorProto` (bf16, the float8 and float4 types,
+/// int4/uint4 and int2/uint2, which NumPy reads only through extensions); returns the path
+/// written.
 pub fn write_tensor(dir: &Path, stem: &str, tensor: TensorRef<'_>) -> Result<PathBuf, String> {
     if npy_writes(tensor.dtype) {
         let path = dir.join(format!("{stem}.npy"));
@@ -163,8 +164,9 @@ fn npy_writes(dtype: DType) -> bool {
     )
 }
 
-/// Writes `tensor` to `path` as an ONNX `TensorProto` with its bytes as `raw_data`, the layout
-/// ONNX gives every fixed-size type (little-endian, one element after another).
+/// Writes `tensor` to `path` as an ONNX `TensorProto` with its bytes as `raw_data`, in the
+/// layout ONNX gives every fixed-size type: little-endian, one element after another, 4-bit and
+/// 2-bit elements packed two or four to a byte.
 pub fn write_tensor_proto(path: &Path, tensor: TensorRef<'_>) -> Result<(), String> {
     if tensor.dtype.size().is_none() {
         return Err(format!("cannot write {} tensors to a file", tensor.dtype));
@@ -172,7 +174,7 @@ pub fn write_tensor_proto(path: &Path, tensor: TensorRef<'_>) -> Result<(), Stri
     let proto = TensorProto {
         dims: tensor.shape.iter().map(|&d| d as i64).collect(),
         data_type: tensor.dtype.0,
-        raw_data: tensor.data.to_vec().into(),
+        raw_data: crate::onnx::packed::pack(tensor.dtype, tensor.data).into(),
         ..Default::default()
     };
     std::fs::write(path, proto.encode_to_vec())
@@ -236,15 +238,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tracker = MemoryTracker::new();
         // 1.5 and -2.0 as f16 and as bf16.
-        for (dtype, bytes, extension) in [
-            (DType::F16, [0x00, 0x3e, 0x00, 0xc0], "npy"),
-            (DType::BF16, [0xc0, 0x3f, 0x00, 0xc0], "pb"),
+        for (dtype, elements, bytes, extension) in [
+            (DType::F16, 2, [0x00, 0x3e, 0x00, 0xc0], "npy"),
+            (DType::BF16, 2, [0xc0, 0x3f, 0x00, 0xc0], "pb"),
+            // -1, 7, -8 and 0 as int4, one byte each in memory and packed in the file.
+            (DType::I4, 4, [0xff, 0x07, 0xf8, 0x00], "pb"),
         ] {
-            let tensor = TensorRef::new(dtype, &[2], &bytes);
+            let shape = [elements];
+            let tensor = TensorRef::new(dtype, &shape, &bytes);
             let path = write_tensor(dir.path(), &format!("{dtype}"), tensor).unwrap();
             assert_eq!(path.extension().unwrap(), extension);
             let back = read_tensor(&path, &tracker.owner("inputs")).unwrap();
-            assert_eq!((back.dtype, back.shape.as_slice()), (dtype, &[2][..]));
+            assert_eq!(
+                (back.dtype, back.shape.as_slice()),
+                (dtype, &[elements][..])
+            );
             assert_eq!(back.as_ref().data, &bytes);
         }
     }

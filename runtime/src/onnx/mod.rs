@@ -5,7 +5,7 @@ mod attributes;
 mod constant;
 mod external;
 mod model;
-mod packed;
+pub(crate) mod packed;
 pub mod proto;
 
 pub use attributes::NodeAttributes;

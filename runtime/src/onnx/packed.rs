@@ -1,6 +1,6 @@
 //! Sub-byte elements as ONNX files store them: two 4-bit or four 2-bit values per byte, the
 //! first in the lowest bits. In memory each takes a byte of its own (see `DType`'s
-//! documentation), so reading a tensor unpacks it.
+//! documentation), so reading a tensor unpacks it and writing one packs it.
 
 use opal_plugin_api::DType;
 
@@ -30,9 +30,43 @@ pub(super) fn unpack(dtype: DType, packed: &[u8], out: &mut [u8]) {
     }
 }
 
+/// Packs `values`, elements of `dtype` one per byte, as a file stores them: the inverse of
+/// [`unpack`] (only each value's low bits are kept).
+pub(crate) fn pack(dtype: DType, values: &[u8]) -> Vec<u8> {
+    let per_byte = dtype.per_packed_byte();
+    let bits = 8 / per_byte;
+    let mask = ((1u16 << bits) - 1) as u8;
+    values
+        .chunks(per_byte)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .enumerate()
+                .fold(0u8, |byte, (k, &v)| byte | (v & mask) << (bits * k))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packing_is_the_inverse_of_unpacking() {
+        for (dtype, values) in [
+            (DType::I4, vec![0xffu8, 0xf8, 7]),
+            (DType::U4, vec![15, 8, 7, 0]),
+            (DType::I2, vec![0xff, 0xfe, 1, 0, 0xfe]),
+            (DType::U2, vec![3, 2, 1, 0, 2]),
+        ] {
+            let packed = pack(dtype, &values);
+            assert_eq!(packed.len(), packed_len(dtype, values.len()), "{dtype}");
+            let mut back = vec![0u8; values.len()];
+            unpack(dtype, &packed, &mut back);
+            assert_eq!(back, values, "{dtype}");
+        }
+        assert_eq!(pack(DType::F8E5M2, &[0x7c, 0x01]), [0x7c, 0x01]);
+    }
 
     #[test]
     fn four_bit_values_take_the_low_nibble_first_and_int4_is_sign_extended() {
