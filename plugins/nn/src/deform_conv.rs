@@ -2,7 +2,10 @@
 //! (and optionally scaled by a mask). Each moved tap reads the input by bilinear interpolation,
 //! zero outside the image, as the ONNX reference's GridSample with `align_corners` does.
 
-use crate::float::{expect_float, input_f32, optional_input_f32, output_f32};
+use crate::{
+    float::{expect_float, input_f32, optional_input_f32, output_f32},
+    window::{window, Axis, Window, WindowAttributes},
+};
 use opal_kernel_support::check::{error, Shape};
 use opal_plugin_api::prelude::*;
 
@@ -11,18 +14,7 @@ pub struct DeformConv;
 
 const OP: &str = "DeformConv";
 
-/// One spatial axis of the convolution.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Axis {
-    input: usize,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    pad_begin: usize,
-    output: usize,
-}
-
-/// The node's shape: channels, groups and the two spatial axes (height, width).
+/// The node's shape: channels, groups and the window (2-D, so its depth axis is a unit axis).
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
     batch: usize,
@@ -30,7 +22,7 @@ struct Geometry {
     out_channels: usize,
     group: usize,
     offset_group: usize,
-    axes: [Axis; 2],
+    window: Window,
 }
 
 impl Geometry {
@@ -64,78 +56,34 @@ impl Geometry {
                 ),
             ));
         }
-        let kernel = attributes.ints("kernel_shape")?;
-        let strides = attributes.ints("strides")?;
-        let dilations = attributes.ints("dilations")?;
-        let pads = attributes.ints("pads")?;
-        if kernel.is_some_and(|k| k.len() != 2 || k[0] as usize != w[2] || k[1] as usize != w[3])
-            || strides.is_some_and(|s| s.len() != 2)
-            || dilations.is_some_and(|d| d.len() != 2)
-            || pads.is_some_and(|p| p.len() != 4)
-        {
-            return Err(error(
-                OP,
-                format_args!(
-                    "kernel_shape, strides, dilations or pads do not match W {}",
-                    Shape(w)
-                ),
-            ));
-        }
-        let mut axes = [Axis {
-            input: 0,
-            kernel: 0,
-            stride: 0,
-            dilation: 0,
-            pad_begin: 0,
-            output: 0,
-        }; 2];
-        for (d, axis) in axes.iter_mut().enumerate() {
-            let stride = strides.map_or(1, |s| s[d]);
-            let dilation = dilations.map_or(1, |v| v[d]);
-            let (pad_begin, pad_end) = pads.map_or((0, 0), |p| (p[d], p[d + 2]));
-            if stride < 1 || dilation < 1 || pad_begin < 0 || pad_end < 0 {
-                return Err(error(
-                    OP,
-                    format_args!(
-                        "axis {d}: stride {stride} and dilation {dilation} must be positive, pads {pad_begin}, {pad_end} not negative"
-                    ),
-                ));
-            }
-            let span = dilation * (w[2 + d] as i64 - 1) + 1;
-            let padded = x[2 + d] as i64 + pad_begin + pad_end;
-            if w[2 + d] == 0 || padded < span {
-                return Err(error(
-                    OP,
-                    format_args!(
-                        "axis {d}: the kernel spans {span}, more than the padded input's {padded}"
-                    ),
-                ));
-            }
-            *axis = Axis {
-                input: x[2 + d],
-                kernel: w[2 + d],
-                stride: stride as usize,
-                dilation: dilation as usize,
-                pad_begin: pad_begin as usize,
-                output: ((padded - span) / stride + 1) as usize,
-            };
-        }
+        check_kernel_shape(attributes, [w[2] as i64, w[3] as i64])?;
+        let window = window(
+            OP,
+            &WindowAttributes::read(OP, attributes)?,
+            &x[2..],
+            &w[2..],
+        )?;
         Ok(Geometry {
             batch: x[0],
             in_channels,
             out_channels,
             group: group as usize,
             offset_group: offset_group as usize,
-            axes,
+            window,
         })
     }
 
+    /// The height and width axes.
+    fn plane_axes(&self) -> [Axis; 2] {
+        [self.window.axes[1], self.window.axes[2]]
+    }
+
     fn taps(&self) -> usize {
-        self.axes[0].kernel * self.axes[1].kernel
+        self.window.kernel_size()
     }
 
     fn output_size(&self) -> usize {
-        self.axes[0].output * self.axes[1].output
+        self.window.output_size()
     }
 
     /// The expected shape of the offset input (`per_tap` = 2) or of the mask (`per_tap` = 1).
@@ -143,8 +91,8 @@ impl Geometry {
         [
             self.batch,
             self.offset_group * self.taps() * per_tap,
-            self.axes[0].output,
-            self.axes[1].output,
+            self.plane_axes()[0].output,
+            self.plane_axes()[1].output,
         ]
     }
 
@@ -164,6 +112,25 @@ impl Geometry {
         }
         Ok(())
     }
+}
+
+/// Fails unless the optional kernel_shape attribute matches W's spatial dims (-1 unknown).
+fn check_kernel_shape(attributes: &Attributes<'_>, w_spatial: [i64; 2]) -> KernelResult<()> {
+    let Some(kernel) = attributes.ints("kernel_shape")? else {
+        return Ok(());
+    };
+    let matches = kernel.len() == 2 && kernel.iter().zip(w_spatial).all(|(&k, w)| w < 0 || k == w);
+    if !matches {
+        return Err(error(
+            OP,
+            format_args!(
+                "kernel_shape {} does not match W's spatial dims {}",
+                Shape(kernel),
+                Shape(&w_spatial)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The bilinear sample of the `height x width` plane at `(y, x)`; taps outside read zero.
@@ -191,7 +158,7 @@ struct Image<'a> {
 /// Fills `columns` (`[C / group * taps, output positions]`) with the deformed, masked samples
 /// of the input channels of `group`.
 fn sample_columns(geometry: &Geometry, image: &Image<'_>, group: usize, columns: &mut [f32]) {
-    let [ah, aw] = geometry.axes;
+    let [ah, aw] = geometry.plane_axes();
     let (taps, positions) = (geometry.taps(), geometry.output_size());
     let channels_per_group = geometry.in_channels / geometry.group;
     let channels_per_offset_group = geometry.in_channels / geometry.offset_group;
@@ -212,8 +179,8 @@ fn sample_columns(geometry: &Geometry, image: &Image<'_>, group: usize, columns:
             let mask = image.mask.map(|m| &m[tap_index * positions..][..positions]);
             for (p, value) in row.iter_mut().enumerate() {
                 let (i, j) = (p / aw.output, p % aw.output);
-                let y = (i * ah.stride + ki * ah.dilation) as f32 - ah.pad_begin as f32 + dy[p];
-                let x = (j * aw.stride + kj * aw.dilation) as f32 - aw.pad_begin as f32 + dx[p];
+                let y = (i * ah.stride) as f32 + ah.tap_offset(ki) as f32 + dy[p];
+                let x = (j * aw.stride) as f32 + aw.tap_offset(kj) as f32 + dx[p];
                 let scale = mask.map_or(1.0, |m| m[p]);
                 *value = scale * bilinear(plane, ah.input, aw.input, y, x);
             }
@@ -250,14 +217,10 @@ impl Operator for DeformConv {
         }
         let as_dims = |s: &[i64]| [s[0] as usize, s[1] as usize, s[2] as usize, s[3] as usize];
         let geometry = Geometry::new(&cx.attributes(), &as_dims(x.shape), &as_dims(w.shape))?;
+        let [ah, aw] = geometry.plane_axes();
         Ok(vec![OutputType::fixed(
             x.dtype,
-            &[
-                geometry.batch,
-                geometry.out_channels,
-                geometry.axes[0].output,
-                geometry.axes[1].output,
-            ],
+            &[geometry.batch, geometry.out_channels, ah.output, aw.output],
         )])
     }
 
@@ -290,7 +253,7 @@ impl Operator for DeformConv {
             return Err(error(OP, "the output does not match the inferred shape"));
         }
         let taps = geometry.taps();
-        let [ah, aw] = geometry.axes;
+        let [ah, aw] = geometry.plane_axes();
         let channels_per_group = geometry.in_channels / geometry.group;
         let outputs_per_group = geometry.out_channels / geometry.group;
         let depth = channels_per_group * taps;
