@@ -3,7 +3,7 @@
 //! any numeric dtype written from f64.
 
 use opal_kernel_support::{
-    check::error,
+    check::{error, is_numeric},
     half::{bits_to_f32, encode},
 };
 use opal_plugin_api::prelude::*;
@@ -11,23 +11,6 @@ use opal_plugin_api::prelude::*;
 /// Whether `dtype` is a float type these operators read and write.
 pub(crate) fn is_float(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
-}
-
-/// Whether an output of `dtype` can be written from f64 values (floats, and integers by
-/// truncation as numpy's `astype` does).
-pub(crate) fn is_numeric(dtype: DType) -> bool {
-    is_float(dtype)
-        || matches!(
-            dtype,
-            DType::I8
-                | DType::I16
-                | DType::I32
-                | DType::I64
-                | DType::U8
-                | DType::U16
-                | DType::U32
-                | DType::U64
-        )
 }
 
 /// Fails unless input `what` of `op` has a float dtype.
