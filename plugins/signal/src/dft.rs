@@ -8,7 +8,7 @@
 use crate::{
     blocks::for_each_block,
     fft::Fft,
-    values::{expect_float, int_scalar, is_real_or_complex, Floats, Values},
+    values::{expect_float, inferred_int_scalar, int_scalar, is_real_or_complex, Floats, Values},
 };
 use opal_kernel_support::check::{error, Shape};
 use opal_plugin_api::prelude::*;
@@ -43,14 +43,8 @@ impl Operator for Dft20 {
     const VALUE_INPUTS: &'static [usize] = &[1, 2];
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
-        let axis = match cx.optional_input(2)? {
-            None => Some(-2),
-            Some(axis) => axis
-                .value()
-                .map(|v| int_scalar(OP, "axis", v))
-                .transpose()?,
-        };
-        infer(cx, axis)
+        let axis = inferred_int_scalar(OP, "axis", cx, 2)?;
+        infer(cx, axis.map(|axis| axis.unwrap_or(-2)))
     }
 
     fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
@@ -158,15 +152,7 @@ fn infer(cx: &InferContext<'_>, axis: Option<i64>) -> KernelResult<Vec<OutputTyp
     expect_float(OP, "input", x.dtype)?;
     check_input_shape(x.shape)?;
     let mode = Mode::new(&cx.attributes())?;
-    // None: given, but its value is not known yet.
-    let dft_length = match cx.optional_input(1)? {
-        None => Some(None),
-        Some(t) => t
-            .value()
-            .map(|v| int_scalar(OP, "dft_length", v))
-            .transpose()?
-            .map(Some),
-    };
+    let dft_length = inferred_int_scalar(OP, "dft_length", cx, 1)?;
     let rank = x.shape.len();
     let mut shape = x.shape.to_vec();
     shape[rank - 1] = mode.output_channels() as i64;

@@ -6,7 +6,7 @@
 use crate::{
     blocks::for_each_block,
     fft::Fft,
-    values::{expect_float, int_scalar, is_real_or_complex, Floats, Values},
+    values::{expect_float, inferred_int_scalar, int_scalar, is_real_or_complex, Floats, Values},
 };
 use opal_kernel_support::check::{error, Shape};
 use opal_plugin_api::prelude::*;
@@ -121,14 +121,7 @@ impl Operator for Stft {
                 usize::try_from(window.shape[0]).ok().map(Some)
             }
         };
-        let frame_length = match cx.optional_input(3)? {
-            None => Some(None),
-            Some(t) => t
-                .value()
-                .map(|v| int_scalar(OP, "frame_length", v))
-                .transpose()?
-                .map(Some),
-        };
+        let frame_length = inferred_int_scalar(OP, "frame_length", cx, 3)?;
         let frames = Frames::new(
             usize::try_from(signal.shape[1]).ok(),
             step,

@@ -69,6 +69,25 @@ pub(crate) fn int_scalar(op: &str, what: &str, tensor: TensorRef<'_>) -> KernelR
     }
 }
 
+/// Optional integer scalar input `index` as inference knows it: `Some(None)` when the node
+/// omits it, `Some(Some(value))` when its value is known, `None` when it is given but its value
+/// is not known yet.
+pub(crate) fn inferred_int_scalar(
+    op: &str,
+    what: &str,
+    cx: &InferContext<'_>,
+    index: usize,
+) -> KernelResult<Option<Option<i64>>> {
+    Ok(match cx.optional_input(index)? {
+        None => Some(None),
+        Some(t) => t
+            .value()
+            .map(|v| int_scalar(op, what, v))
+            .transpose()?
+            .map(Some),
+    })
+}
+
 /// The value of a one-element float tensor, input `what` of `op`.
 pub(crate) fn float_scalar(op: &str, what: &str, tensor: TensorRef<'_>) -> KernelResult<f64> {
     let values = Floats::new(op, what, tensor)?;
