@@ -67,6 +67,20 @@ REAL_MODELS = [
     ("ddddocr_lstm", "ddddocr==1.6.1", "ddddocr/common.onnx", (1, 1, 64, 256)),
 ]
 
+# Node cases whose reference outputs are less exact than the default tolerance (rtol 1e-3, atol
+# 1e-7): the case name, rtol, atol, why.
+NODE_TOLERANCES = {
+    name: (
+        1e-3,
+        1e-5,
+        "numpy 2 computes the reference's ifft of complex64 input in single precision: it is up "
+        "to 1.5e-6 from the exact transform, and values that are exactly 0 (the Nyquist "
+        "frequency's imaginary parts) come out as 1.9e-7; atol 1e-5 is 2e-7 of the largest "
+        "value (54)",
+    )
+    for name in ("test_dft_inverse", "test_dft_inverse_opset19")
+}
+
 # Tolerances of the real models that differ from the default (rtol 1e-3, atol 1e-6): the case
 # name, rtol, atol, why.
 REAL_TOLERANCES = {
@@ -127,8 +141,15 @@ def to_proto(value, name):
 
 
 def node_cases(out):
-    if done(out):
-        return
+    if not done(out):
+        node_case_data(out)
+    # Written on every run, so that data prepared before a tolerance was added gets it too.
+    for name, (rtol, atol, why) in NODE_TOLERANCES.items():
+        if os.path.isdir(os.path.join(out, name)):
+            write_tolerance(os.path.join(out, name), rtol, atol, why)
+
+
+def node_case_data(out):
     fresh(out)
     from onnx.backend.test.case import node
 

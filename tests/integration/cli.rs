@@ -60,6 +60,31 @@ fn plugins_lists_matmul_with_its_plugin_name_and_version() {
 }
 
 #[test]
+fn the_default_deployment_loads_every_operator_plugin_of_the_workspace() {
+    let out = opal(&["plugins"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (name, operator) in [
+        ("core-math", "MatMul"),
+        ("tensor-ops", "Gather"),
+        ("nn", "Conv"),
+        ("transformer", "Attention"),
+        ("signal", "DFT"),
+    ] {
+        let section = text
+            .split("\nplugin ")
+            .find(|s| s.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no plugin {name} in:\n{text}"));
+        assert!(
+            section
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{operator} "))),
+            "plugin {name} does not list {operator}:\n{text}"
+        );
+    }
+}
+
+#[test]
 fn run_without_arguments_prints_the_statistics_block() {
     let out = opal(&["run"]);
     let text = stdout(&out);

@@ -419,25 +419,7 @@ pub(crate) fn is_half(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16)
 }
 
-/// One of the eight integer types.
-pub(crate) fn is_int(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::I8
-            | DType::I16
-            | DType::I32
-            | DType::I64
-            | DType::U8
-            | DType::U16
-            | DType::U32
-            | DType::U64
-    )
-}
-
-/// Any integer or float type, half floats included.
-pub(crate) fn is_numeric(dtype: DType) -> bool {
-    is_int(dtype) || is_float(dtype) || is_half(dtype)
-}
+pub(crate) use opal_kernel_support::check::{is_int, is_numeric};
 
 /// Any float type, half floats included.
 pub(crate) fn is_any_float(dtype: DType) -> bool {

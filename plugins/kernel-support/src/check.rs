@@ -23,6 +23,26 @@ impl<T: Copy + TryInto<i64>> fmt::Display for Shape<'_, T> {
     }
 }
 
+/// One of the eight integer types.
+pub fn is_int(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::I8
+            | DType::I16
+            | DType::I32
+            | DType::I64
+            | DType::U8
+            | DType::U16
+            | DType::U32
+            | DType::U64
+    )
+}
+
+/// Any integer or float type, f16 and bf16 included.
+pub fn is_numeric(dtype: DType) -> bool {
+    is_int(dtype) || matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+}
+
 /// An error prefixed with the operator's name.
 pub fn error(op: &str, message: impl fmt::Display) -> KernelError {
     KernelError::new(format!("{op}: {message}"))

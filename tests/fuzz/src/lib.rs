@@ -24,11 +24,12 @@ use std::{
 pub const FUZZ_SOURCE_DIR: &str = "/nonexistent-opal-fuzz";
 
 /// The plugins the model target compiles with, as cargo names their libraries.
-const PLUGINS: [&str; 4] = [
+const PLUGINS: [&str; 5] = [
     "libopal_core_math.so",
     "libopal_tensor_ops.so",
     "libopal_nn.so",
     "libopal_transformer.so",
+    "libopal_signal.so",
 ];
 
 /// The engine's memory limit: well under libFuzzer's `-rss_limit_mb=2048`, so a model that
@@ -44,7 +45,7 @@ pub fn plugin_dir() -> PathBuf {
     }
 }
 
-/// An engine loading the workspace's four operator plugins, one kernel thread, built once.
+/// An engine loading the workspace's five operator plugins, one kernel thread, built once.
 pub fn plugin_engine() -> &'static Arc<Engine> {
     static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
     ENGINE.get_or_init(|| {
