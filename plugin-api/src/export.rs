@@ -8,6 +8,7 @@ use crate::{
     module::{PluginModule, PluginModuleRef},
     operator::{InferCall, KernelCall, OperatorRef, OperatorVTable},
     panic::catch,
+    subgraph::InferHost,
     Operator, OutputType,
 };
 use abi_stable::{
@@ -25,6 +26,16 @@ extern "C" fn infer_trampoline<O: Operator>(
     call: &InferCall<'_>,
 ) -> RResult<RVec<OutputType>, RString> {
     catch(|| O::infer(&InferContext::new(call)).map_err(|e| e.to_string()))
+        .map(RVec::from)
+        .map_err(RString::from)
+        .into()
+}
+
+extern "C" fn infer_scoped_trampoline<O: Operator>(
+    call: &InferCall<'_>,
+    host: InferHost,
+) -> RResult<RVec<OutputType>, RString> {
+    catch(|| O::infer(&InferContext::with_host(call, host)).map_err(|e| e.to_string()))
         .map(RVec::from)
         .map_err(RString::from)
         .into()
@@ -67,6 +78,7 @@ impl<O: Operator> VTableOf<O> {
         infer: infer_trampoline::<O>,
         compute: compute_trampoline::<O>,
         fuse: fuse_trampoline::<O>,
+        infer_scoped: infer_scoped_trampoline::<O>,
     });
 }
 

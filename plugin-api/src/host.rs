@@ -1,8 +1,12 @@
 //! What the host lends a plugin during a call: its tracked allocator, a scratch arena,
-//! `parallel_for`, and data kept with the compiled node (such as packed weights), as a
-//! prefix-type function table plus an opaque per-call context.
+//! `parallel_for`, data kept with the compiled node (such as packed weights), and the node's
+//! subgraphs, as a prefix-type function table plus an opaque per-call context.
 
-use abi_stable::StableAbi;
+use crate::tensor::{TensorView, TensorViewMut};
+use abi_stable::{
+    std_types::{RResult, RSlice, RStr, RString},
+    StableAbi,
+};
 use std::ffi::c_void;
 
 /// The host's services. The table is a static in the host; `ctx` (passed beside it) carries the
@@ -57,6 +61,34 @@ pub struct HostVTable {
     /// Since ABI 1.5: the instruction set the call's kernels may use
     /// ([`Isa::to_abi`](crate::Isa::to_abi)), chosen by the host once per process.
     pub isa: unsafe extern "C" fn(ctx: *const c_void) -> u32,
+    /// Since ABI 1.6: runs the node's subgraph held in graph attribute `name` on `inputs`, the
+    /// subgraph's declared inputs in order (the values it reads from enclosing graphs the host
+    /// adds itself). Returns how many outputs it gave; they stay readable through
+    /// `subgraph_output` until this subgraph runs again or the call returns.
+    pub run_subgraph: unsafe extern "C" fn(
+        ctx: *const c_void,
+        name: RStr<'_>,
+        inputs: RSlice<'_, TensorView<'_>>,
+    ) -> RResult<usize, RString>,
+    /// Since ABI 1.6: output `index` of the last run of subgraph `name` in this call; an absent
+    /// view when there is none. Valid until that subgraph runs again or the call returns.
+    pub subgraph_output: unsafe extern "C" fn(
+        ctx: *const c_void,
+        name: RStr<'_>,
+        index: usize,
+    ) -> TensorView<'static>,
+    /// Since ABI 1.6: bit `i` set: output `i` has no shape yet, because inference could not know
+    /// it before the call (a Loop's trip count, an If's branch); the kernel gives it one with
+    /// `shape_output`. Its view in the call has no bytes until then.
+    pub unshaped_outputs: unsafe extern "C" fn(ctx: *const c_void) -> u64,
+    /// Since ABI 1.6: gives unshaped output `index` the shape `shape` and returns its view,
+    /// zeroed, lent for the rest of the call. Dtype undefined when refused: the output is not
+    /// unshaped, was shaped already, or the memory limit does not allow it.
+    pub shape_output: unsafe extern "C" fn(
+        ctx: *const c_void,
+        index: usize,
+        shape: RSlice<'_, usize>,
+    ) -> TensorViewMut<'static>,
 }
 
 /// A task for `parallel_for`: called as `run(task_ctx, start, end)` for each range. It must

@@ -1,8 +1,8 @@
 //! Shape and type inference: what a plugin sees of a node's inputs before anything runs.
 
 use crate::{
-    attribute::Attributes, kernel::KernelError, operator::InferCall, tensor::TensorView, DType,
-    Element, KernelResult, TensorRef,
+    attribute::Attributes, kernel::KernelError, operator::InferCall, subgraph::InferHost,
+    tensor::TensorView, DType, Element, KernelResult, TensorRef,
 };
 use abi_stable::{
     std_types::{ROption, RSlice, RVec},
@@ -17,6 +17,17 @@ pub struct InferInput<'a> {
     pub dtype: DType,
     pub shape: RSlice<'a, i64>,
     pub value: ROption<TensorView<'a>>,
+}
+
+impl<'a> InferInput<'a> {
+    /// An input of known dtype and shape (a dim of -1 is unknown) whose value is not known.
+    pub fn typed(dtype: DType, shape: &'a [i64]) -> Self {
+        InferInput {
+            dtype,
+            shape: shape.into(),
+            value: ROption::RNone,
+        }
+    }
 }
 
 /// The inferred dtype and shape of one output.
@@ -50,6 +61,15 @@ pub struct InferTensor<'a> {
 }
 
 impl<'a> InferTensor<'a> {
+    /// The input as the ABI carries it, to pass on to a subgraph.
+    pub fn to_abi(&self) -> InferInput<'a> {
+        InferInput {
+            dtype: self.dtype,
+            shape: self.shape.into(),
+            value: self.value.into(),
+        }
+    }
+
     pub(crate) fn from_abi(input: &'a InferInput<'a>) -> Self {
         InferTensor {
             dtype: input.dtype,
@@ -80,11 +100,22 @@ impl<'a> InferTensor<'a> {
 /// The arguments of [`Operator::infer`](crate::Operator::infer).
 pub struct InferContext<'a> {
     call: &'a InferCall<'a>,
+    /// The host's inference services (since ABI 1.6): the types of the node's subgraphs.
+    pub(crate) host: Option<InferHost>,
 }
 
 impl<'a> InferContext<'a> {
     pub fn new(call: &'a InferCall<'a>) -> Self {
-        InferContext { call }
+        InferContext { call, host: None }
+    }
+
+    /// A context whose node's subgraphs the host can infer (see
+    /// [`subgraph_types`](Self::subgraph_types)).
+    pub fn with_host(call: &'a InferCall<'a>, host: InferHost) -> Self {
+        InferContext {
+            call,
+            host: Some(host),
+        }
     }
 
     /// Number of inputs the node has, optional ones included.

@@ -58,6 +58,14 @@ impl From<&str> for KernelError {
 
 pub type KernelResult<T> = Result<T, KernelError>;
 
+/// Whether bit `index` of `mask` is set (false past bit 63).
+pub(crate) fn has_bit(mask: u64, index: usize) -> bool {
+    u32::try_from(index)
+        .ok()
+        .and_then(|i| 1u64.checked_shl(i))
+        .is_some_and(|bit| mask & bit != 0)
+}
+
 /// A read-only tensor lent by the host.
 #[derive(Clone, Copy)]
 pub struct TensorRef<'a> {
@@ -103,9 +111,9 @@ impl<'a> TensorRef<'a> {
 
 /// A writable output tensor, allocated by the host with the inferred shape.
 pub struct TensorMut<'a> {
-    dtype: DType,
-    shape: &'a [usize],
-    data: &'a mut [u8],
+    pub(crate) dtype: DType,
+    pub(crate) shape: &'a [usize],
+    pub(crate) data: &'a mut [u8],
 }
 
 impl<'a> TensorMut<'a> {
@@ -180,9 +188,9 @@ pub struct KernelContext<'a> {
     inputs: &'a [TensorView<'a>],
     outputs: &'a [TensorViewMut<'a>],
     /// Bit `i` set: output `i` was handed out (each is handed out once).
-    taken: u64,
+    taken: std::cell::Cell<u64>,
     attributes: Attributes<'a>,
-    host: crate::host::HostServices,
+    pub(crate) host: crate::host::HostServices,
 }
 
 impl<'a> KernelContext<'a> {
@@ -191,7 +199,7 @@ impl<'a> KernelContext<'a> {
         KernelContext {
             inputs: call.inputs.as_slice(),
             outputs: call.outputs.as_slice(),
-            taken: 0,
+            taken: std::cell::Cell::new(0),
             attributes: Attributes::new(call.attributes.as_slice()),
             host: call.host,
         }
@@ -221,15 +229,8 @@ impl<'a> KernelContext<'a> {
     }
 
     /// Output `index`. Each output can be taken once.
-    pub fn output(&mut self, index: usize) -> KernelResult<TensorMut<'a>> {
-        let bit = 1u64.checked_shl(index as u32).unwrap_or(0);
-        if index >= self.outputs.len() || bit == 0 || self.taken & bit != 0 {
-            return Err(KernelError::new(format!(
-                "output {index} does not exist or was already taken"
-            )));
-        }
-        self.taken |= bit;
-        let view = &self.outputs[index];
+    pub fn output(&self, index: usize) -> KernelResult<TensorMut<'a>> {
+        let view = self.take_output(index)?;
         let (ptr, len) = (view.data.as_ptr().cast_mut(), view.data.len());
         // SAFETY: the host lends each output's bytes exclusively to this call for `'a` (the view
         // was made from a `&mut [u8]`); the `taken` bit guarantees this is the only reference
@@ -240,6 +241,20 @@ impl<'a> KernelContext<'a> {
             shape: view.shape.as_slice(),
             data,
         })
+    }
+
+    /// Marks output `index` taken and returns its view; an error if it does not exist or was
+    /// taken before.
+    pub(crate) fn take_output(&self, index: usize) -> KernelResult<&'a TensorViewMut<'a>> {
+        let bit = 1u64.checked_shl(index as u32).unwrap_or(0);
+        let taken = self.taken.get();
+        if index >= self.outputs.len() || bit == 0 || taken & bit != 0 {
+            return Err(KernelError::new(format!(
+                "output {index} does not exist or was already taken"
+            )));
+        }
+        self.taken.set(taken | bit);
+        Ok(&self.outputs[index])
     }
 
     pub fn attributes(&self) -> Attributes<'a> {
@@ -294,11 +309,7 @@ impl<'a> KernelContext<'a> {
             return false;
         };
         // SAFETY: the table and context come from the host for the duration of this call.
-        let mask = unsafe { constant_inputs(self.host.ctx) };
-        u32::try_from(index)
-            .ok()
-            .and_then(|i| 1u64.checked_shl(i))
-            .is_some_and(|bit| mask & bit != 0)
+        has_bit(unsafe { constant_inputs(self.host.ctx) }, index)
     }
 
     /// The description this operator returned from [`Operator::fuse`](crate::Operator::fuse)

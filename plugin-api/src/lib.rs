@@ -3,7 +3,7 @@
 //!
 //! Two halves live here:
 //! - the ABI types that cross the library boundary (`abi_stable`, `#[repr(C)]`): [`dtype`],
-//!   [`tensor`], [`attribute`], [`host`], [`operator`], [`fusion`], [`module`];
+//!   [`tensor`], [`attribute`], [`host`], [`operator`], [`fusion`], [`subgraph`], [`module`];
 //! - the authoring layer a plugin author uses from plain safe Rust: [`kernel`], [`infer`],
 //!   [`export_plugin!`]. All the `unsafe` plumbing (views, panics, exporting) is done here once.
 
@@ -16,6 +16,7 @@ pub mod isa;
 pub mod kernel;
 pub mod module;
 pub mod operator;
+pub mod subgraph;
 pub mod tensor;
 pub mod testing;
 

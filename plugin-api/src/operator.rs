@@ -7,6 +7,7 @@ use crate::{
     host::HostServices,
     infer::{InferContext, InferInput, OutputType},
     kernel::{KernelContext, KernelResult},
+    subgraph::InferHost,
     tensor::{TensorView, TensorViewMut},
 };
 use abi_stable::{
@@ -60,6 +61,10 @@ pub struct OperatorVTable {
     /// description of the call with that node absorbed, or nothing to refuse it (see
     /// [`fusion`](crate::fusion)).
     pub fuse: extern "C" fn(&FuseCall<'_>) -> ROption<RVec<u8>>,
+    /// Since ABI 1.6. As `infer`, with the host's inference services, through which the node's
+    /// subgraphs are typed. A host that has it calls it instead of `infer`.
+    pub infer_scoped:
+        extern "C" fn(&InferCall<'_>, InferHost) -> RResult<RVec<OutputType>, RString>,
 }
 
 /// An ONNX operator implemented by a plugin, written in plain safe Rust.

@@ -29,7 +29,7 @@ use crate::{
 };
 use abi_stable::{
     prefix_type::WithMetadata,
-    std_types::{ROption, RSlice, RStr},
+    std_types::{ROption, RResult, RSlice, RStr, RString},
 };
 use std::{
     alloc::Layout,
@@ -591,7 +591,41 @@ const TEST_HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVT
     scratch_unzeroed: test_scratch_unzeroed,
     fusion: test_fusion,
     isa: test_isa,
+    run_subgraph: test_run_subgraph,
+    subgraph_output: test_subgraph_output,
+    unshaped_outputs: test_unshaped_outputs,
+    shape_output: test_shape_output,
 });
+
+unsafe extern "C" fn test_run_subgraph(
+    _ctx: *const c_void,
+    name: RStr<'_>,
+    _inputs: RSlice<'_, TensorView<'_>>,
+) -> RResult<usize, RString> {
+    RResult::RErr(RString::from(format!(
+        "the test host has no subgraph '{name}': subgraphs run in the real host"
+    )))
+}
+
+unsafe extern "C" fn test_subgraph_output(
+    _ctx: *const c_void,
+    _name: RStr<'_>,
+    _index: usize,
+) -> TensorView<'static> {
+    TensorView::ABSENT
+}
+
+unsafe extern "C" fn test_unshaped_outputs(_ctx: *const c_void) -> u64 {
+    0
+}
+
+unsafe extern "C" fn test_shape_output(
+    _ctx: *const c_void,
+    _index: usize,
+    _shape: RSlice<'_, usize>,
+) -> TensorViewMut<'static> {
+    TensorViewMut::new(DType::UNDEFINED, &[], &mut [])
+}
 
 unsafe extern "C" fn test_isa(ctx: *const c_void) -> u32 {
     // SAFETY: the plugin passes back the context it was lent.

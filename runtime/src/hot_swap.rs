@@ -146,7 +146,8 @@ impl Engine {
     }
 }
 
-/// Whether the model runs kernels of plugin `name`; an error if the candidate lacks one.
+/// Whether the model runs kernels of plugin `name`, in its graph or its subgraphs; an error if
+/// the candidate lacks one.
 fn uses_plugin(
     sample: &SampleRun<'_>,
     current: &Registry,
@@ -154,8 +155,8 @@ fn uses_plugin(
     name: &str,
 ) -> Result<bool, ReloadError> {
     let mut uses = false;
-    for node in &sample.model.nodes {
-        let opset = sample.model.opset(&node.domain).unwrap_or(0);
+    for (graph, node) in sample.model.all_nodes() {
+        let opset = graph.opset(&node.domain).unwrap_or(0);
         let served_by_plugin = current
             .lookup(&node.domain, &node.op_type, opset)
             .is_some_and(|e| e.plugin_name() == name);

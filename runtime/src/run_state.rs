@@ -6,7 +6,11 @@
 use crate::{
     engine::Engine,
     memory::{ScratchArena, Slab},
-    plan::{invoke, Place, Plan, Step, ValueRef, INLINE_INPUTS},
+    plan::{
+        invoke, Binding, CallScope, Place, Plan, Step, SubgraphCall, SubgraphRuns, SubgraphTyping,
+        TypedSubgraph, ValueRef, INLINE_INPUTS,
+    },
+    plugin::{ShapedOutputs, SubgraphRunner},
     run_control::RunControl,
     tensor::{byte_size, Tensor, TensorRef},
 };
@@ -73,6 +77,8 @@ pub struct RunState {
     /// output instead of being freed and allocated again.
     kept: Vec<Option<Tensor>>,
     arena: RefCell<ScratchArena>,
+    /// Per step, the compiled subgraphs its kernel ran, kept for the next runs.
+    subgraph_runs: Vec<SubgraphRuns>,
     /// Time spent in each step over the runs since profiling was turned on.
     step_times: Option<Vec<Duration>>,
 }
@@ -85,6 +91,9 @@ impl RunState {
             slots: (0..plan.slots().len()).map(|_| SlotValue::Empty).collect(),
             passthrough: (0..plan.outputs().len()).map(|_| None).collect(),
             kept: (0..plan.slots().len()).map(|_| None).collect(),
+            subgraph_runs: (0..plan.steps().len())
+                .map(|_| SubgraphRuns::default())
+                .collect(),
             arena: RefCell::new(ScratchArena::new(
                 engine.scratch_owner().clone(),
                 engine.config().scratch_limit as usize,
@@ -149,7 +158,7 @@ impl RunState {
                 control.enter(s);
             }
             let start = self.step_times.is_some().then(Instant::now);
-            if let Err(e) = self.run_step(engine, &plan, step, inputs) {
+            if let Err(e) = self.run_step(engine, &plan, s, inputs) {
                 self.release(engine);
                 return Err(e);
             }
@@ -171,9 +180,10 @@ impl RunState {
         &mut self,
         engine: &Engine,
         plan: &Plan,
-        step: &Step,
+        step_index: usize,
         inputs: &[TensorRef<'_>],
     ) -> Result<(), RunError> {
+        let step = &plan.steps()[step_index];
         let model = plan.model();
         let node = || plan.describe_step(step);
         let RunState {
@@ -181,6 +191,7 @@ impl RunState {
             slots,
             arena,
             kept,
+            subgraph_runs,
             ..
         } = self;
         let slab_range = |slot: usize| match &plan.slots()[slot].place {
@@ -188,9 +199,8 @@ impl RunState {
             Place::Pool => None,
         };
         let reads: SmallVec<[Range<usize>; INLINE_INPUTS]> = step
-            .inputs
-            .iter()
-            .filter_map(|&at| match at {
+            .reads()
+            .filter_map(|at| match at {
                 ValueRef::Slot(s) => slab_range(s),
                 _ => None,
             })
@@ -218,10 +228,9 @@ impl RunState {
             }
         };
         let mut slab_reads = slab_reads.into_iter();
-        let views: SmallVec<[Option<TensorRef<'_>>; INLINE_INPUTS]> = step
-            .inputs
-            .iter()
-            .map(|&at| match at {
+        let all_views: SmallVec<[Option<TensorRef<'_>>; INLINE_INPUTS]> = step
+            .reads()
+            .map(|at| match at {
                 ValueRef::Absent => None,
                 ValueRef::Input(i) => Some(inputs[i]),
                 ValueRef::Constant(c) => Some(plan.constant(c)),
@@ -237,16 +246,26 @@ impl RunState {
                 }
             })
             .collect();
+        let (views, captures) = all_views.split_at(step.inputs.len());
 
         let inferred = if step.infer_at_run_time {
-            Some(infer_now(step, &views).map_err(|message| kernel_error(plan, step, message))?)
+            Some(
+                infer_now(engine, plan, step, views, captures)
+                    .map_err(|message| kernel_error(plan, step, message))?,
+            )
         } else {
             None
         };
         let mut pooled: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
+        let mut unshaped = step.unshaped;
         for (k, &slot) in step.outputs.iter().enumerate() {
             let info = &plan.slots()[slot];
+            let bit = 1u64.checked_shl(k as u32).unwrap_or(0);
             if let Place::Slab(_) = info.place {
+                pooled.push(None);
+                continue;
+            }
+            if unshaped & bit != 0 {
                 pooled.push(None);
                 continue;
             }
@@ -259,6 +278,14 @@ impl RunState {
                             format!("inference at run time gave no output {k}"),
                         )
                     })?;
+                    if ty.shape.iter().any(|&d| d < 0)
+                        && step.kernel.shapes_outputs_in_call()
+                        && bit != 0
+                    {
+                        unshaped |= bit;
+                        pooled.push(None);
+                        continue;
+                    }
                     let shape: SmallVec<[usize; 8]> = ty
                         .shape
                         .iter()
@@ -311,9 +338,17 @@ impl RunState {
         let output_views: SmallVec<[TensorViewMut<'_>; 4]> = step
             .outputs
             .iter()
+            .enumerate()
             .zip(pooled.iter_mut())
-            .map(|(&slot, tensor)| match tensor {
+            .map(|((k, &slot), tensor)| match tensor {
                 Some(t) => t.to_abi_mut(),
+                None if is_bit(unshaped, k) => {
+                    let dtype = match &inferred {
+                        Some(types) => types.get(k).map_or(DType::UNDEFINED, |t| t.dtype),
+                        None => plan.slots()[slot].dtype,
+                    };
+                    TensorViewMut::new(dtype, &[], &mut [])
+                }
                 None => {
                     let info = &plan.slots()[slot];
                     let shape = info.shape.as_deref().unwrap_or_default();
@@ -321,25 +356,75 @@ impl RunState {
                 }
             })
             .collect();
+        let shaped = (unshaped != 0).then(|| {
+            let dtypes = step
+                .outputs
+                .iter()
+                .enumerate()
+                .map(|(k, &s)| match &inferred {
+                    Some(types) => types.get(k).map_or(DType::UNDEFINED, |t| t.dtype),
+                    None => plan.slots()[s].dtype,
+                })
+                .collect();
+            ShapedOutputs::new(engine, unshaped, dtypes)
+        });
+        let runs = &mut subgraph_runs[step_index];
+        let subgraphs = (!step.subgraphs.is_empty()).then(|| SubgraphCall {
+            engine,
+            plan,
+            step,
+            captures,
+            runs: RefCell::new(&mut *runs),
+        });
         let result = invoke(
             engine,
             &step.kernel,
             &step.owner,
             &step.attributes,
-            &views,
+            views,
             &output_views,
             arena,
             Some(step),
+            CallScope {
+                subgraphs: subgraphs.as_ref().map(|s| s as &dyn SubgraphRunner),
+                shaped: shaped.as_ref(),
+            },
         );
+        if let Some(call) = subgraphs {
+            call.runs.into_inner().release(engine);
+        }
         drop(output_views);
-        drop(views);
-        for (&slot, tensor) in step.outputs.iter().zip(pooled) {
+        drop(all_views);
+        let mut shaped = shaped.map(ShapedOutputs::into_tensors);
+        let mut missing = None;
+        for (k, (&slot, tensor)) in step.outputs.iter().zip(pooled).enumerate() {
             slots[slot] = match tensor {
                 Some(t) => SlotValue::Pooled(t),
+                None if is_bit(unshaped, k) => {
+                    match shaped
+                        .as_mut()
+                        .and_then(|s| s.get_mut(k))
+                        .and_then(Option::take)
+                    {
+                        Some(t) => SlotValue::Pooled(t),
+                        None => {
+                            missing.get_or_insert(k);
+                            SlotValue::Empty
+                        }
+                    }
+                }
                 None => SlotValue::InSlab,
             };
         }
-        result.map_err(|message| kernel_error(plan, step, message))
+        result.map_err(|message| kernel_error(plan, step, message))?;
+        match missing {
+            Some(k) => Err(kernel_error(
+                plan,
+                step,
+                format!("the kernel gave output {k} no shape; its shape is known only from the call, so the kernel must give it"),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn copy_passthrough_outputs(
@@ -448,8 +533,23 @@ impl RunState {
     }
 }
 
-/// Output types from the kernel's inference function, on the actual inputs.
-fn infer_now(step: &Step, inputs: &[Option<TensorRef<'_>>]) -> Result<Vec<OutputType>, String> {
+/// Whether bit `k` of `mask` is set.
+fn is_bit(mask: u64, k: usize) -> bool {
+    u32::try_from(k)
+        .ok()
+        .and_then(|k| 1u64.checked_shl(k))
+        .is_some_and(|bit| mask & bit != 0)
+}
+
+/// Output types from the kernel's inference function, on the actual inputs (and, for a node
+/// with subgraphs, the values they read).
+fn infer_now(
+    engine: &Engine,
+    plan: &Plan,
+    step: &Step,
+    inputs: &[Option<TensorRef<'_>>],
+    captures: &[Option<TensorRef<'_>>],
+) -> Result<Vec<OutputType>, String> {
     let shapes: Vec<Vec<i64>> = inputs
         .iter()
         .map(|t| t.map_or(Vec::new(), |t| t.shape.iter().map(|&d| d as i64).collect()))
@@ -475,12 +575,43 @@ fn infer_now(step: &Step, inputs: &[Option<TensorRef<'_>>]) -> Result<Vec<Output
             },
         })
         .collect();
+    let registry = plan.registry().clone();
+    let mut captured = captures.iter();
+    let typing = SubgraphTyping {
+        engine,
+        registry: &registry,
+        subgraphs: step
+            .subgraphs
+            .iter()
+            .map(|s| TypedSubgraph {
+                attribute: &s.attribute,
+                graph: &s.graph,
+                captures: s
+                    .captures
+                    .iter()
+                    .zip(captured.by_ref())
+                    .map(|(&at, value)| match (at, value) {
+                        (ValueRef::Constant(c), _) => {
+                            Binding::Constant(plan.shared_constant(c).clone())
+                        }
+                        (_, Some(v)) => Binding::runtime(v.dtype, v.shape),
+                        (_, None) => Binding::Runtime(DType::UNDEFINED, Vec::new()),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
     step.attributes.with_abi(|attributes| {
-        step.kernel.infer(&InferCall {
+        let call = InferCall {
             inputs: infer_inputs.as_slice().into(),
             attributes: attributes.into(),
             output_count: step.outputs.len(),
-        })
+        };
+        if step.subgraphs.is_empty() {
+            step.kernel.infer(&call)
+        } else {
+            typing.infer(&step.kernel, &call)
+        }
     })
 }
 

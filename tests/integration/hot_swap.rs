@@ -25,18 +25,28 @@ fn install(build: &Path, deployed: &Path) {
     std::fs::rename(&staged, deployed).unwrap();
 }
 
-/// A served model using the plugin: y = Scale(Relu(x · W)), x of [1, 8].
+/// A served model using the plugin under test, whose output is [`expected`] times `factor`.
 struct Setup {
     _dir: tempfile::TempDir,
+    /// Where the deployment expects the plugin under test.
     plugin: PathBuf,
+    /// Its name, by which the reload endpoint takes it.
+    plugin_name: &'static str,
+    model: &'static str,
+    factor: f64,
     server: Server,
 }
 
+fn weights() -> Vec<f32> {
+    (0..32).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect()
+}
+
+/// The swap fixture serving y = Scale(Relu(x · W)), x of [1, 8].
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let plugin_path = dir.path().join("libswappable.so");
     install(&swap_build("first"), &plugin_path);
-    let w: Vec<f32> = (0..32).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
+    let w = weights();
     let model = ModelBuilder::new(17)
         .opset("opal.test", 1)
         .input("x", &[1, 8])
@@ -61,6 +71,73 @@ fn setup() -> Setup {
     Setup {
         _dir: dir,
         plugin: plugin_path,
+        plugin_name: "swappable",
+        model: "scaled",
+        factor: 1.0,
+        server,
+    }
+}
+
+/// A Loop running y += Scale(Relu(x · W)) three times from y = 0, x of [1, 8], with the
+/// control-flow plugin and the swap fixture, one of them (`under_test`) at a path of the
+/// test's: Scale and the outer `x` and `W` are read only inside the loop's body.
+fn loop_setup(under_test: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = dir.path().join("libswappable.so");
+    install(&swap_build("first"), &fixture);
+    let control_flow = dir.path().join("libcontrolflow.so");
+    install(&plugin("opal_control_flow"), &control_flow);
+    let body = ModelBuilder::new(17)
+        .opset("opal.test", 1)
+        .input_typed("i", 7, &[])
+        .input_typed("c", 9, &[])
+        .input("y_in", &[1, 4])
+        .output_typed("c_out", 9, &[])
+        .output("y_out", &[1, 4])
+        .node("keep_going", "", "Identity", &["c"], &["c_out"], &[])
+        .node("fc", "", "MatMul", &["x", "W"], &["h"], &[])
+        .node("act", "", "Relu", &["h"], &["a"], &[])
+        .node("scale_in_body", "opal.test", "Scale", &["a"], &["s"], &[])
+        .node("accumulate", "", "Add", &["y_in", "s"], &["y_out"], &[])
+        .into_graph();
+    let model = ModelBuilder::new(17)
+        .opset("opal.test", 1)
+        .input("x", &[1, 8])
+        .output("y", &[1, 4])
+        .initializer("W", &[8, 4], &weights())
+        .initializer("zero", &[1, 4], &[0.0; 4])
+        .initializer_i64("M", &[], &[3])
+        .graph_node(
+            "loop",
+            "Loop",
+            &["M", "", "zero"],
+            &["y"],
+            vec![("body", body)],
+        )
+        .write(dir.path(), "looped.onnx");
+    let config = dir.path().join("swap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[plugins]]\npath = \"{}\"\n[[plugins]]\npath = \"{}\"\n[[plugins]]\npath = \"{}\"\n[[models]]\nname = \"looped\"\npath = \"{}\"\nmax_concurrent = 4\n",
+            plugin("opal_core_math").display(),
+            fixture.display(),
+            control_flow.display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&config);
+    let (plugin, plugin_name) = match under_test {
+        "control-flow" => (control_flow, "control-flow"),
+        _ => (fixture, "swappable"),
+    };
+    Setup {
+        _dir: dir,
+        plugin,
+        plugin_name,
+        model: "looped",
+        factor: 3.0,
         server,
     }
 }
@@ -75,20 +152,24 @@ fn infer_body() -> String {
     )
 }
 
-/// The model's output for [`INPUT`] with Scale doubling.
-fn expected() -> Vec<f64> {
-    let w: Vec<f32> = (0..32).map(|i| (i % 7) as f32 / 7.0 - 0.4).collect();
+/// Scale(Relu(x · W)) for [`INPUT`] with Scale doubling, times `factor`.
+fn expected(factor: f64) -> Vec<f64> {
+    let w = weights();
     (0..4)
         .map(|j| {
             let h: f32 = (0..8).map(|p| INPUT[p] * w[p * 4 + j]).sum();
-            f64::from(2.0 * h.max(0.0))
+            factor * f64::from(2.0 * h.max(0.0))
         })
         .collect()
 }
 
-/// Infers once and checks the result is the doubled one.
-fn assert_correct(server: &Server) {
-    let reply = server.post("/v2/models/scaled/infer", &[], infer_body().as_bytes());
+/// Infers once and checks the result.
+fn assert_correct(s: &Setup) {
+    let reply = s.server.post(
+        &format!("/v2/models/{}/infer", s.model),
+        &[],
+        infer_body().as_bytes(),
+    );
     assert_eq!(reply.status, 200, "{}", reply.text());
     let got: Vec<f64> = reply.json()["outputs"][0]["data"]
         .as_array()
@@ -96,12 +177,9 @@ fn assert_correct(server: &Server) {
         .iter()
         .map(|v| v.as_f64().unwrap())
         .collect();
-    for (g, e) in got.iter().zip(expected()) {
-        assert!(
-            (g - e).abs() < 1e-5,
-            "got {got:?}, expected {:?}",
-            expected()
-        );
+    let expected = expected(s.factor);
+    for (g, e) in got.iter().zip(&expected) {
+        assert!((g - e).abs() < 1e-5, "got {got:?}, expected {expected:?}");
     }
 }
 
@@ -109,23 +187,27 @@ fn plugin_version(server: &Server) -> String {
     server.plugin_version("swappable")
 }
 
-fn reload(server: &Server) -> opal_tests::Reply {
-    server.post("/v2/plugins/swappable/reload", &[], b"")
+fn reload(s: &Setup) -> opal_tests::Reply {
+    s.server
+        .post(&format!("/v2/plugins/{}/reload", s.plugin_name), &[], b"")
 }
 
 /// Installs `build`, asks for a reload, and checks it is refused for `reason` while the old
 /// plugin keeps serving.
 fn refused(build: &Path, reason: &str) {
-    let s = setup();
-    assert_correct(&s.server);
+    refused_in(setup(), build, reason);
+}
+
+fn refused_in(s: Setup, build: &Path, reason: &str) {
+    assert_correct(&s);
     install(build, &s.plugin);
-    let reply = reload(&s.server);
+    let reply = reload(&s);
     assert_eq!(reply.status, 409, "{}", reply.text());
     let error = reply.json()["error"].as_str().unwrap().to_owned();
     assert!(error.contains("the current one keeps serving"), "{error}");
     assert!(error.contains(reason), "'{reason}' not in: {error}");
     assert_eq!(plugin_version(&s.server), "1.0.0");
-    assert_correct(&s.server);
+    assert_correct(&s);
     let metrics = s.server.get("/metrics").text();
     assert!(
         metrics.contains(r#"opal_plugin_reloads_total{plugin="swappable",outcome="failure"} 1"#),
@@ -137,14 +219,14 @@ fn refused(build: &Path, reason: &str) {
 fn an_equal_build_replaces_the_plugin() {
     let s = setup();
     install(&swap_build("second"), &s.plugin);
-    let reply = reload(&s.server);
+    let reply = reload(&s);
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         reply.json()["models_checked"],
         serde_json::json!(["scaled"])
     );
     assert_eq!(plugin_version(&s.server), "1.0.0-second");
-    assert_correct(&s.server);
+    assert_correct(&s);
 }
 
 #[test]
@@ -182,6 +264,15 @@ fn a_plugin_missing_an_operator_in_use_is_refused() {
 }
 
 #[test]
+fn a_plugin_missing_an_operator_a_loop_body_uses_is_refused() {
+    refused_in(
+        loop_setup("swappable"),
+        &swap_build("missing-operator"),
+        "does not provide node 'scale_in_body' (opal.test:Scale)",
+    );
+}
+
+#[test]
 fn a_kernel_whose_results_differ_is_refused() {
     refused(&swap_build("different-results"), "gives different results");
 }
@@ -209,29 +300,26 @@ struct Swaps<'a> {
 fn load_phase(s: &Setup, duration: Duration, swaps: Option<&Swaps<'_>>) -> (Vec<f64>, usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
+    let path = format!("/v2/models/{}/infer", s.model);
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let (stop, failures) = (stop.clone(), failures.clone());
             let address = s.server.address.clone();
+            let path = path.clone();
+            let expected = expected(s.factor);
             std::thread::spawn(move || {
                 let body = infer_body();
                 let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     let start = Instant::now();
-                    let reply = opal_tests::request(
-                        &address,
-                        "POST",
-                        "/v2/models/scaled/infer",
-                        &[],
-                        body.as_bytes(),
-                    );
+                    let reply = opal_tests::request(&address, "POST", &path, &[], body.as_bytes());
                     latencies.push(start.elapsed().as_secs_f64());
                     let correct = reply.status == 200
                         && reply.json()["outputs"][0]["data"]
                             .as_array()
                             .unwrap()
                             .iter()
-                            .zip(expected())
+                            .zip(&expected)
                             .all(|(g, e)| (g.as_f64().unwrap() - e).abs() < 1e-5);
                     if !correct {
                         failures.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +341,7 @@ fn load_phase(s: &Setup, duration: Duration, swaps: Option<&Swaps<'_>>) -> (Vec<
                     swaps.first
                 };
                 install(build, &s.plugin);
-                let reply = reload(&s.server);
+                let reply = reload(s);
                 assert_eq!(reply.status, 200, "swap {swapped} failed: {}", reply.text());
                 swapped += 1;
                 std::thread::sleep(swaps.interval);
@@ -272,10 +360,17 @@ fn load_phase(s: &Setup, duration: Duration, swaps: Option<&Swaps<'_>>) -> (Vec<
 
 /// Lines of the server's memory map that belong to copies of the swap fixture.
 fn mapped_swap_libraries(pid: u32) -> std::collections::BTreeSet<String> {
+    mapped_copies(pid, "libswappable")
+}
+
+/// Lines of the server's memory map that belong to copies of the plugin deployed as
+/// `<stem>.so`.
+fn mapped_copies(pid: u32, stem: &str) -> std::collections::BTreeSet<String> {
+    let prefix = format!("opal-plugins/{stem}-");
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap()
         .lines()
-        .filter(|l| l.contains("opal-plugins/libswappable-"))
+        .filter(|l| l.contains(&prefix))
         .filter_map(|l| l.split_whitespace().nth(5).map(str::to_owned))
         .collect()
 }
@@ -284,7 +379,7 @@ fn mapped_swap_libraries(pid: u32) -> std::collections::BTreeSet<String> {
 fn swapping_under_load_fails_no_request_and_unmaps_old_libraries() {
     let s = setup();
     let (first, second) = (swap_build("first"), swap_build("second"));
-    assert_correct(&s.server);
+    assert_correct(&s);
     let (mut calm, _) = load_phase(&s, Duration::from_secs(10), None);
     let swapping = Swaps {
         first: &first,
@@ -294,7 +389,7 @@ fn swapping_under_load_fails_no_request_and_unmaps_old_libraries() {
     let (mut busy, swaps) = load_phase(&s, Duration::from_secs(30), Some(&swapping));
     assert!(swaps >= 20, "only {swaps} swaps in 30 s");
     // Runs that finished on an old snapshot dropped it; one more request settles every session.
-    assert_correct(&s.server);
+    assert_correct(&s);
     let mapped = mapped_swap_libraries(s.server.pid());
     assert_eq!(
         mapped.len(),
@@ -309,6 +404,31 @@ fn swapping_under_load_fails_no_request_and_unmaps_old_libraries() {
         busy.len(),
         busy_p99 * 1e3,
         busy_p99 / calm_p99
+    );
+}
+
+#[test]
+fn the_control_flow_plugin_swaps_under_load_without_a_failed_request() {
+    let s = loop_setup("control-flow");
+    let build = plugin("opal_control_flow");
+    assert_correct(&s);
+    let swapping = Swaps {
+        first: &build,
+        second: &build,
+        interval: Duration::from_millis(500),
+    };
+    let (latencies, swaps) = load_phase(&s, Duration::from_secs(10), Some(&swapping));
+    assert!(swaps >= 8, "only {swaps} swaps in 10 s");
+    assert_correct(&s);
+    let mapped = mapped_copies(s.server.pid(), "libcontrolflow");
+    assert_eq!(
+        mapped.len(),
+        1,
+        "old plugin copies are still mapped: {mapped:?}"
+    );
+    println!(
+        "control-flow swaps: {} requests of a 3-iteration loop during {swaps} swaps, 0 failed",
+        latencies.len()
     );
 }
 
@@ -366,7 +486,7 @@ fn a_soak_with_a_reload_every_two_seconds_stays_flat() {
     };
     // Warm-up: sessions, the pool and the server's threads reach their steady state.
     load_phase(&s, Duration::from_secs(6), Some(&swapping));
-    assert_correct(&s.server);
+    assert_correct(&s);
     let start = settled_footprint(s.server.pid());
     let (mut latencies, mut swaps) = (Vec::new(), 0);
     for _ in 0..seconds / 10 {
@@ -375,7 +495,7 @@ fn a_soak_with_a_reload_every_two_seconds_stays_flat() {
         swaps += swapped;
         println!("soak sample: {:?}", footprint(s.server.pid()));
     }
-    assert_correct(&s.server);
+    assert_correct(&s);
     let end = settled_footprint(s.server.pid());
     println!(
         "soak: {seconds} s, {} requests, {swaps} reloads, 0 failed; resident {} → {} KiB, descriptors {} → {}, mapped plugin copies {} → {}",

@@ -3,6 +3,7 @@
 mod bad_models;
 mod cli;
 mod conformance;
+mod control_flow;
 mod example_plugin;
 mod fusion;
 mod hot_swap;

@@ -6,7 +6,7 @@ use opal_plugin_api::DType;
 use opal_runtime::{
     memory::heap_allocations, Deployment, Engine, Session, SessionError, Tensor, TensorRef,
 };
-use opal_tests::{plugin, ModelBuilder};
+use opal_tests::{heap_allocations_after_warm_up, plugin, ModelBuilder};
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
 fn default_engine() -> (Deployment, Arc<Engine>) {
@@ -54,8 +54,7 @@ fn the_default_model_matches_a_reference_computation() {
     let model = engine.load_model(mlp_path(&deployment)).unwrap();
     let weight = |name: &str| -> Vec<f32> {
         let id = model.value_id(name).unwrap();
-        model.constants[&id]
-            .as_ref()
+        opal_runtime::onnx::Constant::as_ref(&model.constants[&id])
             .as_slice::<f32>()
             .unwrap()
             .to_vec()
@@ -134,26 +133,7 @@ fn after_warm_up_runs_make_zero_heap_allocations() {
     let input: Tensor =
         opal_runtime::synthetic::synthetic_tensor(DType::F32, &[1, 16], 1, &owner).unwrap();
     let inputs = [input.as_ref()];
-    for _ in 0..3 {
-        session.run(&inputs).unwrap();
-    }
-    let plugin_allocations = || -> u64 {
-        engine
-            .registry()
-            .plugins()
-            .iter()
-            .map(|p| {
-                p.own_heap_allocations()
-                    .expect("core-math reports its heap")
-            })
-            .sum()
-    };
-    let (host_before, plugins_before) = (heap_allocations(), plugin_allocations());
-    for _ in 0..100 {
-        session.run(&inputs).unwrap();
-    }
-    let host = heap_allocations() - host_before;
-    let plugins = plugin_allocations() - plugins_before;
+    let (host, plugins) = heap_allocations_after_warm_up(&engine, &mut session, &inputs, 100);
     assert_eq!(
         (host, plugins),
         (0, 0),

@@ -51,3 +51,39 @@ pub fn workspace_root() -> PathBuf {
         .expect("the tests crate lives in the workspace root")
         .to_owned()
 }
+
+/// Heap allocations made by `runs` runs of `session` on `inputs` after three warm-up runs, as
+/// (host, plugins): the host's through the test binary's counting allocator, the plugins'
+/// through theirs.
+pub fn heap_allocations_after_warm_up(
+    engine: &opal_runtime::Engine,
+    session: &mut opal_runtime::Session,
+    inputs: &[opal_runtime::TensorRef<'_>],
+    runs: usize,
+) -> (u64, u64) {
+    for _ in 0..3 {
+        session.run(inputs).expect("a warm-up run");
+    }
+    let plugin_allocations = || -> u64 {
+        engine
+            .registry()
+            .plugins()
+            .iter()
+            .map(|p| {
+                p.own_heap_allocations()
+                    .expect("every plugin of the workspace reports its heap")
+            })
+            .sum()
+    };
+    let (host_before, plugins_before) = (
+        opal_runtime::memory::heap_allocations(),
+        plugin_allocations(),
+    );
+    for _ in 0..runs {
+        session.run(inputs).expect("a measured run");
+    }
+    (
+        opal_runtime::memory::heap_allocations() - host_before,
+        plugin_allocations() - plugins_before,
+    )
+}

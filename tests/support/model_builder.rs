@@ -136,6 +136,60 @@ impl ModelBuilder {
         self
     }
 
+    /// A graph input of ONNX element type `elem_type` with the given dims.
+    pub fn input_typed(mut self, name: &str, elem_type: i32, dims: &[i64]) -> Self {
+        self.graph
+            .input
+            .push(typed(value_info(name, dims), elem_type));
+        self
+    }
+
+    /// An int64 initializer.
+    pub fn initializer_i64(mut self, name: &str, dims: &[i64], values: &[i64]) -> Self {
+        self.graph.initializer.push(TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 7,
+            int64_data: values.to_vec(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// A node of the default domain with graph-valued attributes (If's branches, Loop's body),
+    /// each a graph built with [`into_graph`](Self::into_graph).
+    pub fn graph_node(
+        mut self,
+        name: &str,
+        op_type: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        graphs: Vec<(&str, GraphProto)>,
+    ) -> Self {
+        self.graph.node.push(NodeProto {
+            name: name.into(),
+            op_type: op_type.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: graphs
+                .into_iter()
+                .map(|(n, g)| AttributeProto {
+                    name: n.to_string(),
+                    r#type: 5,
+                    g: Some(g),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// The graph alone, to be a subgraph of another model's node.
+    pub fn into_graph(self) -> GraphProto {
+        self.graph
+    }
+
     /// The encoded model.
     pub fn encode(self) -> Vec<u8> {
         ModelProto {

@@ -127,6 +127,8 @@ pub fn run_f32(
             prepared: None,
             fusion: &[],
             isa: opal_plugin_api::Isa::from_environment(),
+            subgraphs: None,
+            shaped: None,
         };
         let mut call = KernelCall {
             inputs: input_views.as_slice().into(),

@@ -62,12 +62,22 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             .sum::<usize>()
     )?;
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for node in &model.nodes {
+    let nodes = model.all_nodes();
+    for (_, node) in &nodes {
         *counts
             .entry((node.domain.clone(), node.op_type.clone()))
             .or_default() += 1;
     }
-    writeln!(out, "Operators ({} nodes):", model.nodes.len())?;
+    let in_subgraphs = nodes.len() - model.nodes.len();
+    if in_subgraphs == 0 {
+        writeln!(out, "Operators ({} nodes):", nodes.len())?;
+    } else {
+        writeln!(
+            out,
+            "Operators ({} nodes, {in_subgraphs} of them in subgraphs):",
+            nodes.len()
+        )?;
+    }
     let mut missing = Vec::new();
     for ((domain, op_type), count) in &counts {
         let opset = model.opset(domain).unwrap_or(0);

@@ -17,7 +17,11 @@ use prost::Message;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
+    sync::Arc,
 };
+
+/// ONNX's `AttributeType` of a graph-valued attribute.
+const GRAPH_ATTRIBUTE: i32 = 5;
 
 /// Index of a value (a named tensor) in [`Model::values`].
 pub type ValueId = usize;
@@ -52,10 +56,34 @@ pub struct Node {
     pub op_type: String,
     pub inputs: Vec<Option<ValueId>>,
     pub outputs: Vec<Option<ValueId>>,
+    /// Attributes other than graphs.
     pub attributes: Vec<AttributeProto>,
+    /// Graph-valued attributes (If's branches, Loop's body), each read as a graph of its own.
+    pub subgraphs: Vec<Subgraph>,
+}
+
+/// A graph-valued attribute of a node, read as a [`Model`] whose inputs are the graph's
+/// declared inputs followed by the values it reads from enclosing graphs.
+#[derive(Debug, Clone)]
+pub struct Subgraph {
+    /// The attribute's name.
+    pub attribute: String,
+    pub graph: Arc<Model>,
+    /// The enclosing graph's values the subgraph reads, one per input of `graph` after its
+    /// declared ones, in order.
+    pub captures: Vec<ValueId>,
 }
 
 impl Node {
+    /// Every value the node reads: its inputs, then what its subgraphs read from its graph.
+    pub fn reads(&self) -> impl Iterator<Item = ValueId> + '_ {
+        self.inputs.iter().flatten().copied().chain(
+            self.subgraphs
+                .iter()
+                .flat_map(|s| s.captures.iter().copied()),
+        )
+    }
+
     /// How errors name the node: `node 'fc1' (Gemm)`.
     pub fn describe(&self) -> String {
         let op = if self.domain.is_empty() || self.domain == "ai.onnx" {
@@ -74,11 +102,14 @@ pub struct Model {
     /// The whole mapped file: constants in place are slices of it.
     mapping: Bytes,
     pub values: Vec<Value>,
-    /// Graph inputs that are not initializers, in declaration order.
+    /// Graph inputs that are not initializers, in declaration order; for a subgraph, followed
+    /// by the values it reads from enclosing graphs.
     pub inputs: Vec<ValueId>,
+    /// How many of `inputs` the graph declares (the rest, of a subgraph, are captured).
+    pub declared_inputs: usize,
     pub outputs: Vec<ValueId>,
-    /// Initializers, by value.
-    pub constants: HashMap<ValueId, Constant>,
+    /// Initializers, by value; shared with the plans of subgraphs that read them.
+    pub constants: HashMap<ValueId, Arc<Constant>>,
     pub nodes: Vec<Node>,
     /// Opset version per domain (`""` for the default domain).
     pub opsets: HashMap<String, i64>,
@@ -143,18 +174,54 @@ impl Model {
         if !opsets.contains_key("") && proto.ir_version < 3 {
             opsets.insert(String::new(), 1);
         }
-        let mut model = Model {
-            path: path.to_owned(),
+        let mut model = Model::empty(path.to_owned(), mapping, opsets);
+        model.read_graph(graph, weights).map_err(invalid)?;
+        Ok(model)
+    }
+
+    /// A model of the file at `path` (mapped as `mapping`) with no graph read yet.
+    fn empty(path: PathBuf, mapping: Bytes, opsets: HashMap<String, i64>) -> Self {
+        Model {
+            path,
             mapping,
             values: Vec::new(),
             inputs: Vec::new(),
+            declared_inputs: 0,
             outputs: Vec::new(),
             constants: HashMap::new(),
             nodes: Vec::new(),
             opsets,
-        };
-        model.read_graph(graph, weights).map_err(invalid)?;
-        Ok(model)
+        }
+    }
+
+    /// Reads `graph`, the value of attribute `attribute` of `node` in this model, as a model
+    /// sharing this one's file and opsets. Returns it with the names it reads from enclosing
+    /// graphs, which became its inputs after the declared ones.
+    fn subgraph(
+        &self,
+        node: &str,
+        attribute: &str,
+        graph: GraphProto,
+        weights: &Owner,
+    ) -> Result<(Model, Vec<String>), String> {
+        let mut sub = Model::empty(self.path.clone(), self.mapping.clone(), self.opsets.clone());
+        sub.read_graph(graph, weights)
+            .map_err(|e| format!("node '{node}', attribute '{attribute}': {e}"))?;
+        let mut defined = vec![false; sub.values.len()];
+        for &id in sub.inputs.iter().chain(sub.constants.keys()) {
+            defined[id] = true;
+        }
+        for id in sub.nodes.iter().flat_map(|n| n.outputs.iter().flatten()) {
+            defined[*id] = true;
+        }
+        let mut captured = Vec::new();
+        for (id, defined) in defined.into_iter().enumerate() {
+            if !defined {
+                sub.inputs.push(id);
+                captured.push(sub.values[id].name.clone());
+            }
+        }
+        Ok((sub, captured))
     }
 
     fn read_graph(&mut self, graph: GraphProto, weights: &Owner) -> Result<(), String> {
@@ -186,7 +253,7 @@ impl Model {
             .map_err(|e| format!("initializer '{}': {e}", init.name))?;
             self.values[id].dtype = Some(constant.dtype);
             self.values[id].shape = Some(constant.shape.iter().map(|&d| Dim::Fixed(d)).collect());
-            self.constants.insert(id, constant);
+            self.constants.insert(id, Arc::new(constant));
         }
         for info in &graph.input {
             let id = intern(&mut self.values, &info.name);
@@ -195,6 +262,7 @@ impl Model {
                 self.inputs.push(id);
             }
         }
+        self.declared_inputs = self.inputs.len();
         for info in graph.output.iter() {
             let id = intern(&mut self.values, &info.name);
             declare(&mut self.values[id], info);
@@ -214,13 +282,32 @@ impl Model {
             };
             let inputs = ids_of(&node.input);
             let outputs = ids_of(&node.output);
+            let mut attributes = node.attribute;
+            let mut subgraphs = Vec::new();
+            for attribute in &mut attributes {
+                let Some(graph) = attribute.g.take() else {
+                    continue;
+                };
+                let (graph, captured) = self.subgraph(&name, &attribute.name, graph, weights)?;
+                let captures = captured
+                    .iter()
+                    .map(|n| intern(&mut self.values, n))
+                    .collect();
+                subgraphs.push(Subgraph {
+                    attribute: attribute.name.clone(),
+                    graph: Arc::new(graph),
+                    captures,
+                });
+            }
+            attributes.retain(|a| a.r#type != GRAPH_ATTRIBUTE);
             self.nodes.push(Node {
                 name,
                 domain: node.domain,
                 op_type: node.op_type,
                 inputs,
                 outputs,
-                attributes: node.attribute,
+                attributes,
+                subgraphs,
             });
         }
         Ok(())
@@ -244,6 +331,18 @@ impl Model {
 
     pub fn value_name(&self, id: ValueId) -> &str {
         &self.values[id].name
+    }
+
+    /// Every node of the model and of its subgraphs, with the graph each belongs to.
+    pub fn all_nodes(&self) -> Vec<(&Model, &Node)> {
+        let mut nodes = Vec::new();
+        for node in &self.nodes {
+            nodes.push((self, node));
+            for subgraph in &node.subgraphs {
+                nodes.extend(subgraph.graph.all_nodes());
+            }
+        }
+        nodes
     }
 
     /// The value called `name`.

@@ -8,7 +8,8 @@ use super::{
     invoke,
     memory_plan::{place, Lifetime},
     order::topological_order,
-    Place, Plan, PlanConstant, PreparedData, SlotInfo, Step, ValueRef,
+    subgraphs::{SubgraphTyping, TypedSubgraph},
+    CallScope, Place, Plan, PlanConstant, PreparedData, SlotInfo, Step, StepSubgraph, ValueRef,
 };
 use crate::{
     engine::Engine,
@@ -45,6 +46,33 @@ impl fmt::Display for PlanError {
 
 impl std::error::Error for PlanError {}
 
+impl PlanError {
+    /// The error without the file, for a subgraph's error reported inside its node's.
+    pub fn within_file(&self) -> String {
+        match &self.node {
+            Some(node) => format!("{node}: {}", self.reason),
+            None => self.reason.clone(),
+        }
+    }
+}
+
+/// What an input of a graph being compiled is bound to.
+#[derive(Debug, Clone)]
+pub enum Binding {
+    /// A tensor the caller passes on each run, of this dtype and shape (a dim of -1 is known
+    /// only then: such a graph is compiled only to infer its output types).
+    Runtime(DType, Vec<i64>),
+    /// A constant of an enclosing graph's plan, read by a subgraph.
+    Constant(Arc<Constant>),
+}
+
+impl Binding {
+    /// A tensor given on each run, of known shape.
+    pub fn runtime(dtype: DType, shape: &[usize]) -> Self {
+        Binding::Runtime(dtype, dims_of(shape))
+    }
+}
+
 /// What compilation knows of a value: where it is, its dtype, and its dims (-1: known only at
 /// run time).
 #[derive(Clone)]
@@ -68,6 +96,25 @@ fn dims_of(shape: &[usize]) -> Vec<i64> {
     shape.iter().map(|&d| d as i64).collect()
 }
 
+/// A subgraph of the node being compiled, with what it reads from this graph.
+struct NodeSubgraph {
+    attribute: String,
+    graph: Arc<Model>,
+    captures: Vec<Known>,
+}
+
+/// The subgraphs of a step, reading their captured values where this graph holds them.
+fn step_subgraphs(subgraphs: Vec<NodeSubgraph>) -> Vec<StepSubgraph> {
+    subgraphs
+        .into_iter()
+        .map(|s| StepSubgraph {
+            attribute: s.attribute,
+            graph: s.graph,
+            captures: s.captures.into_iter().map(|k| k.at).collect(),
+        })
+        .collect()
+}
+
 /// An output as inference left it: its value, dtype, and shape if known ahead.
 type InferredOutput = (Option<usize>, DType, Option<Shape>);
 
@@ -89,7 +136,33 @@ impl Plan {
         input_types: &[(DType, Shape)],
         registry: Arc<Registry>,
     ) -> Result<Plan, PlanError> {
-        Compiler::new(engine, model, registry).compile(input_types)
+        let bindings: Vec<Binding> = input_types
+            .iter()
+            .map(|(dtype, shape)| Binding::runtime(*dtype, shape))
+            .collect();
+        Compiler::new(engine, model, registry).compile(&bindings)
+    }
+
+    /// Compiles a subgraph (or any graph) whose inputs are bound to `bindings`, one per input
+    /// of `graph`; the plan's inputs are the runtime ones, in order, whose shapes must be known.
+    pub fn compile_bound(
+        engine: &Engine,
+        graph: &Arc<Model>,
+        bindings: &[Binding],
+        registry: Arc<Registry>,
+    ) -> Result<Plan, PlanError> {
+        Compiler::new(engine, graph, registry).compile(bindings)
+    }
+
+    /// The output types of `graph` with its inputs bound to `bindings` (dims of -1 allowed):
+    /// its nodes inferred and folded as a compilation would, nothing placed.
+    pub fn infer_bound(
+        engine: &Engine,
+        graph: &Arc<Model>,
+        bindings: &[Binding],
+        registry: Arc<Registry>,
+    ) -> Result<Vec<OutputType>, PlanError> {
+        Compiler::new(engine, graph, registry).infer_outputs(bindings)
     }
 }
 
@@ -127,23 +200,59 @@ impl<'e> Compiler<'e> {
         }
     }
 
-    fn compile(mut self, input_types: &[(DType, Shape)]) -> Result<Plan, PlanError> {
-        self.bind_inputs(input_types)?;
+    /// Binds the inputs and constants, then infers (and folds) every node in order.
+    fn add_nodes(&mut self, bindings: &[Binding]) -> Result<(), PlanError> {
+        self.bind_inputs(bindings)?;
         for (&id, constant) in &self.model.constants {
             self.known[id] = Some(Known {
                 at: ValueRef::Constant(self.constants.len()),
                 dtype: constant.dtype,
                 shape: dims_of(&constant.shape),
             });
-            self.constants.push(PlanConstant::Model(id));
+            self.constants.push(PlanConstant::Model(constant.clone()));
         }
         let order = topological_order(self.model)
             .map_err(|(node, reason)| self.error(Some(&self.model.nodes[node]), reason))?;
         for index in order {
             self.add_node(index)?;
         }
+        Ok(())
+    }
+
+    fn infer_outputs(mut self, bindings: &[Binding]) -> Result<Vec<OutputType>, PlanError> {
+        self.add_nodes(bindings)?;
+        self.model
+            .outputs
+            .iter()
+            .map(|&id| match &self.known[id] {
+                Some(k) => Ok(OutputType::new(k.dtype, k.shape.clone())),
+                None => Err(self.error(
+                    None,
+                    format!(
+                        "graph output '{}' is not produced by any node",
+                        self.model.value_name(id)
+                    ),
+                )),
+            })
+            .collect()
+    }
+
+    fn compile(mut self, bindings: &[Binding]) -> Result<Plan, PlanError> {
+        self.add_nodes(bindings)?;
+        let input_types: Vec<(DType, Shape)> = bindings
+            .iter()
+            .filter_map(|b| match b {
+                Binding::Runtime(dtype, dims) => Some((
+                    *dtype,
+                    dims.iter()
+                        .map(|&d| usize::try_from(d).unwrap_or(0))
+                        .collect(),
+                )),
+                Binding::Constant(_) => None,
+            })
+            .collect();
         if self.engine.config().fusion {
-            self.fuse(input_types);
+            self.fuse(&input_types);
         }
         let (slab_bytes, liveness_lower_bound) = self.place_intermediates();
         let limit = self.engine.config().memory_limit;
@@ -173,7 +282,7 @@ impl<'e> Compiler<'e> {
         Ok(Plan {
             model: self.model.clone(),
             registry: self.registry,
-            input_types: input_types.to_vec(),
+            input_types,
             constants: self.constants,
             slots: self.slots,
             steps: self.steps,
@@ -183,15 +292,16 @@ impl<'e> Compiler<'e> {
         })
     }
 
-    fn bind_inputs(&mut self, input_types: &[(DType, Shape)]) -> Result<(), PlanError> {
+    fn bind_inputs(&mut self, bindings: &[Binding]) -> Result<(), PlanError> {
         let model = self.model;
-        if input_types.len() != model.inputs.len() {
+        if bindings.len() != model.inputs.len() {
             return Err(self.error(
                 None,
                 format!(
                     "the model has {} inputs, {} were given",
-                    model.inputs.len(),
-                    input_types.len()
+                    model.declared_inputs,
+                    bindings.len()
+                        - (model.inputs.len() - model.declared_inputs).min(bindings.len())
                 ),
             ));
         }
@@ -206,10 +316,23 @@ impl<'e> Compiler<'e> {
                 ));
             }
         }
-        for (k, (&id, (dtype, shape))) in model.inputs.iter().zip(input_types).enumerate() {
+        let mut runtime_inputs = 0;
+        for (&id, binding) in model.inputs.iter().zip(bindings) {
+            let (dtype, shape) = match binding {
+                Binding::Constant(constant) => {
+                    self.known[id] = Some(Known {
+                        at: ValueRef::Constant(self.constants.len()),
+                        dtype: constant.dtype,
+                        shape: dims_of(&constant.shape),
+                    });
+                    self.constants.push(PlanConstant::Model(constant.clone()));
+                    continue;
+                }
+                Binding::Runtime(dtype, shape) => (*dtype, shape),
+            };
             let declared = &model.values[id];
             if let Some(expected) = declared.dtype {
-                if expected != *dtype {
+                if expected != dtype {
                     return Err(self.error(
                         None,
                         format!("input '{}' must be {expected}, got {dtype}", declared.name),
@@ -218,26 +341,28 @@ impl<'e> Compiler<'e> {
             }
             if let Some(dims) = &declared.shape {
                 let fits = dims.len() == shape.len()
-                    && dims
-                        .iter()
-                        .zip(shape)
-                        .all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f != n));
+                    && dims.iter().zip(shape).all(|(d, &n)| match d {
+                        Dim::Fixed(f) => n < 0 || *f as i64 == n,
+                        _ => true,
+                    });
                 if !fits {
                     return Err(self.error(
                         None,
                         format!(
-                            "input '{}' must have shape {}, got {shape:?}",
+                            "input '{}' must have shape {}, got {}",
                             declared.name,
-                            describe_dims(dims)
+                            describe_dims(dims),
+                            describe_known(shape)
                         ),
                     ));
                 }
             }
             self.known[id] = Some(Known {
-                at: ValueRef::Input(k),
-                dtype: *dtype,
-                shape: dims_of(shape),
+                at: ValueRef::Input(runtime_inputs),
+                dtype,
+                shape: shape.clone(),
             });
+            runtime_inputs += 1;
         }
         Ok(())
     }
@@ -253,7 +378,30 @@ impl<'e> Compiler<'e> {
             .collect();
         let attributes = NodeAttributes::new(&node.attributes, self.engine.weights_owner())
             .map_err(|e| self.error(Some(node), e))?;
-        let types = self.infer(node, &kernel, &attributes, &inputs)?;
+        let subgraphs = self.subgraphs_of(node)?;
+        let read = || {
+            inputs
+                .iter()
+                .flatten()
+                .chain(subgraphs.iter().flat_map(|s| &s.captures))
+        };
+        let untyped_input = read().any(|k| k.dtype == DType::UNDEFINED);
+        let inputs_known = read().all(|k| k.fixed_shape().is_some());
+        let types = if untyped_input {
+            None
+        } else {
+            match self.infer(node, &kernel, &attributes, &inputs, &subgraphs) {
+                Ok(types) => Some(types),
+                // Dims known only at run time may make a rank other than inference assumed
+                // upstream (a Squeeze of unknown dims): the run infers again with the real ones.
+                Err(_) if !inputs_known => None,
+                Err(error) => return Err(error),
+            }
+        };
+        let Some(types) = types else {
+            self.add_untyped(index, kernel, attributes, inputs, subgraphs);
+            return Ok(());
+        };
         let owner = self.engine.plugin_owner(kernel.plugin_name());
         let mut outputs: Vec<InferredOutput> = Vec::with_capacity(node.outputs.len());
         for (out, ty) in node.outputs.iter().zip(&types) {
@@ -261,14 +409,34 @@ impl<'e> Compiler<'e> {
             let shape = self.checked_shape(node, kernel.plugin_name(), name, ty)?;
             outputs.push((*out, ty.dtype, shape));
         }
-        let foldable = inputs.iter().enumerate().all(|(i, k)| match k {
-            None => true,
-            Some(k) => {
-                matches!(k.at, ValueRef::Constant(_))
-                    || (kernel.reads_only_shape(i) && k.fixed_shape().is_some())
-            }
-        });
-        let shapes_known = outputs.iter().all(|(_, _, shape)| shape.is_some());
+        let foldable = subgraphs.is_empty()
+            && inputs.iter().enumerate().all(|(i, k)| match k {
+                None => true,
+                Some(k) => {
+                    matches!(k.at, ValueRef::Constant(_))
+                        || (kernel.reads_only_shape(i) && k.fixed_shape().is_some())
+                }
+            });
+        // An input of unknown dims may have another rank than inference assumed (a Squeeze
+        // of dims known only at run time): outputs inferred from it are inferred again then.
+        let shapes_known = inputs_known && outputs.iter().all(|(_, _, shape)| shape.is_some());
+        // Inference at run time would see what it saw now when every input shape is known
+        // and it reads no values: outputs it left unshaped are then shaped by the kernel.
+        let inputs_fixed = inputs_known
+            && inputs.iter().enumerate().all(|(i, k)| match k {
+                None => true,
+                Some(k) => !kernel.needs_value(i) || matches!(k.at, ValueRef::Constant(_)),
+            });
+        let unshaped = if !shapes_known && inputs_fixed && kernel.shapes_outputs_in_call() {
+            outputs
+                .iter()
+                .take(64)
+                .enumerate()
+                .filter(|(_, (_, _, shape))| shape.is_none())
+                .fold(0u64, |mask, (k, _)| mask | 1 << k)
+        } else {
+            0
+        };
         if foldable && shapes_known {
             return self.fold(node, &kernel, &owner, &attributes, &inputs, outputs);
         }
@@ -284,19 +452,22 @@ impl<'e> Compiler<'e> {
             attributes,
             inputs: step_inputs,
             outputs: SmallVec::new(),
-            infer_at_run_time: !shapes_known,
+            infer_at_run_time: !shapes_known && unshaped == 0,
             release: SmallVec::new(),
             constant_inputs,
             prepared: PreparedData::default(),
             fusion: None,
+            unshaped,
+            subgraphs: step_subgraphs(subgraphs),
         };
         for ((out, dtype, shape), ty) in outputs.into_iter().zip(&types) {
             let slot = self.slots.len();
             self.slots.push(SlotInfo {
                 value: out,
                 dtype,
-                // When one output's shape waits for the run, all are inferred then.
-                shape: shape.filter(|_| shapes_known),
+                // When one output's shape waits for the run, all are inferred then, unless
+                // the kernel shapes that one in its call.
+                shape: shape.filter(|_| shapes_known || unshaped != 0),
                 // Placed in the slab later, once every lifetime is known.
                 place: Place::Pool,
             });
@@ -311,6 +482,56 @@ impl<'e> Compiler<'e> {
         }
         self.steps.push(step);
         Ok(())
+    }
+
+    /// Adds a step whose inputs' types are known only at run time: its outputs are typed by
+    /// the inference the run makes before the call.
+    fn add_untyped(
+        &mut self,
+        index: usize,
+        kernel: OperatorEntry,
+        attributes: NodeAttributes,
+        inputs: Vec<Option<Known>>,
+        subgraphs: Vec<NodeSubgraph>,
+    ) {
+        let node = &self.model.nodes[index];
+        let step_inputs: SmallVec<[ValueRef; 4]> = inputs
+            .iter()
+            .map(|k| k.as_ref().map_or(ValueRef::Absent, |k| k.at))
+            .collect();
+        let mut outputs = SmallVec::new();
+        for &out in &node.outputs {
+            let slot = self.slots.len();
+            self.slots.push(SlotInfo {
+                value: out,
+                dtype: DType::UNDEFINED,
+                shape: None,
+                place: Place::Pool,
+            });
+            if let Some(id) = out {
+                self.known[id] = Some(Known {
+                    at: ValueRef::Slot(slot),
+                    dtype: DType::UNDEFINED,
+                    shape: Vec::new(),
+                });
+            }
+            outputs.push(slot);
+        }
+        self.steps.push(Step {
+            node: index,
+            owner: self.engine.plugin_owner(kernel.plugin_name()),
+            kernel,
+            attributes,
+            constant_inputs: constant_mask(&step_inputs),
+            inputs: step_inputs,
+            outputs,
+            infer_at_run_time: true,
+            release: SmallVec::new(),
+            prepared: PreparedData::default(),
+            fusion: None,
+            unshaped: 0,
+            subgraphs: step_subgraphs(subgraphs),
+        });
     }
 
     /// The kernel for `node` at the model's opset for its domain.
@@ -360,6 +581,36 @@ impl<'e> Compiler<'e> {
         Err(self.error(Some(node), reason))
     }
 
+    /// The node's subgraphs, with what each reads from this graph.
+    fn subgraphs_of(&self, node: &Node) -> Result<Vec<NodeSubgraph>, PlanError> {
+        node.subgraphs
+            .iter()
+            .map(|s| {
+                let captures = s
+                    .captures
+                    .iter()
+                    .map(|&id| {
+                        self.known[id].clone().ok_or_else(|| {
+                            self.error(
+                                Some(node),
+                                format!(
+                                    "its subgraph '{}' reads '{}', which no node produces and which is no graph input or initializer",
+                                    s.attribute,
+                                    self.model.value_name(id)
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(NodeSubgraph {
+                    attribute: s.attribute.clone(),
+                    graph: s.graph.clone(),
+                    captures,
+                })
+            })
+            .collect()
+    }
+
     /// The outputs' types from the kernel's inference function.
     fn infer(
         &self,
@@ -367,6 +618,7 @@ impl<'e> Compiler<'e> {
         kernel: &OperatorEntry,
         attributes: &NodeAttributes,
         inputs: &[Option<Known>],
+        subgraphs: &[NodeSubgraph],
     ) -> Result<Vec<OutputType>, PlanError> {
         let shapes: Vec<&[i64]> = inputs
             .iter()
@@ -385,21 +637,36 @@ impl<'e> Compiler<'e> {
                     dtype: k.dtype,
                     shape: (*shape).into(),
                     value: match k.at {
-                        ValueRef::Constant(c) => {
-                            RSome(self.constants[c].tensor(self.model).to_abi())
-                        }
+                        ValueRef::Constant(c) => RSome(self.constants[c].tensor().to_abi()),
                         _ => RNone,
                     },
                 },
             })
             .collect();
+        let typing = SubgraphTyping {
+            engine: self.engine,
+            registry: &self.registry,
+            subgraphs: subgraphs
+                .iter()
+                .map(|s| TypedSubgraph {
+                    attribute: &s.attribute,
+                    graph: &s.graph,
+                    captures: s.captures.iter().map(|k| self.binding(k)).collect(),
+                })
+                .collect(),
+        };
         let types = attributes
             .with_abi(|attributes| {
-                kernel.infer(&InferCall {
+                let call = InferCall {
                     inputs: infer_inputs.as_slice().into(),
                     attributes: attributes.into(),
                     output_count: node.outputs.len(),
-                })
+                };
+                if subgraphs.is_empty() {
+                    kernel.infer(&call)
+                } else {
+                    typing.infer(kernel, &call)
+                }
             })
             .map_err(|e| {
                 self.error(
@@ -419,6 +686,15 @@ impl<'e> Compiler<'e> {
             ));
         }
         Ok(types)
+    }
+
+    /// How a subgraph sees a value of this graph it reads: a constant, or a tensor of the
+    /// known dtype and shape given on each run.
+    fn binding(&self, known: &Known) -> Binding {
+        match known.at {
+            ValueRef::Constant(c) => Binding::Constant(self.constants[c].shared().clone()),
+            _ => Binding::Runtime(known.dtype, known.shape.clone()),
+        }
     }
 
     /// An output shape `plugin` inferred: `None` if some dim is only known at run time; an
@@ -529,7 +805,7 @@ impl<'e> Compiler<'e> {
             .zip(&shapes)
             .map(|(k, shape)| {
                 k.as_ref().map(|k| match k.at {
-                    ValueRef::Constant(c) => self.constants[c].tensor(self.model),
+                    ValueRef::Constant(c) => self.constants[c].tensor(),
                     // A shape-only input: the kernel reads its shape, never its data.
                     _ => TensorRef::new(k.dtype, shape, &[]),
                 })
@@ -550,6 +826,7 @@ impl<'e> Compiler<'e> {
             &output_views,
             &arena,
             None,
+            CallScope::default(),
         )
         .map_err(|e| {
             self.error(
@@ -569,11 +846,11 @@ impl<'e> Compiler<'e> {
                 dtype,
                 shape: dims_of(&shape),
             });
-            self.constants.push(PlanConstant::Folded(Constant {
+            self.constants.push(PlanConstant::Folded(Arc::new(Constant {
                 dtype,
                 shape,
                 data: ConstantData::Owned(data),
-            }));
+            })));
         }
         Ok(())
     }
@@ -581,7 +858,7 @@ impl<'e> Compiler<'e> {
     /// Lets kernels absorb the steps that consume their output (see [`fusion`](super::fusion)).
     fn fuse(&mut self, input_types: &[(DType, Shape)]) {
         let (model, constants) = (self.model, &self.constants);
-        let constant = |c: usize| constants[c].tensor(model);
+        let constant = |c: usize| constants[c].tensor();
         let types = ValueTypes {
             model,
             slots: &self.slots,
@@ -599,9 +876,9 @@ impl<'e> Compiler<'e> {
         let mut last_reader: Vec<Option<usize>> = vec![None; self.slots.len()];
         let mut producer: Vec<Option<usize>> = vec![None; self.slots.len()];
         for (s, step) in self.steps.iter().enumerate() {
-            for input in &step.inputs {
+            for input in step.reads() {
                 if let ValueRef::Slot(slot) = input {
-                    last_reader[*slot] = Some(s);
+                    last_reader[slot] = Some(s);
                 }
             }
             for &slot in &step.outputs {
@@ -637,6 +914,15 @@ impl<'e> Compiler<'e> {
         }
         (placement.slab_bytes, placement.lower_bound)
     }
+}
+
+/// Dims as `[2, 3]`, with `?` for one known only at run time.
+fn describe_known(dims: &[i64]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|&d| if d < 0 { "?".to_owned() } else { d.to_string() })
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
 
 fn describe_dims(dims: &[Dim]) -> String {

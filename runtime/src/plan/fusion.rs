@@ -43,8 +43,8 @@ struct Group {
 pub(super) fn fuse_steps(steps: Vec<Step>, types: &ValueTypes<'_>) -> Vec<Step> {
     let mut readers: Vec<SmallVec<[usize; 2]>> = vec![SmallVec::new(); types.slots.len()];
     for (s, step) in steps.iter().enumerate() {
-        for input in &step.inputs {
-            if let ValueRef::Slot(slot) = *input {
+        for input in step.reads() {
+            if let ValueRef::Slot(slot) = input {
                 readers[slot].push(s);
             }
         }

@@ -7,7 +7,7 @@ use crate::{
     memory::{Owner, ScratchArena},
     onnx::NodeAttributes,
     plan::{Step, INLINE_INPUTS},
-    plugin::{CallHost, OperatorEntry},
+    plugin::{CallHost, OperatorEntry, ShapedOutputs, SubgraphRunner},
     tensor::TensorRef,
 };
 use opal_plugin_api::{
@@ -16,6 +16,13 @@ use opal_plugin_api::{
 };
 use smallvec::SmallVec;
 use std::cell::RefCell;
+
+/// What a call reaches beyond its tensors: its node's subgraphs and the outputs it shapes.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct CallScope<'a> {
+    pub subgraphs: Option<&'a dyn SubgraphRunner>,
+    pub shaped: Option<&'a ShapedOutputs<'a>>,
+}
 
 /// Runs `kernel` on `inputs` (`None`: an omitted optional input), writing `outputs`; the arena
 /// is reset afterwards. `step` is the plan's step being run (`None` while folding constants),
@@ -30,6 +37,7 @@ pub(crate) fn invoke(
     outputs: &[TensorViewMut<'_>],
     arena: &RefCell<ScratchArena>,
     step: Option<&Step>,
+    scope: CallScope<'_>,
 ) -> Result<(), String> {
     let input_views: SmallVec<[TensorView<'_>; INLINE_INPUTS]> = inputs
         .iter()
@@ -45,6 +53,8 @@ pub(crate) fn invoke(
             .and_then(|step| step.fusion.as_ref())
             .map_or(&[], |f| &f.description),
         isa: engine.isa().isa,
+        subgraphs: scope.subgraphs,
+        shaped: scope.shaped,
     };
     let result = attributes.with_abi(|attributes| {
         let mut call = KernelCall {

@@ -9,10 +9,12 @@ mod invoke;
 mod memory_plan;
 mod order;
 mod prepared;
+mod subgraphs;
 
-pub use compile::PlanError;
-pub(crate) use invoke::invoke;
+pub use compile::{Binding, PlanError};
+pub(crate) use invoke::{invoke, CallScope};
 pub use prepared::PreparedData;
+pub(crate) use subgraphs::{SubgraphCall, SubgraphRuns, SubgraphTyping, TypedSubgraph};
 
 use crate::{
     memory::Owner,
@@ -50,18 +52,24 @@ fn constant_mask(inputs: &[ValueRef]) -> u64 {
         .fold(0u64, |mask, (i, _)| mask | 1 << i)
 }
 
-/// A constant a plan reads: an initializer of the model or a folded node output.
-#[derive(Debug)]
+/// A constant a plan reads: an initializer of the model (or of an enclosing graph, for a
+/// subgraph's plan), or a node output folded while compiling.
+#[derive(Debug, Clone)]
 enum PlanConstant {
-    Model(ValueId),
-    Folded(Constant),
+    Model(Arc<Constant>),
+    Folded(Arc<Constant>),
 }
 
 impl PlanConstant {
-    fn tensor<'a>(&'a self, model: &'a Model) -> TensorRef<'a> {
+    fn tensor(&self) -> TensorRef<'_> {
         match self {
-            PlanConstant::Model(id) => model.constants[id].as_ref(),
-            PlanConstant::Folded(c) => c.as_ref(),
+            PlanConstant::Model(c) | PlanConstant::Folded(c) => Constant::as_ref(c),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Constant> {
+        match self {
+            PlanConstant::Model(c) | PlanConstant::Folded(c) => c,
         }
     }
 }
@@ -109,6 +117,32 @@ pub struct Step {
     pub prepared: PreparedData,
     /// The nodes the kernel absorbed, when it fused any.
     pub fusion: Option<Fusion>,
+    /// Bit `i` set: output `i`'s shape is known only once the kernel has run; the kernel
+    /// gives it during the call.
+    pub unshaped: u64,
+    /// The node's subgraphs, which the kernel runs through the host.
+    pub subgraphs: Vec<StepSubgraph>,
+}
+
+impl Step {
+    /// Every value the step reads: its inputs, then what its subgraphs read from its graph.
+    pub fn reads(&self) -> impl Iterator<Item = ValueRef> + '_ {
+        self.inputs.iter().copied().chain(
+            self.subgraphs
+                .iter()
+                .flat_map(|s| s.captures.iter().copied()),
+        )
+    }
+}
+
+/// A subgraph of a step's node, with where the values it reads from the step's graph are.
+#[derive(Debug)]
+pub struct StepSubgraph {
+    /// The graph attribute holding it.
+    pub attribute: String,
+    pub graph: Arc<Model>,
+    /// One per captured input of `graph`, in order.
+    pub captures: SmallVec<[ValueRef; 4]>,
 }
 
 /// Nodes fused into a step's kernel call: their work is done by the step's kernel, their
@@ -165,7 +199,12 @@ impl Plan {
 
     /// Constant `index`.
     pub fn constant(&self, index: usize) -> TensorRef<'_> {
-        self.constants[index].tensor(&self.model)
+        self.constants[index].tensor()
+    }
+
+    /// Constant `index`, shared, for the plans of subgraphs that read it.
+    pub(crate) fn shared_constant(&self, index: usize) -> &Arc<Constant> {
+        self.constants[index].shared()
     }
 
     /// How many nodes were folded into constants at compile time.

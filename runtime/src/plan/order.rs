@@ -42,7 +42,7 @@ pub(crate) fn topological_order(model: &Model) -> Result<Vec<usize>, OrderError>
     let mut waiting_on = vec![0usize; model.nodes.len()];
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); model.nodes.len()];
     for (index, node) in model.nodes.iter().enumerate() {
-        for &input in node.inputs.iter().flatten() {
+        for input in node.reads() {
             if available.contains(&input) {
                 continue;
             }

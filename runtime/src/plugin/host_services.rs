@@ -1,8 +1,14 @@
 //! The services the host lends a kernel for one call: its tracked allocator (accounted to the
-//! plugin), the run's scratch arena, `parallel_for` over the engine's threads, and the node's
-//! prepared data.
+//! plugin), the run's scratch arena, `parallel_for` over the engine's threads, the node's
+//! prepared data, and (see [`call_scope`](super::call_scope)) its subgraphs.
 
-use super::KernelThreads;
+use super::{
+    call_scope::{
+        host_run_subgraph, host_shape_output, host_subgraph_output, host_unshaped_outputs,
+        ShapedOutputs, SubgraphRunner,
+    },
+    KernelThreads,
+};
 use crate::memory::{AlignedBuffer, Owner, ScratchArena, ALIGNMENT};
 use crate::plan::PreparedData;
 use abi_stable::prefix_type::WithMetadata;
@@ -27,6 +33,10 @@ pub struct CallHost<'a> {
     pub fusion: &'a [u8],
     /// The instruction set the kernel may use.
     pub isa: Isa,
+    /// The node's subgraphs, when it has any.
+    pub subgraphs: Option<&'a dyn SubgraphRunner>,
+    /// The outputs the kernel shapes during the call, when inference left any unshaped.
+    pub shaped: Option<&'a ShapedOutputs<'a>>,
 }
 
 impl CallHost<'_> {
@@ -53,11 +63,15 @@ const HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable 
     scratch_unzeroed: host_scratch_unzeroed,
     fusion: host_fusion,
     isa: host_isa,
+    run_subgraph: host_run_subgraph,
+    subgraph_output: host_subgraph_output,
+    unshaped_outputs: host_unshaped_outputs,
+    shape_output: host_shape_output,
 });
 
 /// # Safety
 /// `ctx` must be the context of a live [`CallHost`], as given by [`CallHost::services`].
-unsafe fn call_host<'a>(ctx: *const c_void) -> &'a CallHost<'a> {
+pub(super) unsafe fn call_host<'a>(ctx: *const c_void) -> &'a CallHost<'a> {
     // SAFETY: guaranteed by the caller.
     unsafe { &*ctx.cast::<CallHost<'a>>() }
 }

@@ -13,6 +13,7 @@ use opal_plugin_api::{
     infer::OutputType,
     module::{PluginDescriptor, PluginModuleRef, DESCRIPTOR_MAGIC},
     operator::{InferCall, KernelCall},
+    subgraph::InferHost,
     ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL,
 };
 use std::{
@@ -24,6 +25,7 @@ use std::{
 type InferFn = extern "C" fn(&InferCall<'_>) -> RResult<RVec<OutputType>, RString>;
 type ComputeFn = extern "C" fn(&mut KernelCall<'_>) -> RResult<(), RString>;
 type FuseFn = extern "C" fn(&FuseCall<'_>) -> ROption<RVec<u8>>;
+type InferScopedFn = extern "C" fn(&InferCall<'_>, InferHost) -> RResult<RVec<OutputType>, RString>;
 
 /// A plugin library loaded into the host.
 pub struct PluginLibrary {
@@ -55,6 +57,8 @@ struct OperatorFns {
     compute: ComputeFn,
     /// Absent before ABI 1.4: the operator fuses nothing.
     fuse: Option<FuseFn>,
+    /// Absent before ABI 1.6: inference without the host's services.
+    infer_scoped: Option<InferScopedFn>,
 }
 
 /// One operator a plugin provides, with the functions to call it. Holds its library loaded.
@@ -255,6 +259,7 @@ fn read_operators(path: &Path, module: PluginModuleRef) -> Result<Vec<OperatorFn
                 infer: op.infer(),
                 compute: op.compute(),
                 fuse: op.fuse(),
+                infer_scoped: op.infer_scoped(),
             };
             if fns.op_type.is_empty() || fns.since_version > fns.until_version {
                 return Err(PluginError::BadOperator {
@@ -347,6 +352,28 @@ impl OperatorEntry {
             RResult::ROk(types) => Ok(types.into_vec()),
             RResult::RErr(message) => Err(message.into_string()),
         }
+    }
+
+    /// Inference with the host's services (through which the node's subgraphs are typed), or
+    /// plain inference for an operator before ABI 1.6.
+    pub fn infer_scoped(
+        &self,
+        call: &InferCall<'_>,
+        host: InferHost,
+    ) -> Result<Vec<OutputType>, String> {
+        let Some(infer_scoped) = self.fns.infer_scoped else {
+            return self.infer(call);
+        };
+        match infer_scoped(call, host) {
+            RResult::ROk(types) => Ok(types.into_vec()),
+            RResult::RErr(message) => Err(message.into_string()),
+        }
+    }
+
+    /// Whether the kernel can give outputs their shape during the call (ABI 1.6), for outputs
+    /// inference cannot shape ahead.
+    pub fn shapes_outputs_in_call(&self) -> bool {
+        self.fns.infer_scoped.is_some()
     }
 
     /// Whether the operator may absorb other nodes into its calls (ABI 1.4).

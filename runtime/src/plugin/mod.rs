@@ -1,6 +1,7 @@
 //! Plugins: loading `.so` files through the stable ABI, the operator registry, the services
 //! the host lends kernels, and unloading.
 
+mod call_scope;
 mod digest;
 mod elf;
 mod error;
@@ -13,6 +14,7 @@ mod registry;
 mod shadow;
 mod unload;
 
+pub use call_scope::{infer_host, ShapedOutputs, SubgraphRunner, SubgraphTypes};
 pub use digest::ContentDigest;
 pub use error::PluginError;
 pub use host_services::{CallHost, HOST_VTABLE};
