@@ -1,4 +1,4 @@
-//! opal's transformer plugin: attention (softmax and linear), rotary embeddings, the stateful
+//! opal's transformer plugin: attention (softmax, flex with modifier subgraphs, and linear), rotary embeddings, the stateful
 //! causal convolution, SwiGLU, the key/value cache update, and the int8/uint8 quantization
 //! operators (quantize, dequantize, integer matrix products and convolutions), as ONNX
 //! operators behind the plugin ABI.
@@ -10,18 +10,22 @@ mod attention;
 mod attention_scores;
 mod causal_conv;
 mod dims;
+mod flex_attention;
 mod half;
 mod integer_conv;
 mod integer_matmul;
 mod linear_attention;
+mod modifiers;
 mod quant;
 mod quantize;
 mod rotary;
 mod swiglu;
 mod tensor_scatter;
+mod work_float;
 
 pub use attention::Attention;
 pub use causal_conv::CausalConvWithState;
+pub use flex_attention::FlexAttention;
 pub use integer_conv::{ConvInteger, QLinearConv};
 pub use integer_matmul::{MatMulInteger, QLinearMatMul};
 pub use linear_attention::LinearAttention;
@@ -34,7 +38,7 @@ opal_plugin_api::export_plugin! {
     name: "transformer",
     version: env!("CARGO_PKG_VERSION"),
     operators: [
-        Attention, LinearAttention,
+        Attention, FlexAttention, LinearAttention,
         RotaryEmbedding,
         CausalConvWithState, SwiGLU, TensorScatter,
         QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,

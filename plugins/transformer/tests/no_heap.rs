@@ -86,6 +86,26 @@ fn warmed_up_kernels_do_not_allocate() {
         &[int_attr("q_num_heads", 4), int_attr("kv_num_heads", 2)],
         2,
     );
+    // FlexAttention without modifier subgraphs: grouped-query heads in f32, and f64.
+    assert_no_heap::<FlexAttention>(
+        &[
+            f32s(&[2, 6, 40, 16]),
+            f32s(&[2, 3, 70, 16]),
+            f32s(&[2, 3, 70, 8]),
+        ],
+        &[float_attr("scale", 0.2)],
+        1,
+    );
+    let f64s = |shape: &[usize]| ints(shape, |i| (i % 13) as f64 * 0.1 - 0.6);
+    assert_no_heap::<FlexAttention>(
+        &[
+            f64s(&[1, 2, 3, 4]),
+            f64s(&[1, 1, 5, 4]),
+            f64s(&[1, 1, 5, 2]),
+        ],
+        &[],
+        1,
+    );
     assert_no_heap::<CausalConvWithState>(
         &[
             f32s(&[2, 3, 5]),
