@@ -271,3 +271,116 @@ fn a_condition_that_is_not_bool_is_refused() {
         "{error}"
     );
 }
+
+/// An opset-8 Scan summing a batch of sequences of [2] vectors: the state is the running
+/// sum, the scan output each step's sum. `lens` is a graph input when `with_lens`;
+/// `reverse` scans backwards.
+fn batched_sum(dir: &Path, name: &str, with_lens: bool, reverse: bool) -> std::path::PathBuf {
+    let body = ModelBuilder::new(8)
+        .input("sum_in", &[2])
+        .input("next", &[2])
+        .output("sum_out", &[2])
+        .output("scan_out", &[2])
+        .node("add", "", "Add", &["sum_in", "next"], &["sum_out"], &[])
+        .node("copy", "", "Identity", &["sum_out"], &["scan_out"], &[])
+        .into_graph();
+    let mut model = ModelBuilder::new(8);
+    if with_lens {
+        model = model.input_i64("lens", &[2]);
+    }
+    let lens = if with_lens { "lens" } else { "" };
+    let mut model = model
+        .input("initial", &[2, 2])
+        .input("x", &[2, 3, 2])
+        .output("y", &[2, 2])
+        .output("z", &[2, 3, 2])
+        .graph_node(
+            "scan",
+            "Scan",
+            &[lens, "initial", "x"],
+            &["y", "z"],
+            vec![("body", body)],
+        )
+        .int_attribute("num_scan_inputs", 1);
+    if reverse {
+        model = model.ints_attribute("directions", &[1]);
+    }
+    model.write(dir, name)
+}
+
+/// Runs `model` on two batch entries: initial sums [0, 0] and [100, 100], steps 1..=3 and
+/// 10, 20, 30 (each twice), and `lens` when given.
+fn run_batched(
+    engine: &Arc<Engine>,
+    model: &Path,
+    lens: Option<&[i64]>,
+) -> Result<(Vec<f32>, Vec<f32>), String> {
+    let model = engine.load_model(model).unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    let initial = [0.0f32, 0.0, 100.0, 100.0];
+    let x = [
+        1.0f32, 1.0, 2.0, 2.0, 3.0, 3.0, 10.0, 10.0, 20.0, 20.0, 30.0, 30.0,
+    ];
+    let mut inputs = Vec::new();
+    if let Some(lens) = lens {
+        inputs.push(TensorRef::from_slice(&[2], lens));
+    }
+    inputs.push(TensorRef::from_slice(&[2, 2], &initial));
+    inputs.push(TensorRef::from_slice(&[2, 3, 2], &x));
+    let state = session.run(&inputs).map_err(|e| e.to_string())?;
+    let y = state.output(0).unwrap();
+    let z = state.output(1).unwrap();
+    assert_eq!((y.shape, z.shape), (&[2, 2][..], &[2, 3, 2][..]));
+    Ok((
+        y.as_slice::<f32>().unwrap().to_vec(),
+        z.as_slice::<f32>().unwrap().to_vec(),
+    ))
+}
+
+#[test]
+fn opset_8_scan_runs_each_batch_entry_for_its_sequence_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = default_engine();
+    let full = batched_sum(dir.path(), "full.onnx", false, false);
+    let (y, z) = run_batched(&engine, &full, None).unwrap();
+    assert_eq!(y, [6.0, 6.0, 160.0, 160.0]);
+    assert_eq!(
+        z,
+        [1.0, 1.0, 3.0, 3.0, 6.0, 6.0, 110.0, 110.0, 130.0, 130.0, 160.0, 160.0]
+    );
+
+    // Lengths 2 and 1: the outputs past each length are zero.
+    let with_lens = batched_sum(dir.path(), "lens.onnx", true, false);
+    let (y, z) = run_batched(&engine, &with_lens, Some(&[2, 1])).unwrap();
+    assert_eq!(y, [3.0, 3.0, 110.0, 110.0]);
+    assert_eq!(
+        z,
+        [1.0, 1.0, 3.0, 3.0, 0.0, 0.0, 110.0, 110.0, 0.0, 0.0, 0.0, 0.0]
+    );
+
+    // Backwards, each entry from the last step of its own length.
+    let reverse = batched_sum(dir.path(), "reverse.onnx", true, true);
+    let (y, z) = run_batched(&engine, &reverse, Some(&[2, 3])).unwrap();
+    assert_eq!(y, [3.0, 3.0, 160.0, 160.0]);
+    assert_eq!(
+        z,
+        [2.0, 2.0, 3.0, 3.0, 0.0, 0.0, 130.0, 130.0, 150.0, 150.0, 160.0, 160.0]
+    );
+}
+
+#[test]
+fn opset_8_scan_refuses_a_sequence_length_beyond_the_sequence_axis() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = default_engine();
+    let path = batched_sum(dir.path(), "too_long.onnx", true, false);
+    let error = run_batched(&engine, &path, Some(&[2, 4])).unwrap_err();
+    assert!(error.contains("node 'scan' (Scan)"), "{error}");
+    assert!(
+        error.contains("sequence_lens[1] is 4, outside 0..=3"),
+        "{error}"
+    );
+    assert_eq!(error.matches("too_long.onnx").count(), 1, "{error}");
+    // The session keeps working after the refusal.
+    let (y, _) = run_batched(&engine, &path, Some(&[3, 0])).unwrap();
+    assert_eq!(y, [6.0, 6.0, 100.0, 100.0]);
+}

@@ -159,7 +159,20 @@ impl ModelBuilder {
     /// A node of the default domain with graph-valued attributes (If's branches, Loop's body),
     /// each a graph built with [`into_graph`](Self::into_graph).
     pub fn graph_node(
+        self,
+        name: &str,
+        op_type: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        graphs: Vec<(&str, GraphProto)>,
+    ) -> Self {
+        self.graph_node_in("", name, op_type, inputs, outputs, graphs)
+    }
+
+    /// As [`graph_node`](Self::graph_node), for an operator of `domain`.
+    pub fn graph_node_in(
         mut self,
+        domain: &str,
         name: &str,
         op_type: &str,
         inputs: &[&str],
@@ -168,6 +181,7 @@ impl ModelBuilder {
     ) -> Self {
         self.graph.node.push(NodeProto {
             name: name.into(),
+            domain: domain.into(),
             op_type: op_type.into(),
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: outputs.iter().map(|s| s.to_string()).collect(),
@@ -182,6 +196,36 @@ impl ModelBuilder {
                 .collect(),
             ..Default::default()
         });
+        self
+    }
+
+    /// Adds integer attribute `name` to the node added last (one with subgraphs, say).
+    pub fn int_attribute(self, name: &str, value: i64) -> Self {
+        self.attribute_on_last(AttributeProto {
+            name: name.into(),
+            r#type: 2,
+            i: value,
+            ..Default::default()
+        })
+    }
+
+    /// Adds integer-list attribute `name` to the node added last.
+    pub fn ints_attribute(self, name: &str, values: &[i64]) -> Self {
+        self.attribute_on_last(AttributeProto {
+            name: name.into(),
+            r#type: 7,
+            ints: values.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    fn attribute_on_last(mut self, attribute: AttributeProto) -> Self {
+        self.graph
+            .node
+            .last_mut()
+            .expect("a node to give the attribute to")
+            .attribute
+            .push(attribute);
         self
     }
 
