@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod control_flow;
 mod example_plugin;
+mod flex_attention;
 mod fusion;
 mod hot_swap;
 mod isa;

@@ -61,7 +61,7 @@ pub(crate) fn check_types(
             return Err(error(
                 op,
                 format_args!(
-                    "'{name}' gives {} {}; it must give its input's type, {dtype} {}",
+                    "'{name}' gives {} {}; it must keep its input's dtype and shape, {dtype} {}",
                     given.dtype,
                     Shape(&given.shape),
                     Shape(scores)
@@ -159,7 +159,7 @@ impl Modifiers {
             return Err(error(
                 op,
                 format_args!(
-                    "'{name}' gave {} {}; it must give its input's type, {dtype} {}",
+                    "'{name}' gave {} {}; it must keep its input's dtype and shape, {dtype} {}",
                     output.dtype(),
                     Shape(output.shape()),
                     Shape(shape)
