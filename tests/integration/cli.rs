@@ -70,6 +70,8 @@ fn the_default_deployment_loads_every_operator_plugin_of_the_workspace() {
         ("nn", "Conv"),
         ("transformer", "Attention"),
         ("signal", "DFT"),
+        ("ml", "TreeEnsemble"),
+        ("training", "Adam"),
     ] {
         let section = text
             .split("\nplugin ")
