@@ -88,7 +88,8 @@ mod tests {
     #[test]
     fn seeded_draws_are_numpys_binomial() {
         let p = OwnedTensor::new::<f64>(&[8], &[0.1, 0.5, 0.9, 0.0, 1.0, 0.3, 0.75, 0.5]);
-        let y = run_operator::<Bernoulli>(&[p.clone()], &[float_attr("seed", 7.0)], 1).unwrap();
+        let y = run_operator::<Bernoulli>(std::slice::from_ref(&p), &[float_attr("seed", 7.0)], 1)
+            .unwrap();
         assert_eq!(y[0].dtype(), DType::F64);
         assert_eq!(
             y[0].to_vec::<f64>(),

@@ -105,6 +105,10 @@ impl<'a> Values<'a> {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The first `mid` elements and the rest.
     pub fn split_at(self, mid: usize) -> (Self, Self) {
         match self {

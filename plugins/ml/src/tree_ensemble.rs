@@ -208,11 +208,12 @@ mod tests {
         }
     }
 
-    /// The single tree of ONNX's `tree_ensemble_single_tree` example: node 0 (x0 <= 3.14)
+    /// The single tree of ONNX's `tree_ensemble_single_tree` example (with the root's split
+    /// moved from 3.14 to 3.25, which sends the samples the same way): node 0 (x0 <= 3.25)
     /// leads to node 1 (x0 <= 1.2) or node 2 (x0 <= 4.2), whose branches are leaves 0 to 3.
     fn single_tree() -> Tensors {
         Tensors {
-            splits: OwnedTensor::new::<f64>(&[3], &[3.14, 1.2, 4.2]),
+            splits: OwnedTensor::new::<f64>(&[3], &[3.25, 1.2, 4.2]),
             modes: OwnedTensor::new::<u8>(&[3], &[0, 0, 0]),
             weights: OwnedTensor::new::<f64>(&[4], &[5.23, 12.12, -12.23, 7.21]),
             members: OwnedTensor::new::<f32>(&[0], &[]),

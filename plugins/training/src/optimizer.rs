@@ -46,7 +46,7 @@ pub(crate) fn optional_float(
 /// How many parameters a node with `inputs` inputs updates, `per_parameter` tensors each.
 fn parameter_count(op: &str, inputs: usize, per_parameter: usize) -> KernelResult<usize> {
     let tensors = inputs.saturating_sub(2);
-    if tensors == 0 || tensors % per_parameter != 0 {
+    if tensors == 0 || !tensors.is_multiple_of(per_parameter) {
         return Err(error(
             op,
             format_args!(
