@@ -70,6 +70,7 @@ fn the_default_deployment_loads_every_operator_plugin_of_the_workspace() {
         ("nn", "Conv"),
         ("transformer", "Attention"),
         ("signal", "DFT"),
+        ("image", "ImageDecoder"),
     ] {
         let section = text
             .split("\nplugin ")

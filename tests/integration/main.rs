@@ -6,6 +6,7 @@ mod conformance;
 mod example_plugin;
 mod fusion;
 mod hot_swap;
+mod image_decoder;
 mod isa;
 mod kserve_client;
 mod models;

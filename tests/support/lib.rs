@@ -51,3 +51,14 @@ pub fn workspace_root() -> PathBuf {
         .expect("the tests crate lives in the workspace root")
         .to_owned()
 }
+
+/// Asserts that `message` contains every one of `parts`.
+#[track_caller]
+pub fn assert_mentions(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(
+            message.contains(part),
+            "the message does not mention {part:?}:\n{message}"
+        );
+    }
+}

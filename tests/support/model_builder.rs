@@ -51,6 +51,14 @@ impl ModelBuilder {
         self
     }
 
+    /// A graph input of ONNX element type `elem_type` with the given dims.
+    pub fn input_typed(mut self, name: &str, elem_type: i32, dims: &[i64]) -> Self {
+        self.graph
+            .input
+            .push(typed(value_info(name, dims), elem_type));
+        self
+    }
+
     /// A graph output of f32 with the given dims.
     pub fn output(mut self, name: &str, dims: &[i64]) -> Self {
         self.graph.output.push(value_info(name, dims));
@@ -131,6 +139,22 @@ impl ModelBuilder {
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// Gives the node added last a string attribute.
+    pub fn string_attribute(mut self, name: &str, value: &str) -> Self {
+        let node = self
+            .graph
+            .node
+            .last_mut()
+            .expect("a node to give the attribute to");
+        node.attribute.push(AttributeProto {
+            name: name.into(),
+            r#type: 3,
+            s: value.as_bytes().to_vec().into(),
             ..Default::default()
         });
         self
