@@ -73,6 +73,7 @@ fn the_default_deployment_loads_every_operator_plugin_of_the_workspace() {
         ("control-flow", "Loop"),
         ("ml", "TreeEnsemble"),
         ("training", "Adam"),
+        ("image", "ImageDecoder"),
     ] {
         let section = text
             .split("\nplugin ")

@@ -7,6 +7,7 @@ mod control_flow;
 mod example_plugin;
 mod fusion;
 mod hot_swap;
+mod image_decoder;
 mod isa;
 mod kserve_client;
 mod models;
