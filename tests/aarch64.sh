@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The aarch64 check, which tests/run.sh makes after it has prepared the test data: cross-builds
 # the runtime and the plugins for aarch64-unknown-linux-gnu in release, then runs the aarch64
-# `opal check` under qemu-user on the light model zoo and the five real models
-# (.cache/data/light/* and .cache/data/real/*), which must all pass, and on the fusion cases
-# and the ONNX backend node cases, of which all and those on tests/conformance/expected-pass.txt
-# must pass. Installs what it needs when it is missing (the rustup target; Debian's cross gcc,
-# arm64 libc and qemu-user) and prints how long each phase took.
+# `opal check` under qemu-user on the light model zoo, the five real models and the three with
+# control flow (.cache/data/light/*, real/* and real-control-flow/*), which must all pass, and
+# on the fusion cases and the ONNX backend node cases, of which all and those on
+# tests/conformance/expected-pass.txt must pass. Installs what it needs when it is missing (the
+# rustup target; Debian's cross gcc, arm64 libc and qemu-user) and prints how long each phase
+# took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ sysroot=/usr/aarch64-linux-gnu
 packages=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 data=${OPAL_TEST_DATA:-.cache/data}
 # kind and number of cases that must pass
-expected=(light 9 real 5 fusion 10)
+expected=(light 9 real 5 real-control-flow 3 fusion 10)
 
 fail() {
     echo "aarch64: FAILED: $*" >&2
@@ -28,7 +29,7 @@ phase_done() {
     phase_started=$SECONDS
 }
 
-for kind in light real fusion node; do
+for kind in light real real-control-flow fusion node; do
     [ -f "$data/$kind/.complete" ] ||
         fail "$data/$kind is not prepared (tests/run.sh makes it with tests/data/prepare.py)"
 done
@@ -44,7 +45,8 @@ phase_done install
 # 2. Cross-build; the linker is set for the target in .cargo/config.toml.
 cargo build --release --target "$target" \
     -p opal-runtime -p opal-core-math -p opal-tensor-ops -p opal-nn -p opal-transformer \
-    -p opal-signal -p opal-control-flow
+    -p opal-signal -p opal-control-flow -p opal-ml -p opal-training \
+    -p opal-image
 phase_done cross-build
 
 # 3. The aarch64 `opal check` under qemu-user, with the embedded default deployment, whose

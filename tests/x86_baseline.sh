@@ -2,8 +2,9 @@
 # The x86-64 baseline check, which tests/run.sh makes after the release build and the test
 # data: runs the release `opal` under qemu-user emulating a CPU without AVX (`-cpu Nehalem`:
 # SSE4.2 at most), where it must choose the baseline instruction set and pass `opal check` on
-# the light model zoo, the real models and the fusion cases. A build that let any AVX, AVX2 or
-# AVX-512 instruction run without asking the CPU first stops there with SIGILL. Installs
+# the light model zoo, the real models (with and without control flow) and the fusion cases. A
+# build that let any AVX, AVX2 or AVX-512 instruction run without asking the CPU first stops
+# there with SIGILL. Installs
 # qemu-user when it is missing; on a host that is not x86-64 there is nothing to check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 data=${OPAL_TEST_DATA:-.cache/data}
 opal=${CARGO_TARGET_DIR:-target}/release/opal
 # kind and number of cases that must pass
-expected=(light 9 real 5 fusion 10)
+expected=(light 9 real 5 real-control-flow 3 fusion 10)
 
 fail() {
     echo "x86 baseline: FAILED: $*" >&2

@@ -65,6 +65,10 @@ pub struct OperatorVTable {
     /// subgraphs are typed. A host that has it calls it instead of `infer`.
     pub infer_scoped:
         extern "C" fn(&InferCall<'_>, InferHost) -> RResult<RVec<OutputType>, RString>,
+    /// Since ABI 1.7. The outputs are random draws, not a function of the inputs and
+    /// attributes: the host never computes the node ahead of a run (constant folding), and a
+    /// reload does not compare the outputs that depend on it.
+    pub draws_at_random: bool,
 }
 
 /// An ONNX operator implemented by a plugin, written in plain safe Rust.
@@ -84,6 +88,10 @@ pub trait Operator: 'static {
     /// Indices of inputs of which compute reads only the shape, never the data (Shape, Size).
     /// The host then folds the node into a constant when those shapes are known.
     const SHAPE_INPUTS: &'static [usize] = &[];
+    /// Whether the outputs are random draws rather than a function of the inputs and attributes
+    /// (RandomUniform, Bernoulli): the host then computes the node in every run, never once
+    /// ahead of them.
+    const DRAWS_AT_RANDOM: bool = false;
 
     /// Output dtypes and shapes from the inputs' dtypes and shapes. The default gives every
     /// output the dtype and shape of input 0, which suits elementwise unary operators.

@@ -1,5 +1,7 @@
 //! Comparing a computed tensor with a reference, as the ONNX backend tests do: same dtype and
-//! shape, floats within `atol + rtol * |expected|` (NaN equals NaN), everything else exactly.
+//! shape, floats within `atol + rtol * |expected|` (NaN equals NaN), everything else exactly —
+//! except that integers may differ by up to an `atol` of 1 or more (never by `rtol`), which only
+//! a case that declares it has: two correct JPEG decoders' pixels differ by a level or two.
 //! The 8- and 4-bit floats compare by value, exactly: their rounding is part of the result.
 
 use crate::tensor::TensorRef;
@@ -85,23 +87,67 @@ pub fn compare(
             to_f64::<2>(actual.data, bf16_to_f64),
             to_f64::<2>(expected.data, bf16_to_f64),
         ),
-        _ => {
-            let size = actual.dtype.size().unwrap_or(1).max(1);
-            match actual
-                .data
-                .chunks(size)
-                .zip(expected.data.chunks(size))
-                .position(|(a, e)| a != e)
-            {
-                None => Ok(()),
-                Some(i) => Err(format!(
-                    "element {i} is {:?} where {:?} was expected (bytes, {})",
-                    &actual.data[i * size..(i + 1) * size],
-                    &expected.data[i * size..(i + 1) * size],
-                    actual.dtype
-                )),
+        dtype if tol.atol >= 1.0 => {
+            match integer_values(dtype, actual.data).zip(integer_values(dtype, expected.data)) {
+                Some((a, e)) => integers_within(&a, &e, tol.atol),
+                None => exactly(actual, expected),
             }
         }
+        _ => exactly(actual, expected),
+    }
+}
+
+/// The elements of an integer tensor of `dtype`, or `None` for other dtypes.
+fn integer_values(dtype: DType, data: &[u8]) -> Option<Vec<i128>> {
+    fn read<const N: usize>(data: &[u8], value: impl Fn([u8; N]) -> i128) -> Vec<i128> {
+        data.chunks_exact(N)
+            .map(|c| value(c.try_into().expect("chunks are N bytes")))
+            .collect()
+    }
+    Some(match dtype {
+        DType::U8 => read(data, |b: [u8; 1]| b[0].into()),
+        DType::I8 => read(data, |b| i8::from_le_bytes(b).into()),
+        DType::U16 => read(data, |b| u16::from_le_bytes(b).into()),
+        DType::I16 => read(data, |b| i16::from_le_bytes(b).into()),
+        DType::U32 => read(data, |b| u32::from_le_bytes(b).into()),
+        DType::I32 => read(data, |b| i32::from_le_bytes(b).into()),
+        DType::U64 => read(data, |b| u64::from_le_bytes(b).into()),
+        DType::I64 => read(data, |b| i64::from_le_bytes(b).into()),
+        _ => return None,
+    })
+}
+
+/// Integers no more than `atol` apart.
+fn integers_within(actual: &[i128], expected: &[i128], atol: f64) -> Result<(), String> {
+    match actual
+        .iter()
+        .zip(expected)
+        .position(|(&a, &e)| a.abs_diff(e) as f64 > atol)
+    {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "element {i} is {} where {} was expected (atol {atol})",
+            actual[i], expected[i]
+        )),
+    }
+}
+
+/// Every byte equal; the first differing element is reported as bytes.
+fn exactly(actual: TensorRef<'_>, expected: TensorRef<'_>) -> Result<(), String> {
+    let size = actual.dtype.size().unwrap_or(1).max(1);
+    match actual
+        .data
+        .chunks(size)
+        .zip(expected.data.chunks(size))
+        .position(|(a, e)| a != e)
+    {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "element {i} is {:?} where {:?} was expected (bytes, {})",
+            &actual.data[i * size..(i + 1) * size],
+            &expected.data[i * size..(i + 1) * size],
+            actual.dtype
+        )),
     }
 }
 
@@ -215,6 +261,23 @@ mod tests {
             tol
         )
         .is_err());
+    }
+
+    #[test]
+    fn an_atol_of_one_or_more_lets_integers_differ_that_much() {
+        let tol = |atol| Tolerance { rtol: 0.5, atol };
+        let actual = TensorRef::from_slice(&[3], &[10u8, 200, 0]);
+        let expected = TensorRef::from_slice(&[3], &[12u8, 199, 0]);
+        assert!(compare(actual, expected, tol(2.0)).is_ok());
+        let err = compare(actual, expected, tol(1.0)).unwrap_err();
+        assert_eq!(err, "element 0 is 10 where 12 was expected (atol 1)");
+        // Below 1 (every default), integers compare exactly, whatever rtol says.
+        let err = compare(actual, expected, tol(0.9)).unwrap_err();
+        assert!(err.contains("(bytes, u8)"), "{err}");
+        let wide = [i64::MIN, i64::MIN + 3, i64::MAX];
+        let one = |i: usize| TensorRef::from_slice(&[1], &wide[i..=i]);
+        assert!(compare(one(0), one(1), tol(3.0)).is_ok());
+        assert!(compare(one(2), one(0), tol(3.0)).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use opal_plugin_api::DType;
 use opal_runtime::{tensor::Shape, Deployment, Engine, Plan};
-use opal_tests::ModelBuilder;
+use opal_tests::{assert_mentions, ModelBuilder};
 use std::{path::Path, sync::Arc};
 
 fn engine() -> Arc<Engine> {
@@ -22,12 +22,6 @@ fn compile_error(engine: &Engine, path: &Path, shapes: &[&[usize]]) -> String {
         .to_string();
     assert!(err.contains(&path.display().to_string()), "{err}");
     err
-}
-
-fn assert_mentions(message: &str, parts: &[&str]) {
-    for part in parts {
-        assert!(message.contains(part), "'{part}' missing from: {message}");
-    }
 }
 
 #[test]

@@ -71,6 +71,9 @@ fn the_default_deployment_loads_every_operator_plugin_of_the_workspace() {
         ("transformer", "Attention"),
         ("signal", "DFT"),
         ("control-flow", "Loop"),
+        ("ml", "TreeEnsemble"),
+        ("training", "Adam"),
+        ("image", "ImageDecoder"),
     ] {
         let section = text
             .split("\nplugin ")

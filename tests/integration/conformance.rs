@@ -170,3 +170,8 @@ fn the_fusion_cases_pass() {
 fn the_real_models_pass() {
     all_pass("real", 5);
 }
+
+#[test]
+fn the_real_models_with_control_flow_pass() {
+    all_pass("real-control-flow", 3);
+}

@@ -198,22 +198,28 @@ fn branches_with_different_output_counts_are_refused_naming_the_node_and_branch(
     assert_eq!(error.matches("uneven.onnx").count(), 1, "{error}");
 }
 
-#[test]
-fn a_subgraph_node_that_fails_to_compile_is_named_inside_its_node() {
-    let dir = tempfile::tempdir().unwrap();
+/// A Loop of four iterations over an `x` of [3] (no condition input) whose body carries `y`
+/// with one node (name, op_type, inputs) giving `y_out`; the body declares its iteration number
+/// and condition with `counter_dims`.
+fn loop_over_x(
+    dir: &Path,
+    file: &str,
+    counter_dims: &[i64],
+    (name, op_type, inputs): (&str, &str, &[&str]),
+) -> std::path::PathBuf {
     let body = ModelBuilder::new(17)
-        .input_typed("i", INT64, &[])
-        .input_typed("c", BOOL, &[])
+        .input_typed("i", INT64, counter_dims)
+        .input_typed("c", BOOL, counter_dims)
         .input("y_in", &[3])
         .output_typed("c_out", BOOL, &[])
         .output("y_out", &[3])
         .node("keep_going", "", "Identity", &["c"], &["c_out"], &[])
-        .node("bad", "", "NoSuchOperator", &["y_in"], &["y_out"], &[])
+        .node(name, "", op_type, inputs, &["y_out"], &[])
         .into_graph();
-    let path = ModelBuilder::new(17)
+    ModelBuilder::new(17)
         .input("x", &[3])
         .output("y", &[3])
-        .initializer_i64("M", &[], &[2])
+        .initializer_i64("M", &[], &[4])
         .graph_node(
             "loop",
             "Loop",
@@ -221,7 +227,18 @@ fn a_subgraph_node_that_fails_to_compile_is_named_inside_its_node() {
             &["y"],
             vec![("body", body)],
         )
-        .write(dir.path(), "unknown_in_body.onnx");
+        .write(dir, file)
+}
+
+#[test]
+fn a_subgraph_node_that_fails_to_compile_is_named_inside_its_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = loop_over_x(
+        dir.path(),
+        "unknown_in_body.onnx",
+        &[],
+        ("bad", "NoSuchOperator", &["y_in"]),
+    );
     let error = compile_error(&default_engine(), &path);
     assert!(error.contains("node 'loop' (Loop)"), "{error}");
     assert!(
@@ -383,4 +400,91 @@ fn opset_8_scan_refuses_a_sequence_length_beyond_the_sequence_axis() {
     // The session keeps working after the refusal.
     let (y, _) = run_batched(&engine, &path, Some(&[3, 0])).unwrap();
     assert_eq!(y, [6.0, 6.0, 100.0, 100.0]);
+
+/// An If whose `then` branch multiplies `x` of [3] by a [2, 2] matrix, which no `x` of [3]
+/// fits, and whose `else` branch passes `x` through.
+fn one_branch_fits(dir: &Path) -> std::path::PathBuf {
+    choose(
+        with_condition(&[3]).initializer("w", &[2, 2], &[1.0, 0.0, 0.0, 1.0]),
+        "cond",
+        branch("t", &[2], "MatMul", &["x", "w"]),
+        branch("e", &[3], "Identity", &["x"]),
+    )
+    .write(dir, "one_branch_fits.onnx")
+}
+
+#[test]
+fn a_branch_its_inputs_cannot_take_fails_only_when_the_condition_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = default_engine();
+    let model = engine.load_model(&one_branch_fits(dir.path())).unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    let x = [1.0f32, 2.0, 3.0];
+    let run = |session: &mut Session, cond: bool| {
+        let flag = [u8::from(cond)];
+        let inputs = [
+            TensorRef::from_slice(&[3], &x),
+            TensorRef::new(DType::BOOL, &[], &flag),
+        ];
+        session
+            .run(&inputs)
+            .map(|state| state.output(0).unwrap().as_slice::<f32>().unwrap().to_vec())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(run(&mut session, false).unwrap(), x);
+    let error = run(&mut session, true).unwrap_err();
+    assert!(error.contains("node 'choose' (If)"), "{error}");
+    assert!(error.contains("subgraph 'then_branch'"), "{error}");
+    assert!(error.contains("node 't' (MatMul)"), "{error}");
+    assert_eq!(error.matches("one_branch_fits.onnx").count(), 1, "{error}");
+    // The failed run leaves the session usable.
+    assert_eq!(run(&mut session, false).unwrap(), x);
+}
+
+#[test]
+fn a_branch_using_an_operator_no_plugin_provides_is_refused_at_compile_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = choose(
+        with_condition(&[3]),
+        "cond",
+        branch("t", &[3], "NoSuchOperator", &["x"]),
+        branch("e", &[3], "Identity", &["x"]),
+    )
+    .write(dir.path(), "unknown_in_branch.onnx");
+    let error = compile_error(&default_engine(), &path);
+    assert!(error.contains("node 'choose' (If)"), "{error}");
+    assert!(
+        error.contains("subgraph 'then_branch': node 't' (NoSuchOperator)"),
+        "{error}"
+    );
+    assert!(
+        error.contains("no loaded plugin provides operator 'NoSuchOperator'"),
+        "{error}"
+    );
+    assert_eq!(
+        error.matches("unknown_in_branch.onnx").count(),
+        1,
+        "{error}"
+    );
+}
+
+#[test]
+fn a_loop_body_declaring_its_iteration_number_and_condition_as_one_element_runs() {
+    // As exporters write them: the Loop passes scalars where the body declares [1].
+    let dir = tempfile::tempdir().unwrap();
+    let path = loop_over_x(
+        dir.path(),
+        "declared_one_element.onnx",
+        &[1],
+        ("accumulate", "Add", &["y_in", "x"]),
+    );
+    let engine = default_engine();
+    let model = engine.load_model(&path).unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    let x = [1.0f32, 2.0, 3.0];
+    let state = session.run(&[TensorRef::from_slice(&[3], &x)]).unwrap();
+    assert_eq!(
+        state.output(0).unwrap().as_slice::<f32>().unwrap(),
+        &[5.0, 10.0, 15.0]
+    );
 }

@@ -8,6 +8,7 @@ mod example_plugin;
 mod flex_attention;
 mod fusion;
 mod hot_swap;
+mod image_decoder;
 mod isa;
 mod kserve_client;
 mod models;

@@ -1,6 +1,6 @@
 //! Models through the library: the default model's result checked against a reference, weights
 //! used in place, zero allocations after warm-up, and the bad models and faulty kernels that
-//! must come back as clear errors.
+//! must come back as clear errors; random draws made anew in each run.
 
 use opal_plugin_api::DType;
 use opal_runtime::{
@@ -436,4 +436,26 @@ fn a_plugin_that_keeps_a_thread_local_with_a_destructor_is_reported_left_mapped(
 #[test]
 fn a_plugin_that_does_neither_is_unmapped_at_unload() {
     assert_eq!(unload_after_running("Slow"), []);
+}
+
+#[test]
+fn random_draws_are_made_in_every_run_even_from_constant_inputs() {
+    // RandomUniformLike of an initializer: every input is constant, yet the node must not be
+    // folded into one draw for all runs.
+    let dir = tempfile::tempdir().unwrap();
+    let path = ModelBuilder::new(22)
+        .input("x", &[64])
+        .output("y", &[64])
+        .initializer("like", &[64], &[0.0; 64])
+        .node("draw", "", "RandomUniformLike", &["like"], &["r"], &[])
+        .node("add", "", "Add", &["x", "r"], &["y"], &[])
+        .write(dir.path(), "random.onnx");
+    let (_, engine) = default_engine();
+    let model = engine.load_model(&path).unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    let zeros = [0.0f32; 64];
+    let first = run_once(&mut session, &[64], &zeros).unwrap();
+    let second = run_once(&mut session, &[64], &zeros).unwrap();
+    assert!(first.iter().chain(&second).all(|v| (0.0..1.0).contains(v)));
+    assert_ne!(first, second, "two runs drew the same 64 numbers");
 }

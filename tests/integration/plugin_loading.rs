@@ -4,7 +4,7 @@
 
 use opal_plugin_api::{ABI_MAJOR, ABI_MINOR};
 use opal_runtime::plugin::{OperatorEntry, OperatorKey, PluginLibrary, Registry};
-use opal_tests::{abi_fixture, plugin, run_f32, AbiVariant, F32Tensor};
+use opal_tests::{abi_fixture, assert_mentions, plugin, run_f32, AbiVariant, F32Tensor};
 use std::{collections::HashMap, fs, path::Path, process::Command, sync::Arc};
 
 /// The host's ABI version as messages spell it.
@@ -24,17 +24,6 @@ fn load_error(path: &Path) -> String {
             path.display()
         ),
         Err(e) => e.to_string(),
-    }
-}
-
-/// Asserts that `message` contains every one of `parts`.
-#[track_caller]
-fn assert_mentions(message: &str, parts: &[&str]) {
-    for part in parts {
-        assert!(
-            message.contains(part),
-            "the message does not mention {part:?}:\n{message}"
-        );
     }
 }
 

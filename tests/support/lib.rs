@@ -87,3 +87,14 @@ pub fn heap_allocations_after_warm_up(
         plugin_allocations() - plugins_before,
     )
 }
+
+/// Asserts that `message` contains every one of `parts`.
+#[track_caller]
+pub fn assert_mentions(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(
+            message.contains(part),
+            "the message does not mention {part:?}:\n{message}"
+        );
+    }
+}

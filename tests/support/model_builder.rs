@@ -234,6 +234,22 @@ impl ModelBuilder {
         self.graph
     }
 
+    /// Gives the node added last a string attribute.
+    pub fn string_attribute(mut self, name: &str, value: &str) -> Self {
+        let node = self
+            .graph
+            .node
+            .last_mut()
+            .expect("a node to give the attribute to");
+        node.attribute.push(AttributeProto {
+            name: name.into(),
+            r#type: 3,
+            s: value.as_bytes().to_vec().into(),
+            ..Default::default()
+        });
+        self
+    }
+
     /// The encoded model.
     pub fn encode(self) -> Vec<u8> {
         ModelProto {

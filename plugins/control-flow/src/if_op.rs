@@ -24,29 +24,37 @@ impl Operator for If {
             )));
         }
         if let Some(value) = cond.value() {
-            let taken = scalar_bool("the condition", value)?;
-            return branch_types(cx, BRANCHES[usize::from(!taken)]);
+            let taken = BRANCHES[usize::from(!scalar_bool("the condition", value)?)];
+            let types = cx.subgraph_types(taken, &[])?;
+            check_count(taken, types.len(), cx.output_count())?;
+            return Ok(types);
         }
-        let then_types = branch_types(cx, BRANCHES[0])?;
-        let else_types = branch_types(cx, BRANCHES[1])?;
-        then_types
-            .iter()
-            .zip(&else_types)
-            .enumerate()
-            .map(|(k, (a, b))| merge_types(&format!("output {k}"), a, b))
-            .collect()
+        let [then_types, else_types] = BRANCHES.map(|branch| cx.subgraph_types(branch, &[]));
+        for (branch, types) in BRANCHES.iter().zip([&then_types, &else_types]) {
+            if let Ok(types) = types {
+                check_count(branch, types.len(), cx.output_count())?;
+            }
+        }
+        // A branch that cannot be typed for these inputs can never run on them: exporters
+        // keep both paths of a check on the input (a sample rate, a rank), and only one fits.
+        // The outputs are the other branch's; the run reports the error if it takes this one.
+        match (then_types, else_types) {
+            (Ok(then_types), Ok(else_types)) => then_types
+                .iter()
+                .zip(&else_types)
+                .enumerate()
+                .map(|(k, (a, b))| merge_types(&format!("output {k}"), a, b))
+                .collect(),
+            (Ok(types), Err(_)) | (Err(_), Ok(types)) => Ok(types),
+            (Err(error), Err(_)) => Err(error),
+        }
     }
 
     fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
         let taken = scalar_bool("the condition", cx.input(0)?)?;
         let branch = BRANCHES[usize::from(!taken)];
         let given = cx.run_subgraph(branch, &[])?;
-        if given != cx.output_count() {
-            return Err(KernelError::new(format!(
-                "'{branch}' gives {given} outputs; the node has {}",
-                cx.output_count()
-            )));
-        }
+        check_count(branch, given, cx.output_count())?;
         for k in 0..given {
             let value = cx.subgraph_output(branch, k)?;
             let output = cx.shaped_output(k, value.shape())?;
@@ -56,15 +64,12 @@ impl Operator for If {
     }
 }
 
-/// The output types of `branch`, which must give one output per output of the node.
-fn branch_types(cx: &InferContext<'_>, branch: &str) -> KernelResult<Vec<OutputType>> {
-    let types = cx.subgraph_types(branch, &[])?;
-    if types.len() != cx.output_count() {
-        return Err(KernelError::new(format!(
-            "'{branch}' gives {} outputs; the node has {}",
-            types.len(),
-            cx.output_count()
-        )));
+/// An error unless `branch`, giving `given` outputs, gives one per output of the node.
+fn check_count(branch: &str, given: usize, outputs: usize) -> KernelResult<()> {
+    if given == outputs {
+        return Ok(());
     }
-    Ok(types)
+    Err(KernelError::new(format!(
+        "'{branch}' gives {given} outputs; the node has {outputs}"
+    )))
 }

@@ -1,6 +1,7 @@
 //! opal's core math plugin: elementwise arithmetic, comparisons and logic, activations, casts,
 //! reductions, softmax and its relatives, matrix products, and the dtype-agnostic shape
-//! operators, as ONNX operators behind the plugin ABI. Kernels are generic over the numeric
+//! operators, and the random generators (drawing numpy's numbers for a given seed), as ONNX
+//! operators behind the plugin ABI. Kernels are generic over the numeric
 //! element types; f16 and bf16 compute in f32.
 //!
 //! No kernel allocates on the heap: temporaries come from the host's scratch arena, index
@@ -9,7 +10,9 @@
 
 mod activation;
 mod arg_reduce;
+mod bernoulli;
 mod binary;
+mod bit_cast;
 mod cast;
 mod clip;
 mod compare;
@@ -19,9 +22,11 @@ mod einsum;
 mod elementwise;
 mod gemm;
 mod half;
+mod legacy_random;
 mod logical;
 mod matmul;
 mod numeric;
+mod random;
 mod reduce;
 mod shape;
 mod softmax;
@@ -35,7 +40,9 @@ pub use activation::{
     Softplus, Softsign, Swish, Tanh, ThresholdedRelu,
 };
 pub use arg_reduce::{ArgMax, ArgMin};
+pub use bernoulli::Bernoulli;
 pub use binary::{Add, Div, Mod, Mul, PRelu, Pow, Sub};
+pub use bit_cast::BitCast;
 pub use cast::{Cast, CastLike};
 pub use clip::{Clip, ClipAttributes};
 pub use compare::{Equal, Greater, GreaterOrEqual, Less, LessOrEqual};
@@ -45,6 +52,7 @@ pub use einsum::Einsum;
 pub use gemm::Gemm;
 pub use logical::{And, BitShift, BitwiseAnd, BitwiseNot, BitwiseOr, BitwiseXor, Not, Or, Xor};
 pub use matmul::MatMul;
+pub use random::{RandomNormal, RandomNormalLike, RandomUniform, RandomUniformLike};
 pub use reduce::{
     ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceMax, ReduceMean, ReduceMin,
     ReduceProd, ReduceSum, ReduceSumSquare,
@@ -79,11 +87,12 @@ opal_plugin_api::export_plugin! {
         ClipAttributes, Clip,
         LeakyRelu, Elu, Selu, Celu, HardSigmoid, HardSwish, Softplus, Softsign,
         Gelu, Mish, ThresholdedRelu, Shrink, Swish,
-        Cast, CastLike,
+        Cast, CastLike, BitCast,
         ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd,
         ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare,
         ArgMax, ArgMin, CumSum, CumProd,
         LogSoftmaxFlattened, LogSoftmax, HardmaxFlattened, Hardmax,
         Einsum, Det,
+        RandomUniform, RandomUniformLike, RandomNormal, RandomNormalLike, Bernoulli,
     ],
 }

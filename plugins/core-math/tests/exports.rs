@@ -100,6 +100,7 @@ fn exports_every_operator_with_its_opset_range() {
             ("", "Swish", 24, max, 0),
             ("", "Cast", 6, max, 0),
             ("", "CastLike", 15, max, 0),
+            ("", "BitCast", 26, max, 0),
             ("", "ReduceSum", 1, max, 0b10),
             ("", "ReduceMean", 1, max, 0b10),
             ("", "ReduceMax", 1, max, 0b10),
@@ -120,6 +121,11 @@ fn exports_every_operator_with_its_opset_range() {
             ("", "Hardmax", 13, max, 0),
             ("", "Einsum", 12, max, 0),
             ("", "Det", 11, max, 0),
+            ("", "RandomUniform", 1, max, 0),
+            ("", "RandomUniformLike", 1, max, 0),
+            ("", "RandomNormal", 1, max, 0),
+            ("", "RandomNormalLike", 1, max, 0),
+            ("", "Bernoulli", 1, max, 0),
         ]
     );
 }

@@ -205,6 +205,32 @@ fn warmed_up_kernels_do_not_allocate() {
         std::slice::from_ref(&ba),
         &[int_attr("to", i64::from(DType::F32.0))],
     );
+    check::<BitCast>(
+        std::slice::from_ref(&ia),
+        &[int_attr("to", i64::from(DType::F32.0))],
+    );
+    check::<BitCast>(
+        &[OwnedTensor::from_bytes(DType::I4, &[3], &[0xf8, 7, 0])],
+        &[int_attr("to", i64::from(DType::U4.0))],
+    );
+
+    // The random generators, seeded and not.
+    check::<RandomUniform>(
+        &[],
+        &[ints_attr("shape", &[40, 30]), float_attr("seed", 5.0)],
+    );
+    check::<RandomNormal>(&[], &[ints_attr("shape", &[33]), int_attr("dtype", 10)]);
+    check::<RandomUniformLike>(std::slice::from_ref(&ia), &[int_attr("dtype", 11)]);
+    check::<RandomNormalLike>(&[f32s(&[7, 9])], &[float_attr("seed", 1.0)]);
+    let probabilities = OwnedTensor::f32(&[50], &[0.25; 50]);
+    check::<Bernoulli>(
+        std::slice::from_ref(&probabilities),
+        &[float_attr("seed", 2.0)],
+    );
+    check::<Bernoulli>(
+        &[probabilities],
+        &[int_attr("dtype", i64::from(DType::BOOL.0))],
+    );
 
     // Reductions, scans, Einsum.
     let axes = OwnedTensor::i64(&[2], &[0, 2]);

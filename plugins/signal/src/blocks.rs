@@ -21,7 +21,7 @@ pub(crate) fn for_each_block<'a>(
     cost: usize,
     f: impl Fn(usize, &mut Values<'_>, &mut [f64], &mut [f64]) + Sync,
 ) -> KernelResult<()> {
-    if block_len == 0 || out.len() == 0 {
+    if block_len == 0 || out.is_empty() {
         return Ok(());
     }
     let blocks = out.len() / block_len;

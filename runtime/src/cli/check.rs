@@ -3,7 +3,8 @@
 //! line per case, then `N passed, M failed`; exits 1 if any failed.
 //!
 //! Tolerances are rtol 1e-3 and atol 1e-7 unless the case's `data.json` gives its own `rtol` and
-//! `atol` (as the ONNX backend tests' model cases do), or the command line does.
+//! `atol` (as the ONNX backend tests' model cases do), or the command line does. Integer outputs
+//! compare exactly unless `atol` is 1 or more.
 
 use opal_runtime::{
     compare::{compare, Tolerance},
@@ -30,7 +31,8 @@ pub(crate) struct Args {
     /// Relative tolerance for floating-point outputs (default: the case's, else 1e-3).
     #[arg(long)]
     rtol: Option<f64>,
-    /// Absolute tolerance for floating-point outputs (default: the case's, else 1e-7).
+    /// Absolute tolerance for floating-point outputs, and for integer ones when 1 or more
+    /// (default: the case's, else 1e-7).
     #[arg(long)]
     atol: Option<f64>,
 }

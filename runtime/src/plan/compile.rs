@@ -140,7 +140,7 @@ impl Plan {
             .iter()
             .map(|(dtype, shape)| Binding::runtime(*dtype, shape))
             .collect();
-        Compiler::new(engine, model, registry).compile(&bindings)
+        Compiler::new(engine, model, registry, DeclaredShapes::Enforced).compile(&bindings)
     }
 
     /// Compiles a subgraph (or any graph) whose inputs are bound to `bindings`, one per input
@@ -151,7 +151,7 @@ impl Plan {
         bindings: &[Binding],
         registry: Arc<Registry>,
     ) -> Result<Plan, PlanError> {
-        Compiler::new(engine, graph, registry).compile(bindings)
+        Compiler::new(engine, graph, registry, DeclaredShapes::Hints).compile(bindings)
     }
 
     /// The output types of `graph` with its inputs bound to `bindings` (dims of -1 allowed):
@@ -162,14 +162,26 @@ impl Plan {
         bindings: &[Binding],
         registry: Arc<Registry>,
     ) -> Result<Vec<OutputType>, PlanError> {
-        Compiler::new(engine, graph, registry).infer_outputs(bindings)
+        Compiler::new(engine, graph, registry, DeclaredShapes::Hints).infer_outputs(bindings)
     }
+}
+
+/// Whether the shapes a graph declares for its inputs are checked against the ones bound.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DeclaredShapes {
+    /// A model's inputs: a shape that does not fit is refused.
+    Enforced,
+    /// A subgraph's inputs: the shapes its node passes are the ones it runs with. Exporters
+    /// declare a Loop body's iteration number or condition as `[1]` where the Loop passes a
+    /// scalar, and onnxruntime runs such bodies.
+    Hints,
 }
 
 struct Compiler<'e> {
     engine: &'e Engine,
     model: &'e Arc<Model>,
     registry: Arc<Registry>,
+    declared_shapes: DeclaredShapes,
     known: Vec<Option<Known>>,
     constants: Vec<PlanConstant>,
     /// Bytes of the constants folded so far: they are held as long as the plan.
@@ -179,11 +191,17 @@ struct Compiler<'e> {
 }
 
 impl<'e> Compiler<'e> {
-    fn new(engine: &'e Engine, model: &'e Arc<Model>, registry: Arc<Registry>) -> Self {
+    fn new(
+        engine: &'e Engine,
+        model: &'e Arc<Model>,
+        registry: Arc<Registry>,
+        declared_shapes: DeclaredShapes,
+    ) -> Self {
         Compiler {
             engine,
             model,
             registry,
+            declared_shapes,
             known: vec![None; model.values.len()],
             constants: Vec::new(),
             folded_bytes: 0,
@@ -202,6 +220,7 @@ impl<'e> Compiler<'e> {
 
     /// Binds the inputs and constants, then infers (and folds) every node in order.
     fn add_nodes(&mut self, bindings: &[Binding]) -> Result<(), PlanError> {
+        self.check_operators()?;
         self.bind_inputs(bindings)?;
         for (&id, constant) in &self.model.constants {
             self.known[id] = Some(Known {
@@ -339,7 +358,11 @@ impl<'e> Compiler<'e> {
                     ));
                 }
             }
-            if let Some(dims) = &declared.shape {
+            let checked_shape = match self.declared_shapes {
+                DeclaredShapes::Enforced => declared.shape.as_ref(),
+                DeclaredShapes::Hints => None,
+            };
+            if let Some(dims) = checked_shape {
                 let fits = dims.len() == shape.len()
                     && dims.iter().zip(shape).all(|(d, &n)| match d {
                         Dim::Fixed(f) => n < 0 || *f as i64 == n,
@@ -410,6 +433,7 @@ impl<'e> Compiler<'e> {
             outputs.push((*out, ty.dtype, shape));
         }
         let foldable = subgraphs.is_empty()
+            && !kernel.draws_at_random()
             && inputs.iter().enumerate().all(|(i, k)| match k {
                 None => true,
                 Some(k) => {
@@ -532,6 +556,32 @@ impl<'e> Compiler<'e> {
             unshaped: 0,
             subgraphs: step_subgraphs(subgraphs),
         });
+    }
+
+    /// Checks that a loaded kernel provides every node of the graph and of its subgraphs
+    /// before any is inferred: a branch that inference leaves untyped (one its inputs can never
+    /// take) still needs its operators.
+    fn check_operators(&self) -> Result<(), PlanError> {
+        for node in &self.model.nodes {
+            self.resolve(node)?;
+            for subgraph in &node.subgraphs {
+                let graph = &subgraph.graph;
+                Compiler::new(
+                    self.engine,
+                    graph,
+                    self.registry.clone(),
+                    DeclaredShapes::Hints,
+                )
+                .check_operators()
+                .map_err(|e| {
+                    self.error(
+                        Some(node),
+                        format!("subgraph '{}': {}", subgraph.attribute, e.within_file()),
+                    )
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// The kernel for `node` at the model's opset for its domain.

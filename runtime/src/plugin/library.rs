@@ -59,6 +59,8 @@ struct OperatorFns {
     fuse: Option<FuseFn>,
     /// Absent before ABI 1.6: inference without the host's services.
     infer_scoped: Option<InferScopedFn>,
+    /// Absent before ABI 1.7: no operator draws at random.
+    draws_at_random: bool,
 }
 
 /// One operator a plugin provides, with the functions to call it. Holds its library loaded.
@@ -260,6 +262,7 @@ fn read_operators(path: &Path, module: PluginModuleRef) -> Result<Vec<OperatorFn
                 compute: op.compute(),
                 fuse: op.fuse(),
                 infer_scoped: op.infer_scoped(),
+                draws_at_random: op.draws_at_random().unwrap_or(false),
             };
             if fns.op_type.is_empty() || fns.since_version > fns.until_version {
                 return Err(PluginError::BadOperator {
@@ -326,6 +329,11 @@ impl OperatorEntry {
     /// Whether inference needs the value of input `index`.
     pub fn needs_value(&self, index: usize) -> bool {
         index < 64 && self.fns.value_inputs & (1 << index) != 0
+    }
+
+    /// Whether the outputs are random draws, which only a run may compute.
+    pub fn draws_at_random(&self) -> bool {
+        self.fns.draws_at_random
     }
 
     /// Whether compute reads only the shape of input `index`, never its data.
