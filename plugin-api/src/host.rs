@@ -89,6 +89,8 @@ pub struct HostVTable {
         index: usize,
         shape: RSlice<'_, usize>,
     ) -> TensorViewMut<'static>,
+    /// Since ABI 1.7: whether the node has a subgraph in graph attribute `name`.
+    pub has_subgraph: unsafe extern "C" fn(ctx: *const c_void, name: RStr<'_>) -> bool,
 }
 
 /// A task for `parallel_for`: called as `run(task_ctx, start, end)` for each range. It must

@@ -26,6 +26,8 @@ pub struct InferHostVTable {
         name: RStr<'_>,
         inputs: RSlice<'_, InferInput<'_>>,
     ) -> RResult<RVec<OutputType>, RString>,
+    /// Since ABI 1.7: whether the node has a subgraph in graph attribute `name`.
+    pub has_subgraph: unsafe extern "C" fn(ctx: *const c_void, name: RStr<'_>) -> bool,
 }
 
 /// The host's inference services for one call: the table and the context it is called with.
@@ -37,6 +39,22 @@ pub struct InferHost {
 }
 
 impl InferContext<'_> {
+    /// Whether the node has a subgraph in graph attribute `name` (an optional one, such as
+    /// FlexAttention's `score_mod`). A host that lends no inference services (the test host)
+    /// lends no subgraphs; one older than ABI 1.7 cannot tell, which is an error.
+    pub fn has_subgraph(&self, name: &str) -> KernelResult<bool> {
+        let Some(host) = self.host else {
+            return Ok(false);
+        };
+        let has = host.vtable.has_subgraph().ok_or_else(|| {
+            KernelError::new(
+                "the host cannot tell which subgraphs a node has (it is older than ABI 1.7)",
+            )
+        })?;
+        // SAFETY: the table and context come from the host for the duration of this call.
+        Ok(unsafe { has(host.ctx, RStr::from_str(name)) })
+    }
+
     /// The output types of the node's subgraph in graph attribute `name` when its declared
     /// inputs have the types of `inputs` (a dim of -1 is unknown). The host compiles the
     /// subgraph with its own kernels to tell; an error names what in the subgraph failed.
@@ -60,6 +78,18 @@ impl InferContext<'_> {
 }
 
 impl<'a> KernelContext<'a> {
+    /// Whether the node has a subgraph in graph attribute `name`; an error from a host older
+    /// than ABI 1.7, which cannot tell.
+    pub fn has_subgraph(&self, name: &str) -> KernelResult<bool> {
+        let has = self.host.vtable.has_subgraph().ok_or_else(|| {
+            KernelError::new(
+                "the host cannot tell which subgraphs a node has (it is older than ABI 1.7)",
+            )
+        })?;
+        // SAFETY: the table and context come from the host for the duration of this call.
+        Ok(unsafe { has(self.host.ctx, RStr::from_str(name)) })
+    }
+
     /// Runs the node's subgraph in graph attribute `name` on `inputs` (its declared inputs, in
     /// order) and returns how many outputs it gave; read them with
     /// [`subgraph_output`](Self::subgraph_output). The values the subgraph reads from

@@ -595,7 +595,13 @@ const TEST_HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVT
     subgraph_output: test_subgraph_output,
     unshaped_outputs: test_unshaped_outputs,
     shape_output: test_shape_output,
+    has_subgraph: test_has_subgraph,
 });
+
+/// The test host lends no subgraphs: they run in the real host.
+unsafe extern "C" fn test_has_subgraph(_ctx: *const c_void, _name: RStr<'_>) -> bool {
+    false
+}
 
 unsafe extern "C" fn test_run_subgraph(
     _ctx: *const c_void,

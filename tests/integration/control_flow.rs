@@ -400,6 +400,7 @@ fn opset_8_scan_refuses_a_sequence_length_beyond_the_sequence_axis() {
     // The session keeps working after the refusal.
     let (y, _) = run_batched(&engine, &path, Some(&[3, 0])).unwrap();
     assert_eq!(y, [6.0, 6.0, 100.0, 100.0]);
+}
 
 /// An If whose `then` branch multiplies `x` of [3] by a [2, 2] matrix, which no `x` of [3]
 /// fits, and whose `else` branch passes `x` through.

@@ -7,7 +7,7 @@
 
 use crate::{
     dims::{same, Dims},
-    modifiers::{check_types, Modifiers},
+    modifiers::{self, check_types, MODIFIERS},
     work_float::{encode_as, Batched, WorkFloat},
 };
 use opal_kernel_support::{
@@ -286,9 +286,9 @@ fn attend<W: WorkFloat>(
         *x = x.round(input).round(softmax);
     }
 
-    let mut modifiers = Modifiers::recorded(cx);
     let shape = [s.batch, s.q_heads, s.q_len, s.kv_len];
-    modifiers.apply(cx, OP, 0, softmax, &shape, scores)?;
+    let [score_mod, prob_mod] = MODIFIERS;
+    modifiers::apply(cx, OP, score_mod, softmax, &shape, scores)?;
     if kv_len > 0 {
         for_each_chunk(cx, scores, kv_len, ROW_GRAIN, |_, chunk| {
             for row in chunk.chunks_exact_mut(kv_len) {
@@ -296,8 +296,7 @@ fn attend<W: WorkFloat>(
             }
         });
     }
-    modifiers.apply(cx, OP, 1, softmax, &shape, scores)?;
-    modifiers.record(cx)?;
+    modifiers::apply(cx, OP, prob_mod, softmax, &shape, scores)?;
 
     // Y = P x V in the softmax precision, V cast to it.
     let v = W::widen(cx, OP, v)?;

@@ -44,6 +44,10 @@ impl SubgraphTyping<'_> {
 }
 
 impl SubgraphTypes for SubgraphTyping<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.subgraphs.iter().any(|s| s.attribute == name)
+    }
+
     fn types(&self, name: &str, inputs: &[InferInput<'_>]) -> Result<Vec<OutputType>, String> {
         let subgraph = self
             .subgraphs
@@ -176,6 +180,10 @@ impl SubgraphCall<'_> {
 }
 
 impl SubgraphRunner for SubgraphCall<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.step.subgraphs.iter().any(|s| s.attribute == name)
+    }
+
     fn run(&self, name: &str, inputs: &[TensorView<'_>]) -> Result<usize, String> {
         let index = self
             .step

@@ -19,12 +19,16 @@ use std::{cell::RefCell, ffi::c_void};
 
 /// The types of a node's subgraphs, for its inference.
 pub trait SubgraphTypes {
+    /// Whether the node has subgraph `name`.
+    fn has(&self, name: &str) -> bool;
     /// The output types of subgraph `name` for declared inputs of the types of `inputs`.
     fn types(&self, name: &str, inputs: &[InferInput<'_>]) -> Result<Vec<OutputType>, String>;
 }
 
 /// A node's subgraphs during its kernel's call.
 pub trait SubgraphRunner {
+    /// Whether the node has subgraph `name`.
+    fn has(&self, name: &str) -> bool;
     /// Runs subgraph `name` on its declared inputs; returns how many outputs it gave.
     fn run(&self, name: &str, inputs: &[TensorView<'_>]) -> Result<usize, String>;
     /// Calls `f` with output `index` of subgraph `name`'s last run, if there is one.
@@ -44,7 +48,14 @@ const INFER_HOST_VTABLE: InferHostVTableRef =
 
 const INFER_HOST_VTABLE_WM: &WithMetadata<InferHostVTable> = &WithMetadata::new(InferHostVTable {
     subgraph_types: host_subgraph_types,
+    has_subgraph: host_infer_has_subgraph,
 });
+
+unsafe extern "C" fn host_infer_has_subgraph(ctx: *const c_void, name: RStr<'_>) -> bool {
+    // SAFETY: the plugin passes back the context `infer_host` made, which outlives the call.
+    let types = unsafe { &*ctx.cast::<&dyn SubgraphTypes>() };
+    types.has(name.as_str())
+}
 
 unsafe extern "C" fn host_subgraph_types(
     ctx: *const c_void,
@@ -115,6 +126,12 @@ impl<'a> ShapedOutputs<'a> {
         *place = Some(tensor);
         Some(())
     }
+}
+
+pub(super) unsafe extern "C" fn host_has_subgraph(ctx: *const c_void, name: RStr<'_>) -> bool {
+    // SAFETY: the plugin passes back the context it was lent for this call.
+    let host = unsafe { call_host(ctx) };
+    host.subgraphs.is_some_and(|s| s.has(name.as_str()))
 }
 
 pub(super) unsafe extern "C" fn host_run_subgraph(

@@ -4,8 +4,8 @@
 
 use super::{
     call_scope::{
-        host_run_subgraph, host_shape_output, host_subgraph_output, host_unshaped_outputs,
-        ShapedOutputs, SubgraphRunner,
+        host_has_subgraph, host_run_subgraph, host_shape_output, host_subgraph_output,
+        host_unshaped_outputs, ShapedOutputs, SubgraphRunner,
     },
     KernelThreads,
 };
@@ -67,6 +67,7 @@ const HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable 
     subgraph_output: host_subgraph_output,
     unshaped_outputs: host_unshaped_outputs,
     shape_output: host_shape_output,
+    has_subgraph: host_has_subgraph,
 });
 
 /// # Safety
