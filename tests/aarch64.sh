@@ -44,7 +44,7 @@ phase_done install
 # 2. Cross-build; the linker is set for the target in .cargo/config.toml.
 cargo build --release --target "$target" \
     -p opal-runtime -p opal-core-math -p opal-tensor-ops -p opal-nn -p opal-transformer \
-    -p opal-signal -p opal-control-flow
+    -p opal-signal -p opal-control-flow -p opal-sequence
 phase_done cross-build
 
 # 3. The aarch64 `opal check` under qemu-user, with the embedded default deployment, whose

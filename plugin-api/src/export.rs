@@ -79,6 +79,7 @@ impl<O: Operator> VTableOf<O> {
         compute: compute_trampoline::<O>,
         fuse: fuse_trampoline::<O>,
         infer_scoped: infer_scoped_trampoline::<O>,
+        reads_value_kinds: O::READS_VALUE_KINDS,
     });
 }
 

@@ -65,6 +65,10 @@ pub struct OperatorVTable {
     /// subgraphs are typed. A host that has it calls it instead of `infer`.
     pub infer_scoped:
         extern "C" fn(&InferCall<'_>, InferHost) -> RResult<RVec<OutputType>, RString>,
+    /// Since ABI 1.7. The operator reads its inputs' kinds and takes sequences and optionals
+    /// where it means to (see [`value`](crate::value)); the host gives other operators tensors
+    /// only.
+    pub reads_value_kinds: bool,
 }
 
 /// An ONNX operator implemented by a plugin, written in plain safe Rust.
@@ -84,6 +88,10 @@ pub trait Operator: 'static {
     /// Indices of inputs of which compute reads only the shape, never the data (Shape, Size).
     /// The host then folds the node into a constant when those shapes are known.
     const SHAPE_INPUTS: &'static [usize] = &[];
+    /// Whether the operator takes sequences or optionals: its inference reads the inputs'
+    /// kinds ([`InferContext::input_kind`]) and refuses those it does not take. Operators that
+    /// leave it false are given tensors only.
+    const READS_VALUE_KINDS: bool = false;
 
     /// Output dtypes and shapes from the inputs' dtypes and shapes. The default gives every
     /// output the dtype and shape of input 0, which suits elementwise unary operators.

@@ -71,6 +71,7 @@ fn the_default_deployment_loads_every_operator_plugin_of_the_workspace() {
         ("transformer", "Attention"),
         ("signal", "DFT"),
         ("control-flow", "Loop"),
+        ("sequence", "SequenceAt"),
     ] {
         let section = text
             .split("\nplugin ")

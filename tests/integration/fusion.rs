@@ -12,7 +12,7 @@ use opal_runtime::{
 use opal_tests::plugin;
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
-/// An engine with the six operator plugins of the default deployment, fusing or not.
+/// An engine with the seven operator plugins of the default deployment, fusing or not.
 fn engine(fusion: bool) -> Arc<Engine> {
     let mut text = format!("[engine]\nfusion = {fusion}\n");
     for name in [
@@ -22,6 +22,7 @@ fn engine(fusion: bool) -> Arc<Engine> {
         "opal_transformer",
         "opal_signal",
         "opal_control_flow",
+        "opal_sequence",
     ] {
         text.push_str(&format!(
             "[[plugins]]\npath = \"{}\"\n",

@@ -3,7 +3,11 @@
 //! it (strings, function pointers) outlives that: names are copied, and functions are only
 //! reachable through an [`OperatorEntry`], which holds the `Arc`.
 
-use super::{layout::check_module_layout, ContentDigest, OperatorKey, PluginError};
+use super::{
+    call_scope::{infer_host, InferScope},
+    layout::check_module_layout,
+    ContentDigest, OperatorKey, PluginError,
+};
 use abi_stable::{
     std_types::{ROption, RResult, RString, RVec},
     StableAbi,
@@ -59,6 +63,8 @@ struct OperatorFns {
     fuse: Option<FuseFn>,
     /// Absent before ABI 1.6: inference without the host's services.
     infer_scoped: Option<InferScopedFn>,
+    /// False before ABI 1.7: the operator takes tensors only.
+    reads_value_kinds: bool,
 }
 
 /// One operator a plugin provides, with the functions to call it. Holds its library loaded.
@@ -260,6 +266,7 @@ fn read_operators(path: &Path, module: PluginModuleRef) -> Result<Vec<OperatorFn
                 compute: op.compute(),
                 fuse: op.fuse(),
                 infer_scoped: op.infer_scoped(),
+                reads_value_kinds: op.reads_value_kinds().unwrap_or(false),
             };
             if fns.op_type.is_empty() || fns.since_version > fns.until_version {
                 return Err(PluginError::BadOperator {
@@ -368,6 +375,22 @@ impl OperatorEntry {
             RResult::ROk(types) => Ok(types.into_vec()),
             RResult::RErr(message) => Err(message.into_string()),
         }
+    }
+
+    /// Inference with the host's services `scope` lends (the inputs' kinds, the outputs'
+    /// kinds it declares, the node's subgraphs), or plain inference for an operator before
+    /// ABI 1.6.
+    pub fn infer_in(
+        &self,
+        call: &InferCall<'_>,
+        scope: &InferScope<'_>,
+    ) -> Result<Vec<OutputType>, String> {
+        self.infer_scoped(call, infer_host(scope))
+    }
+
+    /// Whether the operator takes sequences and optionals (ABI 1.7); others take tensors only.
+    pub fn reads_value_kinds(&self) -> bool {
+        self.fns.reads_value_kinds
     }
 
     /// Whether the kernel can give outputs their shape during the call (ABI 1.6), for outputs

@@ -24,13 +24,14 @@ use std::{
 pub const FUZZ_SOURCE_DIR: &str = "/nonexistent-opal-fuzz";
 
 /// The plugins the model target compiles with, as cargo names their libraries.
-const PLUGINS: [&str; 6] = [
+const PLUGINS: [&str; 7] = [
     "libopal_core_math.so",
     "libopal_tensor_ops.so",
     "libopal_nn.so",
     "libopal_transformer.so",
     "libopal_signal.so",
     "libopal_control_flow.so",
+    "libopal_sequence.so",
 ];
 
 /// The engine's memory limit: well under libFuzzer's `-rss_limit_mb=2048`, so a model that
