@@ -2,9 +2,12 @@
 
 use crate::{
     carried::copy_into,
-    types::{merge_types, scalar_bool},
+    types::{declare_kinds, merge_value_types, scalar_bool},
 };
-use opal_plugin_api::prelude::*;
+use opal_plugin_api::{
+    prelude::*,
+    value::{ValueSource, ValueType},
+};
 
 pub struct If;
 
@@ -14,6 +17,8 @@ impl Operator for If {
     const OP_TYPE: &'static str = "If";
     /// The condition: when inference knows it, only the branch taken is typed.
     const VALUE_INPUTS: &'static [usize] = &[0];
+    /// Its branches may give sequences and optionals, which it passes on.
+    const READS_VALUE_KINDS: bool = true;
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let cond = cx.input(0)?;
@@ -25,16 +30,17 @@ impl Operator for If {
         }
         if let Some(value) = cond.value() {
             let taken = scalar_bool("the condition", value)?;
-            return branch_types(cx, BRANCHES[usize::from(!taken)]);
+            return declare_kinds(cx, branch_types(cx, BRANCHES[usize::from(!taken)])?);
         }
         let then_types = branch_types(cx, BRANCHES[0])?;
         let else_types = branch_types(cx, BRANCHES[1])?;
-        then_types
+        let types = then_types
             .iter()
             .zip(&else_types)
             .enumerate()
-            .map(|(k, (a, b))| merge_types(&format!("output {k}"), a, b))
-            .collect()
+            .map(|(k, (a, b))| merge_value_types(&format!("output {k}"), a, b))
+            .collect::<KernelResult<_>>()?;
+        declare_kinds(cx, types)
     }
 
     fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
@@ -48,7 +54,11 @@ impl Operator for If {
             )));
         }
         for k in 0..given {
-            let value = cx.subgraph_output(branch, k)?;
+            // A sequence or none is no tensor view: the host passes it on.
+            let Ok(value) = cx.subgraph_output(branch, k) else {
+                cx.forward(k, ValueSource::subgraph_output(branch, k))?;
+                continue;
+            };
             let output = cx.shaped_output(k, value.shape())?;
             copy_into(output, value.dtype(), value.bytes())?;
         }
@@ -56,9 +66,9 @@ impl Operator for If {
     }
 }
 
-/// The output types of `branch`, which must give one output per output of the node.
-fn branch_types(cx: &InferContext<'_>, branch: &str) -> KernelResult<Vec<OutputType>> {
-    let types = cx.subgraph_types(branch, &[])?;
+/// The output kinds and types of `branch`, which must give one output per output of the node.
+fn branch_types(cx: &InferContext<'_>, branch: &str) -> KernelResult<Vec<ValueType>> {
+    let types = cx.subgraph_value_types(branch, &[], &[])?;
     if types.len() != cx.output_count() {
         return Err(KernelError::new(format!(
             "'{branch}' gives {} outputs; the node has {}",
