@@ -80,6 +80,8 @@ impl Session {
     }
 
     /// The graph inputs' types as declared, with symbolic dims filled from the session's dims.
+    /// A sequence or optional input, whose shape only its value tells, is its dtype (undefined
+    /// when not declared) with no dims.
     pub fn declared_input_types(&self) -> Result<Vec<(DType, Shape)>, PlanError> {
         let model = &self.model;
         let error = |reason: String| PlanError {
@@ -92,6 +94,9 @@ impl Session {
             .iter()
             .map(|&id| {
                 let value = &model.values[id];
+                if value.kind != opal_plugin_api::ValueKind::TENSOR {
+                    return Ok((value.dtype.unwrap_or(DType::UNDEFINED), Shape::new()));
+                }
                 let dtype = value
                     .dtype
                     .ok_or_else(|| error(format!("input '{}' declares no dtype", value.name)))?;

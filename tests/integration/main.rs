@@ -12,6 +12,7 @@ mod kserve_client;
 mod models;
 mod overload;
 mod plugin_loading;
+mod sequences;
 mod serve;
 mod watch;
 

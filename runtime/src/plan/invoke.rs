@@ -61,7 +61,7 @@ pub(crate) fn invoke(
         isa: engine.isa().isa,
         subgraphs: scope.subgraphs,
         shaped: scope.shaped,
-        engine,
+        engine: Some(engine),
         values_in: inputs,
         values_out: scope.values,
         subgraph_values: scope.subgraph_values,

@@ -308,10 +308,7 @@ pub(super) unsafe extern "C" fn host_run_subgraph_values(
             continue;
         }
         let Some(value) = subgraphs.take_output(source.subgraph.as_str(), source.index) else {
-            taken
-                .into_iter()
-                .flatten()
-                .for_each(|v| v.release(host.engine));
+            release(host.engine, taken);
             return RResult::RErr(RString::from(format!(
                 "subgraph '{}' has no output {} to pass on: has it run?",
                 source.subgraph, source.index
@@ -335,9 +332,12 @@ pub(super) unsafe extern "C" fn host_run_subgraph_values(
         })
         .collect();
     let result = views.and_then(|views| subgraphs.run_values(name, &views));
-    taken
-        .into_iter()
-        .flatten()
-        .for_each(|v| v.release(host.engine));
+    release(host.engine, taken);
     result.map_err(RString::from).into()
+}
+
+/// Returns `values` to the engine's pool (frees them without one).
+fn release(engine: Option<&Engine>, values: SmallVec<[Option<Value>; 4]>) {
+    let Some(engine) = engine else { return };
+    values.into_iter().flatten().for_each(|v| v.release(engine));
 }

@@ -42,7 +42,8 @@ pub struct CallHost<'a> {
     pub subgraphs: Option<&'a dyn SubgraphRunner>,
     /// The outputs the kernel shapes during the call, when inference left any unshaped.
     pub shaped: Option<&'a ShapedOutputs<'a>>,
-    pub engine: &'a crate::engine::Engine,
+    /// The engine whose pool takes back values the call held; `None` outside a run.
+    pub engine: Option<&'a crate::engine::Engine>,
     /// The call's inputs as values (`None`: absent), sequences and none included.
     pub values_in: &'a [Option<ValueView<'a>>],
     /// The outputs other than tensors allocated ahead, when the node has any.
