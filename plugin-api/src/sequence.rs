@@ -283,3 +283,90 @@ impl<'a> InferContext<'a> {
             .map_err(|e| KernelError::new(e.into_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        testing::{OwnedTensor, TestHost, TestValue},
+        OutputType,
+    };
+
+    /// Reverses a sequence, doubling each f32 element, through the element views and appended
+    /// outputs; its second output is the input passed on whole, its third none.
+    struct ReverseDoubled;
+
+    impl crate::Operator for ReverseDoubled {
+        const OP_TYPE: &'static str = "ReverseDoubled";
+        const READS_VALUE_KINDS: bool = true;
+
+        fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
+            let elements = cx.sequence_input(0)?;
+            assert!(cx.has_input(0) && !cx.has_input(1));
+            cx.expect_kind(0, ValueKind::SEQUENCE)?;
+            cx.set_output_kind(0, ValueKind::SEQUENCE)?;
+            cx.set_output_kind(1, ValueKind::SEQUENCE)?;
+            cx.set_output_kind(2, ValueKind::OPTIONAL_TENSOR)?;
+            assert!(cx.set_output_kind(3, ValueKind::SEQUENCE).is_err());
+            let ty = OutputType::new(elements.dtype, elements.shape.to_vec());
+            Ok(vec![ty.clone(), ty.clone(), ty])
+        }
+
+        fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
+            assert!(cx.optional_value(1)?.is_none());
+            let sequence = cx.sequence(0)?;
+            let mut held = Vec::new();
+            for element in sequence.iter().collect::<Vec<_>>().into_iter().rev() {
+                let element = element?;
+                let out = cx.push_element(0, element.dtype(), element.shape())?;
+                let values = out.f32_mut()?;
+                for (y, x) in values.iter_mut().zip(element.f32()?) {
+                    *y = 2.0 * x;
+                }
+                held.push(values);
+            }
+            // Elements appended earlier stay writable while later ones are appended.
+            if let Some(first) = held.first_mut() {
+                first[0] += 100.0;
+            }
+            assert!(sequence.get(sequence.len()).is_err());
+            assert!(cx.push_element(0, DType::I64, &[1]).is_err());
+            cx.forward(1, ValueSource::input(0))?;
+            cx.set_none(2)?;
+            assert!(cx.set_none(2).is_err(), "an output is taken once");
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn sequence_elements_are_read_appended_and_passed_on_through_the_abi() {
+        let input = TestValue::Sequence(
+            DType::F32,
+            vec![
+                OwnedTensor::f32(&[1], &[1.0]),
+                OwnedTensor::f32(&[1, 2], &[2.0, 3.0]),
+            ],
+        );
+        let out = TestHost::new()
+            .run_values::<ReverseDoubled>(&[input], &[], 3)
+            .unwrap();
+        let reversed = out[0].elements();
+        assert_eq!(reversed[0].shape(), [1, 2]);
+        assert_eq!(reversed[0].to_vec::<f32>(), [104.0, 6.0]);
+        assert_eq!(reversed[1].to_vec::<f32>(), [2.0]);
+        assert_eq!(out[1].elements()[1].to_vec::<f32>(), [2.0, 3.0]);
+        assert!(matches!(
+            out[2],
+            TestValue::None(ValueKind::OPTIONAL_TENSOR, _)
+        ));
+    }
+
+    #[test]
+    fn a_tensor_given_where_a_sequence_is_read_is_an_error() {
+        let input = TestValue::Tensor(OwnedTensor::f32(&[1], &[1.0]));
+        let err = TestHost::new()
+            .run_values::<ReverseDoubled>(&[input], &[], 3)
+            .unwrap_err();
+        assert_eq!(err, "input 0 must be a sequence, but it is a tensor");
+    }
+}

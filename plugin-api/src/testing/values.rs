@@ -395,19 +395,30 @@ pub(super) unsafe extern "C" fn test_forward(
             "the test host forwards the node's inputs only",
         ));
     };
-    let copy = match given {
-        TestValue::Tensor(t) => OutputValue::Unshaped(t.dtype(), Some(t.clone())),
-        TestValue::Sequence(dtype, elements) => OutputValue::Sequence(*dtype, elements.clone()),
+    let mut outputs = lock(&values.outputs);
+    let Some(place) = outputs.get_mut(index) else {
+        return RResult::RErr(RString::from(format!("there is no output {index}")));
+    };
+    // Copies into tensors (and a list) of earlier passes, as the host copies into its pool.
+    let copy = |t: &OwnedTensor| {
+        let mut copy = values.tensor(t.dtype(), t.shape());
+        copy.data.as_mut_slice().copy_from_slice(t.bytes());
+        copy
+    };
+    *place = match given {
+        TestValue::Tensor(t) => OutputValue::Unshaped(t.dtype(), Some(copy(t))),
+        TestValue::Sequence(dtype, elements) => {
+            let mut list = match std::mem::replace(place, OutputValue::None) {
+                OutputValue::Sequence(_, list) => list,
+                _ => Vec::new(),
+            };
+            list.clear();
+            list.extend(elements.iter().map(copy));
+            OutputValue::Sequence(*dtype, list)
+        }
         _ => OutputValue::None,
     };
-    let mut outputs = lock(&values.outputs);
-    match outputs.get_mut(index) {
-        Some(place) => {
-            *place = copy;
-            RResult::ROk(())
-        }
-        None => RResult::RErr(RString::from(format!("there is no output {index}"))),
-    }
+    RResult::ROk(())
 }
 
 pub(super) unsafe extern "C" fn test_run_subgraph_values(

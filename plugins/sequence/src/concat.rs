@@ -4,6 +4,7 @@
 use crate::common::element_type;
 use opal_kernel_support::check::{error, normalize_axis};
 use opal_plugin_api::prelude::*;
+use smallvec::SmallVec;
 
 pub struct ConcatFromSequence;
 
@@ -67,7 +68,7 @@ impl Operator for ConcatFromSequence {
             }
             total += if new_axis { 1 } else { element.shape()[axis] };
         }
-        let mut shape = first.shape().to_vec();
+        let mut shape: SmallVec<[usize; 8]> = SmallVec::from_slice(first.shape());
         if new_axis {
             shape.insert(axis, total);
         } else {

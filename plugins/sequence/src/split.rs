@@ -5,6 +5,7 @@
 use crate::common::sequence_output;
 use opal_kernel_support::check::{error, normalize_axis};
 use opal_plugin_api::prelude::*;
+use smallvec::SmallVec;
 
 pub struct SplitToSequence;
 
@@ -47,36 +48,34 @@ impl<'a> Lengths<'a> {
         Ok(Lengths::Listed(values))
     }
 
-    /// The pieces' (start, length) along an axis of `dim`.
-    fn pieces(&self, dim: usize) -> KernelResult<Vec<(usize, usize)>> {
-        const OP: &str = SplitToSequence::OP_TYPE;
-        Ok(match *self {
-            Lengths::Ones(_) => (0..dim).map(|i| (i, 1)).collect(),
-            Lengths::Each(n) => (0..dim).step_by(n).map(|i| (i, n.min(dim - i))).collect(),
-            Lengths::Listed(lengths) => {
-                let total: i64 = lengths.iter().sum();
-                if total != dim as i64 {
-                    return Err(error(
-                        OP,
-                        format_args!("split {lengths:?} sums to {total}, but the axis has {dim}"),
-                    ));
-                }
-                let mut start = 0;
-                lengths
-                    .iter()
-                    .map(|&n| {
-                        let piece = (start, n as usize);
-                        start += n as usize;
-                        piece
-                    })
-                    .collect()
-            }
-        })
+    /// Fails unless listed lengths cover an axis of `dim`.
+    fn check(&self, dim: usize) -> KernelResult<()> {
+        let Lengths::Listed(lengths) = self else {
+            return Ok(());
+        };
+        let total: i64 = lengths.iter().sum();
+        if total != dim as i64 {
+            return Err(error(
+                SplitToSequence::OP_TYPE,
+                format_args!("split {lengths:?} sums to {total}, but the axis has {dim}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The length of piece `index`, which starts at `start` of an axis of `dim`; `None` past
+    /// the last piece.
+    fn length(&self, index: usize, start: usize, dim: usize) -> Option<usize> {
+        match *self {
+            Lengths::Ones(_) => (start < dim).then_some(1),
+            Lengths::Each(n) => (start < dim).then(|| n.min(dim - start)),
+            Lengths::Listed(lengths) => lengths.get(index).map(|&n| n as usize),
+        }
     }
 
     /// The shape of a piece of `length` cut from `shape`.
-    fn piece_shape(&self, shape: &[usize], axis: usize, length: usize) -> Vec<usize> {
-        let mut piece = shape.to_vec();
+    fn piece_shape(&self, shape: &[usize], axis: usize, length: usize) -> SmallVec<[usize; 8]> {
+        let mut piece = SmallVec::from_slice(shape);
         if let Lengths::Ones(false) = self {
             piece.remove(axis);
         } else {
@@ -134,7 +133,9 @@ impl Operator for SplitToSequence {
         let inner: usize = shape[axis + 1..].iter().product::<usize>() * size;
         let dim = shape[axis];
         let bytes = x.bytes();
-        for (start, length) in lengths.pieces(dim)? {
+        lengths.check(dim)?;
+        let (mut index, mut start) = (0, 0);
+        while let Some(length) = lengths.length(index, start, dim) {
             let piece_shape = lengths.piece_shape(shape, axis, length);
             let piece = cx.push_element(0, x.dtype(), &piece_shape)?.bytes_mut();
             let run = length * inner;
@@ -142,6 +143,8 @@ impl Operator for SplitToSequence {
                 let from = (o * dim + start) * inner;
                 piece[o * run..(o + 1) * run].copy_from_slice(&bytes[from..from + run]);
             }
+            index += 1;
+            start += length;
         }
         Ok(())
     }

@@ -168,7 +168,7 @@ impl Prepared {
         let (host_before, plugins_before) = allocations(&self.engine);
         for _ in 0..iterations.max(1) {
             let start = Instant::now();
-            self.session.run(&inputs)?;
+            self.session.run(inputs)?;
             times_ms.push(start.elapsed().as_secs_f64() * 1e3);
             if self.first_output_ms.is_none() {
                 let since_start = COMMAND_START.get().map(Instant::elapsed);
