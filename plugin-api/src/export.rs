@@ -80,6 +80,7 @@ impl<O: Operator> VTableOf<O> {
         fuse: fuse_trampoline::<O>,
         infer_scoped: infer_scoped_trampoline::<O>,
         draws_at_random: O::DRAWS_AT_RANDOM,
+        reads_value_kinds: O::READS_VALUE_KINDS,
     });
 }
 

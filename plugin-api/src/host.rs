@@ -1,8 +1,13 @@
 //! What the host lends a plugin during a call: its tracked allocator, a scratch arena,
 //! `parallel_for`, data kept with the compiled node (such as packed weights), and the node's
-//! subgraphs, as a prefix-type function table plus an opaque per-call context.
+//! subgraphs and (since ABI 1.8) its values beyond tensors, as a prefix-type function table
+//! plus an opaque per-call context.
 
-use crate::tensor::{TensorView, TensorViewMut};
+use crate::{
+    tensor::{TensorView, TensorViewMut},
+    value::{Held, ValueSource},
+    DType,
+};
 use abi_stable::{
     std_types::{RResult, RSlice, RStr, RString},
     StableAbi,
@@ -91,6 +96,45 @@ pub struct HostVTable {
     ) -> TensorViewMut<'static>,
     /// Since ABI 1.7: whether the node has a subgraph in graph attribute `name`.
     pub has_subgraph: unsafe extern "C" fn(ctx: *const c_void, name: RStr<'_>) -> bool,
+    /// Since ABI 1.8: what input `index` holds in this call: a tensor (also when absent), a
+    /// sequence, or none.
+    pub input_held: unsafe extern "C" fn(ctx: *const c_void, index: usize) -> Held,
+    /// Since ABI 1.8: how many elements sequence input `index` holds; 0 when it is no sequence.
+    pub sequence_len: unsafe extern "C" fn(ctx: *const c_void, index: usize) -> usize,
+    /// Since ABI 1.8: element `element` of sequence input `index`, lent for the call; an absent
+    /// view when there is none.
+    pub sequence_element: unsafe extern "C" fn(
+        ctx: *const c_void,
+        index: usize,
+        element: usize,
+    ) -> TensorView<'static>,
+    /// Since ABI 1.8: appends to sequence output `index` a zeroed tensor of `dtype` and `shape`,
+    /// which the host allocates, and returns its view, lent for the rest of the call. Dtype
+    /// undefined when refused: the output is no sequence, was set to none, the dtype differs
+    /// from its elements', or the memory limit does not allow it.
+    pub push_element: unsafe extern "C" fn(
+        ctx: *const c_void,
+        index: usize,
+        dtype: DType,
+        shape: RSlice<'_, usize>,
+    ) -> TensorViewMut<'static>,
+    /// Since ABI 1.8: makes optional output `index` none; false when it is not optional or
+    /// was given a value already.
+    pub set_none: unsafe extern "C" fn(ctx: *const c_void, index: usize) -> bool,
+    /// Since ABI 1.8: gives output `index` (a sequence or optional, or an unshaped tensor) the
+    /// value `source` names, copied by the host.
+    pub forward: unsafe extern "C" fn(
+        ctx: *const c_void,
+        index: usize,
+        source: ValueSource<'_>,
+    ) -> RResult<(), RString>,
+    /// Since ABI 1.8: as `run_subgraph`, with inputs of any kind: each a tensor, an input of
+    /// the node, or an output of this subgraph's last run (taken from it before it runs again).
+    pub run_subgraph_values: unsafe extern "C" fn(
+        ctx: *const c_void,
+        name: RStr<'_>,
+        inputs: RSlice<'_, ValueSource<'_>>,
+    ) -> RResult<usize, RString>,
 }
 
 /// A task for `parallel_for`: called as `run(task_ctx, start, end)` for each range. It must

@@ -99,7 +99,7 @@ impl<'a> InferTensor<'a> {
 
 /// The arguments of [`Operator::infer`](crate::Operator::infer).
 pub struct InferContext<'a> {
-    call: &'a InferCall<'a>,
+    pub(crate) call: &'a InferCall<'a>,
     /// The host's inference services (since ABI 1.6): the types of the node's subgraphs.
     pub(crate) host: Option<InferHost>,
 }

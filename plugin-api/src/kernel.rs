@@ -107,6 +107,11 @@ impl<'a> TensorRef<'a> {
     pub fn f32(&self) -> KernelResult<&'a [f32]> {
         self.as_slice()
     }
+
+    /// The view as the ABI carries it, to pass on to a subgraph.
+    pub fn view(&self) -> TensorView<'a> {
+        self.view
+    }
 }
 
 /// A writable output tensor, allocated by the host with the inferred shape.

@@ -3,7 +3,8 @@
 //!
 //! Two halves live here:
 //! - the ABI types that cross the library boundary (`abi_stable`, `#[repr(C)]`): [`dtype`],
-//!   [`tensor`], [`attribute`], [`host`], [`operator`], [`fusion`], [`subgraph`], [`module`];
+//!   [`tensor`], [`attribute`], [`host`], [`operator`], [`fusion`], [`subgraph`], [`value`],
+//!   [`module`];
 //! - the authoring layer a plugin author uses from plain safe Rust: [`kernel`], [`infer`],
 //!   [`export_plugin!`]. All the `unsafe` plumbing (views, panics, exporting) is done here once.
 
@@ -16,9 +17,11 @@ pub mod isa;
 pub mod kernel;
 pub mod module;
 pub mod operator;
+pub mod sequence;
 pub mod subgraph;
 pub mod tensor;
 pub mod testing;
+pub mod value;
 
 mod element;
 mod export;
@@ -33,6 +36,8 @@ pub use isa::Isa;
 pub use kernel::{KernelContext, KernelError, KernelResult, ScratchBuffer, TensorMut, TensorRef};
 pub use module::{PluginDescriptor, ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL};
 pub use operator::Operator;
+pub use sequence::{SequenceRef, Value};
+pub use value::ValueKind;
 
 #[doc(hidden)]
 pub mod __private {
@@ -45,7 +50,7 @@ pub mod __private {
 pub mod prelude {
     pub use crate::{
         export_plugin, Attributes, DType, Element, FuseQuery, FusedOperand, InferContext,
-        InferInput, Isa, KernelContext, KernelError, KernelResult, Operator, OutputType, TensorMut,
-        TensorRef,
+        InferInput, Isa, KernelContext, KernelError, KernelResult, Operator, OutputType,
+        SequenceRef, TensorMut, TensorRef, Value, ValueKind,
     };
 }

@@ -69,6 +69,10 @@ pub struct OperatorVTable {
     /// attributes: the host never computes the node ahead of a run (constant folding), and a
     /// reload does not compare the outputs that depend on it.
     pub draws_at_random: bool,
+    /// Since ABI 1.8. The operator reads its inputs' kinds and takes sequences and optionals
+    /// where it means to (see [`value`](crate::value)); the host gives other operators tensors
+    /// only.
+    pub reads_value_kinds: bool,
 }
 
 /// An ONNX operator implemented by a plugin, written in plain safe Rust.
@@ -92,6 +96,10 @@ pub trait Operator: 'static {
     /// (RandomUniform, Bernoulli): the host then computes the node in every run, never once
     /// ahead of them.
     const DRAWS_AT_RANDOM: bool = false;
+    /// Whether the operator takes sequences or optionals: its inference reads the inputs'
+    /// kinds ([`InferContext::input_kind`]) and refuses those it does not take. Operators that
+    /// leave it false are given tensors only.
+    const READS_VALUE_KINDS: bool = false;
 
     /// Output dtypes and shapes from the inputs' dtypes and shapes. The default gives every
     /// output the dtype and shape of input 0, which suits elementwise unary operators.

@@ -6,6 +6,7 @@ use crate::{
     infer::{InferContext, InferInput, OutputType},
     kernel::{has_bit, KernelContext, KernelError, KernelResult, TensorMut, TensorRef},
     tensor::TensorView,
+    value::{ValueKind, ValueType},
 };
 use abi_stable::{
     std_types::{RResult, RSlice, RStr, RString, RVec},
@@ -28,6 +29,20 @@ pub struct InferHostVTable {
     ) -> RResult<RVec<OutputType>, RString>,
     /// Since ABI 1.7: whether the node has a subgraph in graph attribute `name`.
     pub has_subgraph: unsafe extern "C" fn(ctx: *const c_void, name: RStr<'_>) -> bool,
+    /// Since ABI 1.8: the kind of input `index` of the node (tensor for an absent one).
+    pub input_kind: unsafe extern "C" fn(ctx: *const c_void, index: usize) -> ValueKind,
+    /// Since ABI 1.8: declares output `index` of kind `kind`; outputs not declared are
+    /// tensors. False when the host does not take it (no such output, an unknown kind).
+    pub set_output_kind:
+        unsafe extern "C" fn(ctx: *const c_void, index: usize, kind: ValueKind) -> bool,
+    /// Since ABI 1.8: as `subgraph_types`, with the declared inputs' kinds (one per input)
+    /// and the outputs' kinds in the answer.
+    pub subgraph_value_types: unsafe extern "C" fn(
+        ctx: *const c_void,
+        name: RStr<'_>,
+        inputs: RSlice<'_, InferInput<'_>>,
+        kinds: RSlice<'_, ValueKind>,
+    ) -> RResult<RVec<ValueType>, RString>,
 }
 
 /// The host's inference services for one call: the table and the context it is called with.

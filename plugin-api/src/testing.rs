@@ -24,9 +24,15 @@ use crate::{
     host::{HostServices, HostVTable, HostVTableRef, ParallelTask, PrepareTask},
     infer::{InferInput, OutputType},
     operator::{InferCall, KernelCall},
+    subgraph::InferHost,
     tensor::{TensorView, TensorViewMut},
+    value::ValueKind,
     DType, Element, Isa, Operator, TensorRef,
 };
+use values::{CallValues, InferValues, OutputValue, TEST_INFER_HOST_VTABLE};
+
+mod values;
+
 use abi_stable::{
     prefix_type::WithMetadata,
     std_types::{ROption, RResult, RSlice, RStr, RString},
@@ -40,6 +46,7 @@ use std::{
         Mutex,
     },
 };
+pub use values::TestValue;
 
 /// The alignment of tensor data, lent allocations and scratch memory.
 const ALIGN: usize = 64;
@@ -405,58 +412,114 @@ impl TestHost {
         attributes: &[Attribute<'_>],
         output_count: usize,
     ) -> Result<Vec<OwnedTensor>, String> {
+        let inputs: Vec<TestValue> = inputs.iter().cloned().map(TestValue::Tensor).collect();
+        self.run_values::<O>(&inputs, attributes, output_count)?
+            .into_iter()
+            .enumerate()
+            .map(|(k, value)| match value {
+                TestValue::Tensor(t) => Ok(t),
+                other => Err(format!("output {k} is not a tensor: {other:?}")),
+            })
+            .collect()
+    }
+
+    /// Runs operator `O` on values of any kind (sequences, optionals): infers the outputs'
+    /// kinds and types, lends what the kernel reads and writes, and returns each output as
+    /// the kind its inference declared.
+    pub fn run_values<O: Operator>(
+        &self,
+        inputs: &[TestValue],
+        attributes: &[Attribute<'_>],
+        output_count: usize,
+    ) -> Result<Vec<TestValue>, String> {
         let vtable = operator_vtable_ref::<O>();
         let hidden = |i: usize| i < 64 && self.run_time_shapes & (1 << i) != 0;
-        let shapes: Vec<Vec<i64>> = inputs
+        let types: Vec<(DType, Vec<i64>)> = inputs
             .iter()
             .enumerate()
-            .map(|(i, t)| {
-                t.shape
+            .map(|(i, value)| {
+                let (dtype, shape) = value.infer_type();
+                let shape = shape
                     .iter()
-                    .map(|&d| if hidden(i) { -1 } else { d as i64 })
-                    .collect()
+                    .map(|&d| if hidden(i) { -1 } else { d })
+                    .collect();
+                (dtype, shape)
             })
             .collect();
         let infer_inputs: Vec<InferInput<'_>> = inputs
             .iter()
-            .zip(&shapes)
+            .zip(&types)
             .enumerate()
-            .map(|(i, (tensor, shape))| InferInput {
-                dtype: tensor.dtype,
+            .map(|(i, (value, (dtype, shape)))| InferInput {
+                dtype: *dtype,
                 shape: RSlice::from_slice(shape),
-                value: if O::VALUE_INPUTS.contains(&i)
-                    && tensor.dtype != DType::UNDEFINED
-                    && !hidden(i)
-                {
-                    ROption::RSome(tensor.view())
-                } else {
-                    ROption::RNone
+                value: match value {
+                    TestValue::Tensor(t)
+                        if O::VALUE_INPUTS.contains(&i)
+                            && t.dtype != DType::UNDEFINED
+                            && !hidden(i) =>
+                    {
+                        ROption::RSome(t.view())
+                    }
+                    _ => ROption::RNone,
                 },
             })
             .collect();
-        let types = infer_operator::<O>(&infer_inputs, attributes, output_count)?;
+        let kinds = InferValues {
+            inputs,
+            outputs: std::cell::RefCell::new(vec![ValueKind::TENSOR; output_count]),
+        };
+        let call = InferCall {
+            inputs: RSlice::from_slice(&infer_inputs),
+            attributes: RSlice::from_slice(attributes),
+            output_count,
+        };
+        let infer_host = InferHost {
+            vtable: TEST_INFER_HOST_VTABLE,
+            ctx: (&kinds as *const InferValues<'_>).cast(),
+        };
+        let infer = vtable
+            .infer_scoped()
+            .ok_or("the operator has no infer_scoped")?;
+        let types: Vec<OutputType> = Result::from(infer(&call, infer_host))
+            .map(Vec::from)
+            .map_err(|e: RString| e.to_string())?;
         if types.len() != output_count {
             return Err(format!(
                 "inference gave {} outputs, the node has {output_count}",
                 types.len()
             ));
         }
-        let mut outputs = types
+        let output_kinds = kinds.outputs.into_inner();
+        let mut unshaped = 0u64;
+        let outputs = types
             .iter()
-            .map(|t| {
-                let shape = t
-                    .shape
-                    .iter()
-                    .map(|&d| usize::try_from(d))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| format!("inferred output shape {:?} is not known", t.shape))?;
-                if t.dtype.size().is_none() {
+            .zip(&output_kinds)
+            .enumerate()
+            .map(|(k, (t, &kind))| {
+                if t.dtype.size().is_none() && kind == ValueKind::TENSOR {
                     return Err(format!(
                         "inferred output dtype {} has no fixed size",
                         t.dtype
                     ));
                 }
-                Ok(OwnedTensor::filled(t.dtype, &shape, 0xFF))
+                if kind.holds_sequence() {
+                    return Ok(OutputValue::Sequence(t.dtype, Vec::new()));
+                }
+                let shape = t
+                    .shape
+                    .iter()
+                    .map(|&d| usize::try_from(d))
+                    .collect::<Result<Vec<_>, _>>();
+                match shape {
+                    Ok(shape) if kind == ValueKind::TENSOR => Ok(OutputValue::Tensor(
+                        OwnedTensor::filled(t.dtype, &shape, 0xFF),
+                    )),
+                    _ => {
+                        unshaped |= 1u64.checked_shl(k as u32).unwrap_or(0);
+                        Ok(OutputValue::Unshaped(t.dtype, None))
+                    }
+                }
             })
             .collect::<Result<Vec<_>, String>>()?;
 
@@ -468,13 +531,29 @@ impl TestHost {
             prepared: Mutex::new(None),
             fusion: self.fusion.clone(),
             isa: self.isa,
+            unshaped,
+            values: CallValues {
+                inputs: inputs.to_vec(),
+                kinds: output_kinds,
+                outputs: Mutex::new(outputs),
+                spare: Mutex::new(Vec::new()),
+            },
         };
-        let input_views: Vec<TensorView<'_>> = inputs.iter().map(OwnedTensor::view).collect();
+        let input_views: Vec<TensorView<'_>> =
+            context.values.inputs.iter().map(TestValue::view).collect();
         let passes = if self.heap_probe.is_some() { 2 } else { 1 };
         for pass in 0..passes {
-            let output_views: Vec<TensorViewMut<'_>> = outputs
+            context.values.reset();
+            let output_views: Vec<TensorViewMut<'_>> = lock(&context.values.outputs)
                 .iter_mut()
-                .map(|t| TensorViewMut::new(t.dtype, &t.shape, t.data.as_mut_slice()))
+                .map(|output| match output {
+                    // SAFETY: the tensor stays in the context, lent to this call alone.
+                    OutputValue::Tensor(t) => unsafe { values::lend_mut(t) },
+                    OutputValue::Unshaped(dtype, _) | OutputValue::Sequence(dtype, _) => {
+                        TensorViewMut::new(*dtype, &[], &mut [])
+                    }
+                    OutputValue::None => TensorViewMut::new(DType::UNDEFINED, &[], &mut []),
+                })
                 .collect();
             let mut call = KernelCall {
                 inputs: RSlice::from_slice(&input_views),
@@ -507,7 +586,7 @@ impl TestHost {
                 O::OP_TYPE
             ));
         }
-        Ok(outputs)
+        context.values.results()
     }
 }
 
@@ -521,6 +600,9 @@ struct HostContext {
     prepared: Mutex<Option<(usize, Vec<Block>)>>,
     fusion: Vec<u8>,
     isa: Isa,
+    /// Bit `k` set: output `k` is shaped by the kernel during the call.
+    unshaped: u64,
+    values: CallValues,
 }
 
 /// A bump arena of zeroed, 64-byte-aligned chunks. Chunks never move once made, so pointers
@@ -596,6 +678,13 @@ const TEST_HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVT
     unshaped_outputs: test_unshaped_outputs,
     shape_output: test_shape_output,
     has_subgraph: test_has_subgraph,
+    input_held: values::test_input_held,
+    sequence_len: values::test_sequence_len,
+    sequence_element: values::test_sequence_element,
+    push_element: values::test_push_element,
+    set_none: values::test_set_none,
+    forward: values::test_forward,
+    run_subgraph_values: values::test_run_subgraph_values,
 });
 
 /// The test host lends no subgraphs: they run in the real host.
@@ -621,16 +710,20 @@ unsafe extern "C" fn test_subgraph_output(
     TensorView::ABSENT
 }
 
-unsafe extern "C" fn test_unshaped_outputs(_ctx: *const c_void) -> u64 {
-    0
+unsafe extern "C" fn test_unshaped_outputs(ctx: *const c_void) -> u64 {
+    // SAFETY: the plugin passes back the context it was lent.
+    unsafe { host(ctx) }.unshaped
 }
 
 unsafe extern "C" fn test_shape_output(
-    _ctx: *const c_void,
-    _index: usize,
-    _shape: RSlice<'_, usize>,
+    ctx: *const c_void,
+    index: usize,
+    shape: RSlice<'_, usize>,
 ) -> TensorViewMut<'static> {
-    TensorViewMut::new(DType::UNDEFINED, &[], &mut [])
+    // SAFETY: the plugin passes back the context it was lent.
+    let values = &unsafe { host(ctx) }.values;
+    values::shape_output(values, index, shape.as_slice())
+        .unwrap_or_else(|| TensorViewMut::new(DType::UNDEFINED, &[], &mut []))
 }
 
 unsafe extern "C" fn test_isa(ctx: *const c_void) -> u32 {

@@ -4,7 +4,7 @@
 //! a case that declares it has: two correct JPEG decoders' pixels differ by a level or two.
 //! The 8- and 4-bit floats compare by value, exactly: their rounding is part of the result.
 
-use crate::tensor::TensorRef;
+use crate::{tensor::TensorRef, value::ValueView};
 use opal_plugin_api::DType;
 
 /// Tolerances for floating-point elements.
@@ -21,6 +21,36 @@ impl Default for Tolerance {
             rtol: 1e-3,
             atol: 1e-7,
         }
+    }
+}
+
+/// `Ok` if `actual` matches `expected`: tensors as [`compare`] does, sequences element by
+/// element with the same tolerance, none only with none.
+pub fn compare_values(
+    actual: ValueView<'_>,
+    expected: ValueView<'_>,
+    tol: Tolerance,
+) -> Result<(), String> {
+    match (actual, expected) {
+        (ValueView::Tensor(a), ValueView::Tensor(e)) => compare(a, e, tol),
+        (ValueView::Sequence(a), ValueView::Sequence(e)) => {
+            if a.len() != e.len() {
+                return Err(format!(
+                    "a sequence of {} elements where {} were expected",
+                    a.len(),
+                    e.len()
+                ));
+            }
+            a.iter().zip(e).enumerate().try_for_each(|(i, (a, e))| {
+                compare(a.as_ref(), e.as_ref(), tol).map_err(|m| format!("element {i}: {m}"))
+            })
+        }
+        (ValueView::None, ValueView::None) => Ok(()),
+        (a, e) => Err(format!(
+            "a {} where a {} was expected",
+            a.describe(),
+            e.describe()
+        )),
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`plan`], [`run_state`], [`session`]: compiling a model and running it; [`run_control`]:
 //!   stopping a run between kernels.
 //! - [`kserve`]: the KServe v2 wire format `opal serve` speaks.
+//! - [`value`]: sequences and optionals beside tensors; [`value_file`]: their files.
 //! - [`tensor_file`], [`compare`], [`synthetic`]: inputs and outputs of the CLI's runs and checks.
 
 pub mod compare;
@@ -28,6 +29,8 @@ pub mod session;
 pub mod synthetic;
 pub mod tensor;
 pub mod tensor_file;
+pub mod value;
+pub mod value_file;
 
 pub use config::Deployment;
 pub use engine::{Engine, EngineError};

@@ -7,16 +7,19 @@ use crate::{
     engine::Engine,
     memory::{ScratchArena, Slab},
     plan::{
-        invoke, Binding, CallScope, Place, Plan, Step, SubgraphCall, SubgraphRuns, SubgraphTyping,
-        TypedSubgraph, ValueRef, INLINE_INPUTS,
+        invoke, Binding, CallScope, InputType, Place, Plan, Step, SubgraphCall, SubgraphRuns,
+        SubgraphTyping, TypedSubgraph, ValueRef, INLINE_INPUTS,
     },
-    plugin::{ShapedOutputs, SubgraphRunner},
+    plugin::{
+        CallValues, InferScope, ShapedOutputs, SubgraphRunner, SubgraphTypes, SubgraphValues,
+    },
     run_control::RunControl,
     tensor::{byte_size, Tensor, TensorRef},
+    value::{RunInput, Value, ValueView},
 };
 use abi_stable::std_types::{RNone, RSome};
 use opal_plugin_api::{
-    infer::InferInput, operator::InferCall, tensor::TensorViewMut, DType, OutputType,
+    infer::InferInput, operator::InferCall, tensor::TensorViewMut, DType, OutputType, ValueKind,
 };
 use smallvec::SmallVec;
 use std::{
@@ -64,6 +67,29 @@ enum SlotValue {
     /// Written to its place in the slab.
     InSlab,
     Pooled(Tensor),
+    /// A sequence, its elements from the pool.
+    Sequence(Vec<Tensor>),
+    /// An optional without a value.
+    None,
+}
+
+impl SlotValue {
+    fn from_value(value: Value) -> Self {
+        match value {
+            Value::Tensor(t) => SlotValue::Pooled(t),
+            Value::Sequence(elements) => SlotValue::Sequence(elements),
+            Value::None => SlotValue::None,
+        }
+    }
+
+    /// Returns its tensors to the pool.
+    fn release(self, engine: &Engine) {
+        match self {
+            SlotValue::Pooled(t) => engine.pool().put(t),
+            SlotValue::Sequence(elements) => Value::Sequence(elements).release(engine),
+            SlotValue::Empty | SlotValue::InSlab | SlotValue::None => {}
+        }
+    }
 }
 
 /// One run's intermediates over a plan; reuse it for the next run with the same shapes.
@@ -72,7 +98,7 @@ pub struct RunState {
     slab: Option<Slab>,
     slots: Vec<SlotValue>,
     /// Graph outputs that are graph inputs, copied so they outlive the caller's inputs.
-    passthrough: Vec<Option<Tensor>>,
+    passthrough: Vec<Option<Value>>,
     /// Graph outputs too large for the pool (they bypass it), kept for the next run's same
     /// output instead of being freed and allocated again.
     kept: Vec<Option<Tensor>>,
@@ -119,15 +145,15 @@ impl RunState {
 
     /// Runs the plan on `inputs` (graph inputs in declaration order). The outputs stay in the
     /// state until the next run or [`RunState::release`].
-    pub fn run(&mut self, engine: &Engine, inputs: &[TensorRef<'_>]) -> Result<(), RunError> {
+    pub fn run<I: RunInput>(&mut self, engine: &Engine, inputs: &[I]) -> Result<(), RunError> {
         self.run_steps(engine, inputs, None)
     }
 
     /// [`RunState::run`], stopping at the first kernel boundary after `control` is cancelled.
-    pub fn run_with(
+    pub fn run_with<I: RunInput>(
         &mut self,
         engine: &Engine,
-        inputs: &[TensorRef<'_>],
+        inputs: &[I],
         control: &RunControl,
     ) -> Result<(), RunError> {
         control.start(&self.plan);
@@ -136,10 +162,10 @@ impl RunState {
         result
     }
 
-    fn run_steps(
+    fn run_steps<I: RunInput>(
         &mut self,
         engine: &Engine,
-        inputs: &[TensorRef<'_>],
+        inputs: &[I],
         control: Option<&RunControl>,
     ) -> Result<(), RunError> {
         self.release(engine);
@@ -166,22 +192,18 @@ impl RunState {
                 times[s] += start.elapsed();
             }
             for &slot in &step.release {
-                if let SlotValue::Pooled(t) =
-                    std::mem::replace(&mut self.slots[slot], SlotValue::Empty)
-                {
-                    engine.pool().put(t);
-                }
+                std::mem::replace(&mut self.slots[slot], SlotValue::Empty).release(engine);
             }
         }
         self.copy_passthrough_outputs(engine, inputs)
     }
 
-    fn run_step(
+    fn run_step<I: RunInput>(
         &mut self,
         engine: &Engine,
         plan: &Plan,
         step_index: usize,
-        inputs: &[TensorRef<'_>],
+        inputs: &[I],
     ) -> Result<(), RunError> {
         let step = &plan.steps()[step_index];
         let model = plan.model();
@@ -228,19 +250,21 @@ impl RunState {
             }
         };
         let mut slab_reads = slab_reads.into_iter();
-        let all_views: SmallVec<[Option<TensorRef<'_>>; INLINE_INPUTS]> = step
+        let all_views: SmallVec<[Option<ValueView<'_>>; INLINE_INPUTS]> = step
             .reads()
             .map(|at| match at {
                 ValueRef::Absent => None,
-                ValueRef::Input(i) => Some(inputs[i]),
-                ValueRef::Constant(c) => Some(plan.constant(c)),
+                ValueRef::Input(i) => Some(inputs[i].value()),
+                ValueRef::Constant(c) => Some(ValueView::Tensor(plan.constant(c))),
                 ValueRef::Slot(s) => {
                     let info = &plan.slots()[s];
                     match (&slots[s], &info.shape) {
-                        (SlotValue::Pooled(t), _) => Some(t.as_ref()),
-                        (SlotValue::InSlab, Some(shape)) => slab_reads
-                            .next()
-                            .map(|bytes| TensorRef::new(info.dtype, shape, bytes)),
+                        (SlotValue::Pooled(t), _) => Some(ValueView::Tensor(t.as_ref())),
+                        (SlotValue::Sequence(elements), _) => Some(ValueView::Sequence(elements)),
+                        (SlotValue::None, _) => Some(ValueView::None),
+                        (SlotValue::InSlab, Some(shape)) => slab_reads.next().map(|bytes| {
+                            ValueView::Tensor(TensorRef::new(info.dtype, shape, bytes))
+                        }),
                         _ => None,
                     }
                 }
@@ -256,6 +280,15 @@ impl RunState {
         } else {
             None
         };
+        let kinds: SmallVec<[ValueKind; 4]> = step
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(k, &slot)| match &inferred {
+                Some((_, kinds)) => kinds.get(k).copied().unwrap_or(ValueKind::TENSOR),
+                None => plan.slots()[slot].kind,
+            })
+            .collect();
         let mut pooled: SmallVec<[Option<Tensor>; 4]> = SmallVec::new();
         let mut unshaped = step.unshaped;
         for (k, &slot) in step.outputs.iter().enumerate() {
@@ -265,12 +298,20 @@ impl RunState {
                 pooled.push(None);
                 continue;
             }
+            if kinds[k] != ValueKind::TENSOR {
+                // An optional tensor is shaped in the call; sequences are grown in it.
+                if !kinds[k].holds_sequence() {
+                    unshaped |= bit;
+                }
+                pooled.push(None);
+                continue;
+            }
             if unshaped & bit != 0 {
                 pooled.push(None);
                 continue;
             }
             let (dtype, shape) = match &inferred {
-                Some(types) => {
+                Some((types, _)) => {
                     let ty = types.get(k).ok_or_else(|| {
                         kernel_error(
                             plan,
@@ -342,9 +383,9 @@ impl RunState {
             .zip(pooled.iter_mut())
             .map(|((k, &slot), tensor)| match tensor {
                 Some(t) => t.to_abi_mut(),
-                None if is_bit(unshaped, k) => {
+                None if is_bit(unshaped, k) || kinds[k] != ValueKind::TENSOR => {
                     let dtype = match &inferred {
-                        Some(types) => types.get(k).map_or(DType::UNDEFINED, |t| t.dtype),
+                        Some((types, _)) => types.get(k).map_or(DType::UNDEFINED, |t| t.dtype),
                         None => plan.slots()[slot].dtype,
                     };
                     TensorViewMut::new(dtype, &[], &mut [])
@@ -356,18 +397,18 @@ impl RunState {
                 }
             })
             .collect();
-        let shaped = (unshaped != 0).then(|| {
-            let dtypes = step
-                .outputs
-                .iter()
-                .enumerate()
-                .map(|(k, &s)| match &inferred {
-                    Some(types) => types.get(k).map_or(DType::UNDEFINED, |t| t.dtype),
-                    None => plan.slots()[s].dtype,
-                })
-                .collect();
-            ShapedOutputs::new(engine, unshaped, dtypes)
-        });
+        let dtypes: SmallVec<[DType; 4]> = step
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(k, &s)| match &inferred {
+                Some((types, _)) => types.get(k).map_or(DType::UNDEFINED, |t| t.dtype),
+                None => plan.slots()[s].dtype,
+            })
+            .collect();
+        let shaped = (unshaped != 0).then(|| ShapedOutputs::new(engine, unshaped, dtypes.clone()));
+        let values = (kinds.iter().any(|&k| k != ValueKind::TENSOR) || !step.subgraphs.is_empty())
+            .then(|| CallValues::new(engine, kinds.clone(), dtypes));
         let runs = &mut subgraph_runs[step_index];
         let subgraphs = (!step.subgraphs.is_empty()).then(|| SubgraphCall {
             engine,
@@ -387,7 +428,9 @@ impl RunState {
             Some(step),
             CallScope {
                 subgraphs: subgraphs.as_ref().map(|s| s as &dyn SubgraphRunner),
+                subgraph_values: subgraphs.as_ref().map(|s| s as &dyn SubgraphValues),
                 shaped: shaped.as_ref(),
+                values: values.as_ref(),
             },
         );
         if let Some(call) = subgraphs {
@@ -397,26 +440,39 @@ impl RunState {
         drop(all_views);
         let mut shaped = shaped.map(ShapedOutputs::into_tensors);
         let mut missing = None;
+        let mut value_error = None;
         for (k, (&slot, tensor)) in step.outputs.iter().zip(pooled).enumerate() {
-            slots[slot] = match tensor {
-                Some(t) => SlotValue::Pooled(t),
-                None if is_bit(unshaped, k) => {
-                    match shaped
-                        .as_mut()
-                        .and_then(|s| s.get_mut(k))
-                        .and_then(Option::take)
-                    {
-                        Some(t) => SlotValue::Pooled(t),
-                        None => {
-                            missing.get_or_insert(k);
-                            SlotValue::Empty
-                        }
+            let shaped_tensor = shaped
+                .as_mut()
+                .and_then(|s| s.get_mut(k))
+                .and_then(Option::take);
+            let value = match &values {
+                Some(values) if result.is_ok() => match values.take(k, shaped_tensor) {
+                    Ok(value) => value.map(SlotValue::from_value),
+                    Err(e) => {
+                        value_error.get_or_insert(e);
+                        Some(SlotValue::Empty)
                     }
+                },
+                _ => shaped_tensor.map(SlotValue::Pooled),
+            };
+            slots[slot] = match (tensor, value) {
+                (Some(t), _) => SlotValue::Pooled(t),
+                (None, Some(value)) => value,
+                (None, None) if is_bit(unshaped, k) => {
+                    missing.get_or_insert(k);
+                    SlotValue::Empty
                 }
-                None => SlotValue::InSlab,
+                (None, None) => SlotValue::InSlab,
             };
         }
+        if let Some(values) = &values {
+            values.release();
+        }
         result.map_err(|message| kernel_error(plan, step, message))?;
+        if let Some(message) = value_error {
+            return Err(kernel_error(plan, step, message));
+        }
         match missing {
             Some(k) => Err(kernel_error(
                 plan,
@@ -427,41 +483,67 @@ impl RunState {
         }
     }
 
-    fn copy_passthrough_outputs(
+    fn copy_passthrough_outputs<I: RunInput>(
         &mut self,
         engine: &Engine,
-        inputs: &[TensorRef<'_>],
+        inputs: &[I],
     ) -> Result<(), RunError> {
         let model = self.plan.model();
         for (k, &at) in self.plan.outputs().iter().enumerate() {
             if let ValueRef::Input(i) = at {
-                let input = inputs[i];
-                let mut copy =
-                    engine
-                        .pool()
-                        .get(input.dtype, input.shape)
-                        .map_err(|e| RunError::Input {
-                            path: model.path().to_owned(),
-                            name: model.value_name(model.inputs[i]).to_owned(),
-                            reason: e.to_string(),
-                        })?;
-                copy.bytes_mut().copy_from_slice(input.data);
+                let copy = inputs[i]
+                    .value()
+                    .to_owned(engine)
+                    .map_err(|e| RunError::Input {
+                        path: model.path().to_owned(),
+                        name: model.value_name(model.inputs[i]).to_owned(),
+                        reason: e.to_string(),
+                    })?;
                 self.passthrough[k] = Some(copy);
             }
         }
         Ok(())
     }
 
-    /// Graph output `k` of the last run.
+    /// Graph output `k` of the last run, when it is a tensor.
     pub fn output(&self, k: usize) -> Option<TensorRef<'_>> {
+        self.output_value(k)?.tensor()
+    }
+
+    /// Graph output `k` of the last run, of any kind.
+    pub fn output_value(&self, k: usize) -> Option<ValueView<'_>> {
         match *self.plan.outputs().get(k)? {
             ValueRef::Slot(s) => match &self.slots[s] {
-                SlotValue::Pooled(t) => Some(t.as_ref()),
+                SlotValue::Pooled(t) => Some(ValueView::Tensor(t.as_ref())),
+                SlotValue::Sequence(elements) => Some(ValueView::Sequence(elements)),
+                SlotValue::None => Some(ValueView::None),
                 _ => None,
             },
-            ValueRef::Constant(c) => Some(self.plan.constant(c)),
-            ValueRef::Input(_) => self.passthrough[k].as_ref().map(Tensor::as_ref),
+            ValueRef::Constant(c) => Some(ValueView::Tensor(self.plan.constant(c))),
+            ValueRef::Input(_) => self.passthrough[k].as_ref().map(Value::view),
             ValueRef::Absent => None,
+        }
+    }
+
+    /// Takes graph output `k` of the last run out of the state, a copy when the state does
+    /// not own it alone (a constant, or the slot of another output too).
+    pub fn take_output(&mut self, engine: &Engine, k: usize) -> Option<Value> {
+        let at = *self.plan.outputs().get(k)?;
+        let shared = self.plan.outputs().iter().filter(|&&o| o == at).count() > 1;
+        match at {
+            ValueRef::Slot(s) if !shared => {
+                match std::mem::replace(&mut self.slots[s], SlotValue::Empty) {
+                    SlotValue::Pooled(t) => Some(Value::Tensor(t)),
+                    SlotValue::Sequence(elements) => Some(Value::Sequence(elements)),
+                    SlotValue::None => Some(Value::None),
+                    other => {
+                        self.slots[s] = other;
+                        None
+                    }
+                }
+            }
+            ValueRef::Input(_) if !shared => self.passthrough[k].take(),
+            _ => self.output_value(k)?.to_owned(engine).ok(),
         }
     }
 
@@ -474,23 +556,26 @@ impl RunState {
     pub fn release(&mut self, engine: &Engine) {
         let model = self.plan.model();
         for (s, slot) in self.slots.iter_mut().enumerate() {
-            if let SlotValue::Pooled(t) = std::mem::replace(slot, SlotValue::Empty) {
-                let is_output = self.plan.slots()[s]
-                    .value
-                    .is_some_and(|v| model.outputs.contains(&v));
-                if is_output && engine.pool().bypasses(t.bytes().len()) {
-                    self.kept[s] = Some(t);
-                } else {
-                    engine.pool().put(t);
+            match std::mem::replace(slot, SlotValue::Empty) {
+                SlotValue::Pooled(t) => {
+                    let is_output = self.plan.slots()[s]
+                        .value
+                        .is_some_and(|v| model.outputs.contains(&v));
+                    if is_output && engine.pool().bypasses(t.bytes().len()) {
+                        self.kept[s] = Some(t);
+                    } else {
+                        engine.pool().put(t);
+                    }
                 }
+                other => other.release(engine),
             }
         }
-        for t in self.passthrough.iter_mut().filter_map(Option::take) {
-            engine.pool().put(t);
+        for value in self.passthrough.iter_mut().filter_map(Option::take) {
+            value.release(engine);
         }
     }
 
-    fn check_inputs(&self, inputs: &[TensorRef<'_>]) -> Result<(), RunError> {
+    fn check_inputs<I: RunInput>(&self, inputs: &[I]) -> Result<(), RunError> {
         let model = self.plan.model();
         let error = |k: usize, reason: String| RunError::Input {
             path: model.path().to_owned(),
@@ -501,7 +586,7 @@ impl RunState {
                 .to_owned(),
             reason,
         };
-        let expected = self.plan.input_types();
+        let expected = self.plan.input_values();
         if inputs.len() != expected.len() {
             return Err(error(
                 inputs.len().min(expected.len()),
@@ -512,20 +597,42 @@ impl RunState {
                 ),
             ));
         }
-        for (k, (input, (dtype, shape))) in inputs.iter().zip(expected).enumerate() {
-            if input.dtype != *dtype || input.shape != shape.as_slice() {
-                return Err(error(
-                    k,
-                    format!(
-                        "the plan expects {dtype} {shape:?}, got {} {:?}",
-                        input.dtype, input.shape
+        for (k, (input, expected)) in inputs.iter().zip(expected).enumerate() {
+            let value = input.value();
+            if !expected.accepts(&value) {
+                let (dtype, dims) = value.infer_type();
+                let reason = match value {
+                    ValueView::Tensor(_) if expected.given == ValueKind::TENSOR => format!(
+                        "the plan expects {} {:?}, got {dtype} {dims:?}",
+                        expected.dtype, expected.dims
                     ),
-                ));
+                    _ => format!(
+                        "the plan expects {} of {} {:?}, got a {} of {dtype} {dims:?}",
+                        expected.given.described(),
+                        expected.dtype,
+                        expected.dims,
+                        value.describe()
+                    ),
+                };
+                return Err(error(k, reason));
             }
-            if Some(input.data.len()) != byte_size(input.dtype, input.shape) {
+            let tensors: &[TensorRef<'_>] = match &value {
+                ValueView::Tensor(t) => std::slice::from_ref(t),
+                _ => &[],
+            };
+            let elements = match value {
+                ValueView::Sequence(elements) => elements,
+                _ => &[],
+            };
+            let sizes_fit = tensors
+                .iter()
+                .copied()
+                .chain(elements.iter().map(Tensor::as_ref))
+                .all(|t| Some(t.data.len()) == byte_size(t.dtype, t.shape));
+            if !sizes_fit {
                 return Err(error(
                     k,
-                    format!("{} bytes do not match {dtype} {shape:?}", input.data.len()),
+                    "its bytes do not match its dtype and shape".to_owned(),
                 ));
             }
         }
@@ -541,37 +648,55 @@ fn is_bit(mask: u64, k: usize) -> bool {
         .is_some_and(|bit| mask & bit != 0)
 }
 
-/// Output types from the kernel's inference function, on the actual inputs (and, for a node
-/// with subgraphs, the values they read).
+/// Output types and kinds from the kernel's inference function, on the actual inputs (and,
+/// for a node with subgraphs, the values they read).
 fn infer_now(
     engine: &Engine,
     plan: &Plan,
     step: &Step,
-    inputs: &[Option<TensorRef<'_>>],
-    captures: &[Option<TensorRef<'_>>],
-) -> Result<Vec<OutputType>, String> {
-    let shapes: Vec<Vec<i64>> = inputs
+    inputs: &[Option<ValueView<'_>>],
+    captures: &[Option<ValueView<'_>>],
+) -> Result<(Vec<OutputType>, SmallVec<[ValueKind; 4]>), String> {
+    let types: Vec<(DType, Vec<i64>)> = inputs
         .iter()
-        .map(|t| t.map_or(Vec::new(), |t| t.shape.iter().map(|&d| d as i64).collect()))
+        .map(|v| v.map_or((DType::UNDEFINED, Vec::new()), |v| v.infer_type()))
         .collect();
+    let model_inputs = &plan.model().nodes[step.node].inputs;
+    let input_kinds: SmallVec<[ValueKind; 8]> = inputs
+        .iter()
+        .zip(&step.inputs)
+        .map(|(v, at)| {
+            let planned = match *at {
+                ValueRef::Slot(s) => plan.slots()[s].kind,
+                ValueRef::Input(k) => plan.input_values()[k].kind,
+                ValueRef::Constant(_) | ValueRef::Absent => ValueKind::TENSOR,
+            };
+            v.map_or(ValueKind::TENSOR, |v| InputType::kind_of(planned, &v))
+        })
+        .collect();
+    if !step.kernel.reads_value_kinds() {
+        if let Some(i) = input_kinds.iter().position(|&k| k != ValueKind::TENSOR) {
+            let name = model_inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .map_or("?", |id| plan.model().value_name(id));
+            return Err(format!(
+                "input '{name}' is {}, but the operator takes tensors only",
+                input_kinds[i].described()
+            ));
+        }
+    }
     let infer_inputs: Vec<InferInput<'_>> = inputs
         .iter()
-        .zip(&shapes)
+        .zip(&types)
         .enumerate()
-        .map(|(i, (t, shape))| match t {
-            None => InferInput {
-                dtype: DType::UNDEFINED,
-                shape: shape.as_slice().into(),
-                value: RNone,
-            },
-            Some(t) => InferInput {
-                dtype: t.dtype,
-                shape: shape.as_slice().into(),
-                value: if step.kernel.needs_value(i) {
-                    RSome(t.to_abi())
-                } else {
-                    RNone
-                },
+        .map(|(i, (v, (dtype, shape)))| InferInput {
+            dtype: *dtype,
+            shape: shape.as_slice().into(),
+            value: match v {
+                Some(ValueView::Tensor(t)) if step.kernel.needs_value(i) => RSome(t.to_abi()),
+                _ => RNone,
             },
         })
         .collect();
@@ -594,25 +719,29 @@ fn infer_now(
                         (ValueRef::Constant(c), _) => {
                             Binding::Constant(plan.shared_constant(c).clone())
                         }
-                        (_, Some(v)) => Binding::runtime(v.dtype, v.shape),
-                        (_, None) => Binding::Runtime(DType::UNDEFINED, Vec::new()),
+                        (_, Some(v)) => Binding::given(v),
+                        (_, None) => {
+                            Binding::Runtime(ValueKind::TENSOR, DType::UNDEFINED, Vec::new())
+                        }
                     })
                     .collect(),
             })
             .collect(),
     };
-    step.attributes.with_abi(|attributes| {
+    let scope = InferScope::new(
+        (!step.subgraphs.is_empty()).then_some(&typing as &dyn SubgraphTypes),
+        &input_kinds,
+        step.outputs.len(),
+    );
+    let types = step.attributes.with_abi(|attributes| {
         let call = InferCall {
             inputs: infer_inputs.as_slice().into(),
             attributes: attributes.into(),
             output_count: step.outputs.len(),
         };
-        if step.subgraphs.is_empty() {
-            step.kernel.infer(&call)
-        } else {
-            typing.infer(&step.kernel, &call)
-        }
-    })
+        step.kernel.infer_in(&call, &scope)
+    })?;
+    Ok((types, scope.into_output_kinds()))
 }
 
 fn kernel_error(plan: &Plan, step: &Step, message: String) -> RunError {

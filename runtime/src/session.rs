@@ -4,10 +4,11 @@
 use crate::{
     engine::Engine,
     onnx::{Dim, Model},
-    plan::{Plan, PlanError},
+    plan::{Binding, Plan, PlanError},
     run_control::RunControl,
     run_state::{RunError, RunState},
-    tensor::{Shape, TensorRef},
+    tensor::Shape,
+    value::RunInput,
 };
 use opal_plugin_api::DType;
 use std::{collections::BTreeMap, fmt, sync::Arc};
@@ -79,6 +80,8 @@ impl Session {
     }
 
     /// The graph inputs' types as declared, with symbolic dims filled from the session's dims.
+    /// A sequence or optional input, whose shape only its value tells, is its dtype (undefined
+    /// when not declared) with no dims.
     pub fn declared_input_types(&self) -> Result<Vec<(DType, Shape)>, PlanError> {
         let model = &self.model;
         let error = |reason: String| PlanError {
@@ -91,6 +94,9 @@ impl Session {
             .iter()
             .map(|&id| {
                 let value = &model.values[id];
+                if value.kind != opal_plugin_api::ValueKind::TENSOR {
+                    return Ok((value.dtype.unwrap_or(DType::UNDEFINED), Shape::new()));
+                }
                 let dtype = value
                     .dtype
                     .ok_or_else(|| error(format!("input '{}' declares no dtype", value.name)))?;
@@ -131,44 +137,43 @@ impl Session {
 
     /// Runs the model on `inputs`, compiling a plan first if their shapes are new or a new
     /// registry snapshot was published. The outputs are read from the returned state.
-    pub fn run(&mut self, inputs: &[TensorRef<'_>]) -> Result<&RunState, SessionError> {
+    pub fn run<I: RunInput>(&mut self, inputs: &[I]) -> Result<&RunState, SessionError> {
         self.run_inner(inputs, None)
     }
 
     /// [`Session::run`], stopping at the first kernel boundary after `control` is cancelled
     /// ([`RunError::Cancelled`]); the session stays usable.
-    pub fn run_with(
+    pub fn run_with<I: RunInput>(
         &mut self,
-        inputs: &[TensorRef<'_>],
+        inputs: &[I],
         control: &RunControl,
     ) -> Result<&RunState, SessionError> {
         self.run_inner(inputs, Some(control))
     }
 
-    fn run_inner(
+    fn run_inner<I: RunInput>(
         &mut self,
-        inputs: &[TensorRef<'_>],
+        inputs: &[I],
         control: Option<&RunControl>,
     ) -> Result<&RunState, SessionError> {
         let generation = self.engine.generation();
         let fits = generation == self.generation
-            && self.state.as_ref().is_some_and(|s| {
-                let types = s.plan().input_types();
-                types.len() == inputs.len()
-                    && types
-                        .iter()
-                        .zip(inputs)
-                        .all(|((d, s), i)| *d == i.dtype && s.as_slice() == i.shape)
-            });
+            && self
+                .state
+                .as_ref()
+                .is_some_and(|s| s.plan().accepts(inputs));
         if !fits {
-            let types: Vec<(DType, Shape)> = inputs
-                .iter()
-                .map(|i| (i.dtype, Shape::from_slice(i.shape)))
-                .collect();
+            let bindings: Vec<Binding> =
+                inputs.iter().map(|i| Binding::given(&i.value())).collect();
             if let Some(mut old) = self.state.take() {
                 old.release(&self.engine);
             }
-            let plan = Arc::new(Plan::compile(&self.engine, &self.model, &types)?);
+            let plan = Arc::new(Plan::compile_bound(
+                &self.engine,
+                &self.model,
+                &bindings,
+                self.engine.registry(),
+            )?);
             let mut state = RunState::new(&self.engine, plan);
             state.set_profiling(self.profiling);
             self.state = Some(state);

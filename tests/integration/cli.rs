@@ -74,6 +74,7 @@ fn the_default_deployment_loads_every_operator_plugin_of_the_workspace() {
         ("ml", "TreeEnsemble"),
         ("training", "Adam"),
         ("image", "ImageDecoder"),
+        ("sequence", "SequenceAt"),
     ] {
         let section = text
             .split("\nplugin ")

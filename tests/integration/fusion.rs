@@ -12,7 +12,7 @@ use opal_runtime::{
 use opal_tests::plugin;
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
-/// An engine with the nine operator plugins of the default deployment, fusing or not.
+/// An engine with the ten operator plugins of the default deployment, fusing or not.
 fn engine(fusion: bool) -> Arc<Engine> {
     let mut text = format!("[engine]\nfusion = {fusion}\n");
     for name in [
@@ -25,6 +25,7 @@ fn engine(fusion: bool) -> Arc<Engine> {
         "opal_ml",
         "opal_training",
         "opal_image",
+        "opal_sequence",
     ] {
         text.push_str(&format!(
             "[[plugins]]\npath = \"{}\"\n",

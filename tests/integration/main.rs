@@ -14,6 +14,7 @@ mod kserve_client;
 mod models;
 mod overload;
 mod plugin_loading;
+mod sequences;
 mod serve;
 mod watch;
 

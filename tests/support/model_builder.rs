@@ -144,6 +144,30 @@ impl ModelBuilder {
         self
     }
 
+    /// A graph input that is a sequence of tensors of ONNX element type `elem_type` and dims.
+    pub fn input_sequence(mut self, name: &str, elem_type: i32, dims: &[i64]) -> Self {
+        self.graph
+            .input
+            .push(wrapped(name, elem_type, dims, Wrap::Sequence));
+        self
+    }
+
+    /// A graph input that is an optional tensor of ONNX element type `elem_type` and dims.
+    pub fn input_optional(mut self, name: &str, elem_type: i32, dims: &[i64]) -> Self {
+        self.graph
+            .input
+            .push(wrapped(name, elem_type, dims, Wrap::Optional));
+        self
+    }
+
+    /// A graph output that is a sequence of tensors of ONNX element type `elem_type` and dims.
+    pub fn output_sequence(mut self, name: &str, elem_type: i32, dims: &[i64]) -> Self {
+        self.graph
+            .output
+            .push(wrapped(name, elem_type, dims, Wrap::Sequence));
+        self
+    }
+
     /// An int64 initializer.
     pub fn initializer_i64(mut self, name: &str, dims: &[i64], values: &[i64]) -> Self {
         self.graph.initializer.push(TensorProto {
@@ -267,6 +291,33 @@ impl ModelBuilder {
         let path = dir.join(name);
         std::fs::write(&path, self.encode()).expect("the test can write its model");
         path
+    }
+}
+
+/// What a value of tensors is wrapped in.
+enum Wrap {
+    Sequence,
+    Optional,
+}
+
+/// A sequence or optional of tensors of `elem_type` and `dims`.
+fn wrapped(name: &str, elem_type: i32, dims: &[i64], wrap: Wrap) -> ValueInfoProto {
+    let tensor = typed(value_info(name, dims), elem_type).r#type;
+    let value = match wrap {
+        Wrap::Sequence => type_proto::Value::SequenceType(type_proto::Sequence {
+            elem_type: tensor.map(Box::new),
+        }),
+        Wrap::Optional => type_proto::Value::OptionalType(type_proto::Optional {
+            elem_type: tensor.map(Box::new),
+        }),
+    };
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(value),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 

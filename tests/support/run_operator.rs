@@ -129,6 +129,10 @@ pub fn run_f32(
             isa: opal_plugin_api::Isa::from_environment(),
             subgraphs: None,
             shaped: None,
+            engine: None,
+            values_in: &[],
+            values_out: None,
+            subgraph_values: None,
         };
         let mut call = KernelCall {
             inputs: input_views.as_slice().into(),

@@ -2,9 +2,9 @@
 
 use crate::{
     carried::copy_into,
-    types::{merge_types, scalar_bool},
+    types::{declare_kinds, merge_value_types, scalar_bool},
 };
-use opal_plugin_api::prelude::*;
+use opal_plugin_api::{prelude::*, value::ValueSource};
 
 pub struct If;
 
@@ -14,6 +14,8 @@ impl Operator for If {
     const OP_TYPE: &'static str = "If";
     /// The condition: when inference knows it, only the branch taken is typed.
     const VALUE_INPUTS: &'static [usize] = &[0];
+    /// Its branches may give sequences and optionals, which it passes on.
+    const READS_VALUE_KINDS: bool = true;
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let cond = cx.input(0)?;
@@ -25,11 +27,12 @@ impl Operator for If {
         }
         if let Some(value) = cond.value() {
             let taken = BRANCHES[usize::from(!scalar_bool("the condition", value)?)];
-            let types = cx.subgraph_types(taken, &[])?;
+            let types = cx.subgraph_value_types(taken, &[], &[])?;
             check_count(taken, types.len(), cx.output_count())?;
-            return Ok(types);
+            return declare_kinds(cx, types);
         }
-        let [then_types, else_types] = BRANCHES.map(|branch| cx.subgraph_types(branch, &[]));
+        let [then_types, else_types] =
+            BRANCHES.map(|branch| cx.subgraph_value_types(branch, &[], &[]));
         for (branch, types) in BRANCHES.iter().zip([&then_types, &else_types]) {
             if let Ok(types) = types {
                 check_count(branch, types.len(), cx.output_count())?;
@@ -38,16 +41,17 @@ impl Operator for If {
         // A branch that cannot be typed for these inputs can never run on them: exporters
         // keep both paths of a check on the input (a sample rate, a rank), and only one fits.
         // The outputs are the other branch's; the run reports the error if it takes this one.
-        match (then_types, else_types) {
+        let types = match (then_types, else_types) {
             (Ok(then_types), Ok(else_types)) => then_types
                 .iter()
                 .zip(&else_types)
                 .enumerate()
-                .map(|(k, (a, b))| merge_types(&format!("output {k}"), a, b))
-                .collect(),
-            (Ok(types), Err(_)) | (Err(_), Ok(types)) => Ok(types),
-            (Err(error), Err(_)) => Err(error),
-        }
+                .map(|(k, (a, b))| merge_value_types(&format!("output {k}"), a, b))
+                .collect::<KernelResult<_>>()?,
+            (Ok(types), Err(_)) | (Err(_), Ok(types)) => types,
+            (Err(error), Err(_)) => return Err(error),
+        };
+        declare_kinds(cx, types)
     }
 
     fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
@@ -56,7 +60,11 @@ impl Operator for If {
         let given = cx.run_subgraph(branch, &[])?;
         check_count(branch, given, cx.output_count())?;
         for k in 0..given {
-            let value = cx.subgraph_output(branch, k)?;
+            // A sequence or none is no tensor view: the host passes it on.
+            let Ok(value) = cx.subgraph_output(branch, k) else {
+                cx.forward(k, ValueSource::subgraph_output(branch, k))?;
+                continue;
+            };
             let output = cx.shaped_output(k, value.shape())?;
             copy_into(output, value.dtype(), value.bytes())?;
         }

@@ -6,7 +6,7 @@ use crate::{
     check::{check_rank, error, expect_fixed_size, Shape},
     parallel::for_each_chunk,
 };
-use opal_plugin_api::prelude::*;
+use opal_plugin_api::{prelude::*, value::ValueSource};
 
 /// Bytes per piece below which a copy stays on one thread.
 const COPY_GRAIN: usize = 1 << 17;
@@ -33,20 +33,37 @@ fn copy_bytes(op: &str, cx: &mut KernelContext<'_>) -> KernelResult<()> {
     Ok(())
 }
 
-/// The input unchanged.
+/// The input unchanged: a tensor, or a sequence or optional, which the host copies.
 pub struct Identity;
 
 impl Operator for Identity {
     const OP_TYPE: &'static str = "Identity";
+    const READS_VALUE_KINDS: bool = true;
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
+        let kind = cx.input_kind(0);
+        if kind != ValueKind::TENSOR {
+            cx.set_output_kind(0, kind)?;
+            let x = if kind.holds_sequence() {
+                Some(cx.sequence_input(0)?)
+            } else {
+                cx.optional_input(0)?
+            };
+            return Ok(vec![x
+                .map_or(OutputType::new(DType::UNDEFINED, Vec::new()), |x| {
+                    OutputType::new(x.dtype, x.shape.to_vec())
+                })]);
+        }
         let x = cx.input(0)?;
         expect_fixed_size(Self::OP_TYPE, x.dtype)?;
         Ok(vec![OutputType::new(x.dtype, x.shape.to_vec())])
     }
 
     fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
-        copy_bytes(Self::OP_TYPE, cx)
+        match cx.value(0)? {
+            Value::Tensor(_) if !cx.is_unshaped(0) => copy_bytes(Self::OP_TYPE, cx),
+            _ => cx.forward(0, ValueSource::input(0)),
+        }
     }
 }
 

@@ -6,10 +6,12 @@
 //! `atol` (as the ONNX backend tests' model cases do), or the command line does. Integer outputs
 //! compare exactly unless `atol` is 1 or more.
 
+use opal_plugin_api::ValueKind;
 use opal_runtime::{
-    compare::{compare, Tolerance},
-    tensor_file::read_tensor,
-    Engine, Session, TensorRef,
+    compare::{compare_values, Tolerance},
+    value::Value,
+    value_file::read_value,
+    Engine, Session,
 };
 use std::{
     collections::BTreeMap,
@@ -108,27 +110,33 @@ fn check_case(engine: &Arc<Engine>, dir: &Path, tolerance: Tolerance) -> Result<
         .inputs
         .iter()
         .chain(&model.outputs)
-        .find(|&&id| model.values[id].non_tensor.is_some())
+        .find(|&&id| model.values[id].unsupported.is_some())
     {
         let value = &model.values[id];
         return Err(format!(
-            "'{}' has type {}; opal runs models whose inputs and outputs are tensors",
+            "'{}' has type {}; opal runs tensors, sequences of tensors and optionals of either",
             value.name,
-            value.non_tensor.unwrap_or("non-tensor")
+            value.unsupported.unwrap_or("unknown")
         ));
     }
     let owner = engine.tracker().owner("inputs");
     let mut session = Session::new(engine.clone(), model.clone(), BTreeMap::new());
     for set in sets {
-        let files = |prefix: &str| -> Result<Vec<_>, String> {
+        let files = |prefix: &str, values: &[usize]| -> Result<Vec<Value>, String> {
             (0..)
                 .map(|k| set.join(format!("{prefix}_{k}.pb")))
                 .take_while(|p| p.is_file())
-                .map(|p| read_tensor(&p, &owner))
+                .enumerate()
+                .map(|(k, p)| {
+                    let kind = values
+                        .get(k)
+                        .map_or(ValueKind::TENSOR, |&id| model.values[id].kind);
+                    read_value(&p, kind, &owner)
+                })
                 .collect()
         };
-        let inputs = files("input")?;
-        let expected = files("output")?;
+        let inputs = files("input", &model.inputs)?;
+        let expected = files("output", &model.outputs)?;
         if inputs.len() != model.inputs.len() {
             return Err(format!(
                 "{} holds {} inputs, the model takes {}",
@@ -137,14 +145,13 @@ fn check_case(engine: &Arc<Engine>, dir: &Path, tolerance: Tolerance) -> Result<
                 model.inputs.len()
             ));
         }
-        let views: Vec<TensorRef<'_>> = inputs.iter().map(|c| c.as_ref()).collect();
-        let state = session.run(&views).map_err(|e| e.to_string())?;
+        let state = session.run(&inputs).map_err(|e| e.to_string())?;
         for (k, reference) in expected.iter().enumerate() {
             let name = model.outputs.get(k).map_or("?", |&id| model.value_name(id));
             let actual = state
-                .output(k)
+                .output_value(k)
                 .ok_or_else(|| format!("output {k} ('{name}') was not produced"))?;
-            compare(actual, reference.as_ref(), tolerance)
+            compare_values(actual, reference.view(), tolerance)
                 .map_err(|e| format!("output {k} ('{name}'): {e}"))?;
         }
     }

@@ -5,7 +5,7 @@
 
 use super::setup::{ModelArgs, Prepared};
 use anyhow::Context;
-use opal_runtime::{tensor_file::write_tensor, TensorRef};
+use opal_runtime::{value::ValueView, value_file::write_value, TensorRef};
 use serde_json::json;
 use std::{io::Write as _, path::PathBuf};
 
@@ -14,7 +14,8 @@ pub(crate) struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// Write the k-th graph output to DIR/output_<k>.npy (DIR/output_<k>.pb, an ONNX
-    /// TensorProto, for element types NumPy lacks, such as bf16).
+    /// TensorProto, for element types NumPy lacks, such as bf16); a sequence to the folder
+    /// DIR/output_<k>/ with one such file per element (0.npy, 1.npy, …); none to no file.
     #[arg(long)]
     output_dir: Option<PathBuf>,
     /// Print one JSON object instead of text.
@@ -41,18 +42,18 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     let measured = prepared.measure(iterations)?;
     let (host, plugins) = (measured.host_allocations, measured.plugin_allocations);
     let times = &measured.times_ms;
-    let inputs: Vec<_> = prepared.inputs.iter().map(|c| c.as_ref()).collect();
-    let state = prepared.session.run(&inputs)?;
+    let state = prepared.session.run(&prepared.inputs)?;
     let model = &prepared.model;
-    let outputs: Vec<(String, TensorRef<'_>)> = state
-        .outputs()
-        .enumerate()
-        .map(|(k, t)| (model.value_name(model.outputs[k]).to_owned(), t))
+    let outputs: Vec<(String, ValueView<'_>)> = (0..model.outputs.len())
+        .filter_map(|k| {
+            let value = state.output_value(k)?;
+            Some((model.value_name(model.outputs[k]).to_owned(), value))
+        })
         .collect();
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for (k, (_, t)) in outputs.iter().enumerate() {
-            write_tensor(dir, &format!("output_{k}"), *t).map_err(anyhow::Error::msg)?;
+        for (k, (_, value)) in outputs.iter().enumerate() {
+            write_value(dir, &format!("output_{k}"), *value).map_err(anyhow::Error::msg)?;
         }
     }
     let plan = state.plan().clone();
@@ -69,7 +70,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
             "min_ms": times[0],
             "first_output_ms": prepared.first_output_ms,
             "allocations_per_run": per_run,
-            "outputs": outputs.iter().map(|(name, t)| summary_json(name, t)).collect::<Vec<_>>(),
+            "outputs": outputs.iter().map(|(name, v)| value_json(name, v)).collect::<Vec<_>>(),
             "memory": {
                 "current_bytes": report.current_bytes,
                 "peak_bytes": report.peak_bytes,
@@ -135,8 +136,21 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         out,
         "Heap allocations per run after warm-up: {per_run} (host {host}, plugins {plugins}, over {iterations} runs)"
     )?;
-    for (name, t) in &outputs {
-        writeln!(out, "Output '{name}': {}", summarize(t))?;
+    for (name, value) in &outputs {
+        match value {
+            ValueView::Tensor(t) => writeln!(out, "Output '{name}': {}", summarize(t))?,
+            ValueView::Sequence(elements) => {
+                writeln!(
+                    out,
+                    "Output '{name}': a sequence of {} tensors",
+                    elements.len()
+                )?;
+                for (i, e) in elements.iter().enumerate() {
+                    writeln!(out, "  [{i}] {}", summarize(&e.as_ref()))?;
+                }
+            }
+            ValueView::None => writeln!(out, "Output '{name}': none")?,
+        }
     }
     writeln!(out)?;
     write!(out, "{report}")?;
@@ -168,6 +182,21 @@ fn summarize(t: &TensorRef<'_>) -> String {
         first.join(", "),
         if values.len() > 6 { ", …" } else { "" }
     )
+}
+
+/// An output as JSON: a tensor's summary; a sequence's elements' summaries; none as `null`.
+fn value_json(name: &str, value: &ValueView<'_>) -> serde_json::Value {
+    match value {
+        ValueView::Tensor(t) => summary_json(name, t),
+        ValueView::Sequence(elements) => json!({
+            "name": name,
+            "sequence": elements
+                .iter()
+                .map(|e| summary_json(name, &e.as_ref()))
+                .collect::<Vec<_>>(),
+        }),
+        ValueView::None => json!({ "name": name, "none": true }),
+    }
 }
 
 fn summary_json(name: &str, t: &TensorRef<'_>) -> serde_json::Value {

@@ -2,11 +2,14 @@
 //! building the engine with the thread count asked for, and reading or generating inputs.
 
 use anyhow::{bail, Context};
+use opal_plugin_api::ValueKind;
 use opal_runtime::{
     config::ModelSpec,
     onnx::{Constant, Model},
     synthetic::synthetic_tensor,
     tensor_file::read_tensor,
+    value::{RunInput, Value, ValueView},
+    value_file::read_value,
     Deployment, Engine, Session,
 };
 use std::{
@@ -28,7 +31,8 @@ pub(crate) struct ModelArgs {
     /// Deployment file; the embedded default when absent.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
-    /// An input from a .npy or ONNX TensorProto .pb file, as NAME=PATH (repeatable); inputs not
+    /// An input from a .npy or ONNX TensorProto .pb file (a SequenceProto or OptionalProto
+    /// .pb file for a sequence or optional), as NAME=PATH (repeatable); tensor inputs not
     /// given are generated from their declared shapes.
     #[arg(long = "input", value_parser = parse_pair::<PathBuf>)]
     pub(crate) inputs: Vec<(String, PathBuf)>,
@@ -50,6 +54,21 @@ fn parse_pair<T: std::str::FromStr>(s: &str) -> Result<(String, T), String> {
     Ok((name.to_owned(), value))
 }
 
+/// An input of the runs: a tensor, or a sequence or optional read from its file.
+pub(crate) enum Input {
+    Tensor(Constant),
+    Value(Value),
+}
+
+impl RunInput for Input {
+    fn value(&self) -> ValueView<'_> {
+        match self {
+            Input::Tensor(constant) => ValueView::Tensor(constant.as_ref()),
+            Input::Value(value) => value.view(),
+        }
+    }
+}
+
 /// A model loaded on an engine, with its inputs ready.
 pub(crate) struct Prepared {
     pub(crate) deployment: Deployment,
@@ -57,7 +76,7 @@ pub(crate) struct Prepared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) model: Arc<Model>,
     pub(crate) session: Session,
-    pub(crate) inputs: Vec<Constant>,
+    pub(crate) inputs: Vec<Input>,
     /// Milliseconds from the command's start (loading plugins and the model, compiling the
     /// plan) to the end of the first run, once it ran.
     pub(crate) first_output_ms: Option<f64>,
@@ -83,8 +102,17 @@ impl Prepared {
         let mut inputs = Vec::with_capacity(model.inputs.len());
         for (k, &id) in model.inputs.iter().enumerate() {
             let name = model.value_name(id);
+            let kind = model.values[id].kind;
             let tensor = match given.remove(name) {
+                Some(path) if kind != ValueKind::TENSOR => {
+                    let value = read_value(&path, kind, &owner).map_err(anyhow::Error::msg)?;
+                    inputs.push(Input::Value(value));
+                    continue;
+                }
                 Some(path) => read_tensor(&path, &owner).map_err(anyhow::Error::msg)?,
+                None if kind != ValueKind::TENSOR => bail!(
+                    "input '{name}' is {}, which opal does not make up; give it as a SequenceProto or OptionalProto .pb file (--input {name}=PATH)", kind.described()
+                ),
                 None => {
                     let types = declared.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
                     let (dtype, shape) = &types[k];
@@ -93,7 +121,7 @@ impl Prepared {
                         .into()
                 }
             };
-            inputs.push(tensor);
+            inputs.push(Input::Tensor(tensor));
         }
         if let Some(name) = given.keys().next() {
             let names: Vec<&str> = model
@@ -135,12 +163,12 @@ impl Prepared {
     /// Runs the model `iterations` times (at least once), timing each run and counting the
     /// heap allocations they make.
     pub(crate) fn measure(&mut self, iterations: usize) -> anyhow::Result<Measured> {
-        let inputs: Vec<_> = self.inputs.iter().map(Constant::as_ref).collect();
+        let inputs = &self.inputs;
         let mut times_ms = Vec::with_capacity(iterations.max(1));
         let (host_before, plugins_before) = allocations(&self.engine);
         for _ in 0..iterations.max(1) {
             let start = Instant::now();
-            self.session.run(&inputs)?;
+            self.session.run(inputs)?;
             times_ms.push(start.elapsed().as_secs_f64() * 1e3);
             if self.first_output_ms.is_none() {
                 let since_start = COMMAND_START.get().map(Instant::elapsed);

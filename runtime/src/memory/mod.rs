@@ -14,7 +14,7 @@ pub use arena::ScratchArena;
 pub use buffer::{AlignedBuffer, ALIGNMENT};
 pub use counting::{heap_allocations, CountingAllocator};
 pub use mapped::{contains, map_file};
-pub use pool::{PoolConfig, PoolStats, TensorPool};
+pub use pool::{AllocError, PoolConfig, PoolStats, TensorPool};
 pub use slab::{Reads, Slab, Writes};
 pub use stats::{MemoryReport, OwnerReport};
 pub use tracker::{MemoryTracker, Owner, OwnerUsage};

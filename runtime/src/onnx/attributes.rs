@@ -1,7 +1,7 @@
 //! A node's attributes as plugins see them: ONNX `AttributeProto`s lent across the ABI as
 //! [`Attribute`] views, built on the stack for each call so a run allocates nothing.
 
-use super::{constant::Constant, proto::AttributeProto};
+use super::{constant::Constant, model::declared_type, proto::AttributeProto};
 use crate::memory::Owner;
 use abi_stable::std_types::{RSlice, RStr};
 use opal_plugin_api::{attribute::AttrValue, Attribute};
@@ -15,6 +15,7 @@ const TENSOR: i32 = 4;
 const FLOATS: i32 = 6;
 const INTS: i32 = 7;
 const STRINGS: i32 = 8;
+const TYPE_PROTO: i32 = 13;
 
 /// A node's attributes with tensor attributes decoded once.
 #[derive(Debug)]
@@ -22,6 +23,9 @@ pub struct NodeAttributes {
     protos: Vec<AttributeProto>,
     /// The decoded value of each `TENSOR` attribute, by position in `protos`.
     tensors: Vec<Option<Constant>>,
+    /// Each `TYPE_PROTO` attribute as `[kind, dtype]` (a `ValueKind` and a `DType` number), by
+    /// position in `protos`: how type-valued attributes reach plugins.
+    types: Vec<Option<[i64; 2]>>,
 }
 
 impl NodeAttributes {
@@ -36,9 +40,26 @@ impl NodeAttributes {
                 _ => Ok(None),
             })
             .collect::<Result<_, _>>()?;
+        let types = protos
+            .iter()
+            .map(
+                |a| match (a.r#type, a.tp.as_ref().and_then(|t| t.value.as_ref())) {
+                    (TYPE_PROTO, Some(declared)) => declared_type(declared)
+                        .map(|(kind, dtype)| Some([i64::from(kind.0), i64::from(dtype.0)]))
+                        .map_err(|e| {
+                            format!(
+                                "attribute '{}': a type of {e}, which opal does not run",
+                                a.name
+                            )
+                        }),
+                    _ => Ok(None),
+                },
+            )
+            .collect::<Result<_, _>>()?;
         Ok(NodeAttributes {
             protos: protos.to_vec(),
             tensors,
+            types,
         })
     }
 
@@ -54,7 +75,7 @@ impl NodeAttributes {
             .collect();
         let mut next_string = 0;
         let mut attributes: SmallVec<[Attribute<'_>; 24]> = SmallVec::new();
-        for (proto, tensor) in self.protos.iter().zip(&self.tensors) {
+        for ((proto, tensor), ty) in self.protos.iter().zip(&self.tensors).zip(&self.types) {
             let value = match proto.r#type {
                 FLOAT => AttrValue::Float(proto.f),
                 INT => AttrValue::Int(proto.i),
@@ -69,6 +90,10 @@ impl NodeAttributes {
                 }
                 TENSOR => match tensor {
                     Some(t) => AttrValue::Tensor(t.as_ref().to_abi()),
+                    None => continue,
+                },
+                TYPE_PROTO => match ty {
+                    Some(ty) => AttrValue::Ints(RSlice::from_slice(ty)),
                     None => continue,
                 },
                 _ => continue,

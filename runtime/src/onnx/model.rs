@@ -12,7 +12,7 @@ use super::{
 };
 use crate::memory::{map_file, Owner};
 use bytes::Bytes;
-use opal_plugin_api::DType;
+use opal_plugin_api::{DType, ValueKind};
 use prost::Message;
 use std::{
     collections::HashMap,
@@ -43,9 +43,12 @@ pub struct Value {
     pub dtype: Option<DType>,
     /// The declared shape, when the model declares one.
     pub shape: Option<Vec<Dim>>,
-    /// What kind of value the model declares, when it is not a plain tensor (`sequence`,
-    /// `map`, `optional`, `sparse tensor`): opal runs tensors only.
-    pub non_tensor: Option<&'static str>,
+    /// The kind of value the model declares: a tensor, a sequence of tensors, or an
+    /// optional of either (for these the dtype and shape are those of the tensor or elements).
+    pub kind: ValueKind,
+    /// A kind the model declares that opal does not run (`map`, `sparse tensor`, a sequence
+    /// of sequences, …).
+    pub unsupported: Option<&'static str>,
 }
 
 /// A node of the graph, with inputs and outputs as value ids (`None`: an omitted optional one).
@@ -233,7 +236,8 @@ impl Model {
                     name: name.to_owned(),
                     dtype: None,
                     shape: None,
-                    non_tensor: None,
+                    kind: ValueKind::TENSOR,
+                    unsupported: None,
                 });
                 values.len() - 1
             })
@@ -351,17 +355,21 @@ impl Model {
     }
 }
 
-/// Records a `ValueInfoProto`'s declared tensor type on `value`.
+/// Records a `ValueInfoProto`'s declared type on `value`: its kind, and the dtype and shape of
+/// the tensor it is or holds.
 fn declare(value: &mut Value, info: &ValueInfoProto) {
-    let kind = info.r#type.as_ref().and_then(|t| t.value.as_ref());
-    value.non_tensor = match kind {
-        Some(type_proto::Value::SequenceType(_)) => Some("sequence"),
-        Some(type_proto::Value::MapType(_)) => Some("map"),
-        Some(type_proto::Value::OptionalType(_)) => Some("optional"),
-        Some(type_proto::Value::SparseTensorType(_)) => Some("sparse tensor"),
-        _ => None,
+    let Some(declared) = info.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        return;
     };
-    let Some(type_proto::Value::TensorType(tensor)) = kind else {
+    let (kind, tensor) = match unwrap_type(declared) {
+        Ok(found) => found,
+        Err(unsupported) => {
+            value.unsupported = Some(unsupported);
+            return;
+        }
+    };
+    value.kind = kind;
+    let Some(tensor) = tensor else {
         return;
     };
     if tensor.elem_type != 0 {
@@ -380,5 +388,45 @@ fn declare(value: &mut Value, info: &ValueInfoProto) {
             })
             .collect();
         value.shape = Some(dims);
+    }
+}
+
+/// The kind of a declared type and the dtype of the tensor it is or holds (`UNDEFINED` when the
+/// model leaves it out); the name of a kind opal does not run otherwise.
+pub(crate) fn declared_type(
+    declared: &type_proto::Value,
+) -> Result<(ValueKind, DType), &'static str> {
+    let (kind, tensor) = unwrap_type(declared)?;
+    Ok((kind, DType(tensor.map_or(0, |t| t.elem_type))))
+}
+
+/// The kind of a declared type and the tensor type it is or holds (`None` when the model
+/// leaves it out); the name of a kind opal does not run otherwise.
+fn unwrap_type(
+    declared: &type_proto::Value,
+) -> Result<(ValueKind, Option<&type_proto::Tensor>), &'static str> {
+    match declared {
+        type_proto::Value::TensorType(tensor) => Ok((ValueKind::TENSOR, Some(tensor))),
+        type_proto::Value::SequenceType(sequence) => {
+            match sequence.elem_type.as_ref().and_then(|t| t.value.as_ref()) {
+                None => Ok((ValueKind::SEQUENCE, None)),
+                Some(type_proto::Value::TensorType(tensor)) => {
+                    Ok((ValueKind::SEQUENCE, Some(tensor)))
+                }
+                Some(_) => Err("sequence of non-tensors"),
+            }
+        }
+        type_proto::Value::OptionalType(optional) => {
+            match optional.elem_type.as_ref().and_then(|t| t.value.as_ref()) {
+                None => Ok((ValueKind::OPTIONAL_TENSOR, None)),
+                Some(type_proto::Value::OptionalType(_)) => Err("optional of an optional"),
+                Some(inner) => {
+                    let (kind, tensor) = unwrap_type(inner)?;
+                    Ok((kind.optional(), tensor))
+                }
+            }
+        }
+        type_proto::Value::MapType(_) => Err("map"),
+        type_proto::Value::SparseTensorType(_) => Err("sparse tensor"),
     }
 }

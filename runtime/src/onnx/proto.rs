@@ -326,3 +326,39 @@ pub struct FunctionProto {
     #[prost(string, tag = "10")]
     pub domain: String,
 }
+
+/// A sequence value in a test-data `.pb` file.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SequenceProto {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// One of the `ELEM_*` constants below.
+    #[prost(int32, tag = "2")]
+    pub elem_type: i32,
+    #[prost(message, repeated, tag = "3")]
+    pub tensor_values: Vec<TensorProto>,
+    #[prost(message, repeated, tag = "5")]
+    pub sequence_values: Vec<SequenceProto>,
+    #[prost(message, repeated, tag = "7")]
+    pub optional_values: Vec<OptionalProto>,
+}
+
+/// An optional value in a test-data `.pb` file.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OptionalProto {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// One of the `ELEM_*` constants below; `ELEM_UNDEFINED` for none.
+    #[prost(int32, tag = "2")]
+    pub elem_type: i32,
+    #[prost(message, optional, tag = "3")]
+    pub tensor_value: Option<TensorProto>,
+    #[prost(message, optional, tag = "5")]
+    pub sequence_value: Option<SequenceProto>,
+}
+
+/// `SequenceProto.DataType` and `OptionalProto.DataType`.
+pub const ELEM_UNDEFINED: i32 = 0;
+pub const ELEM_TENSOR: i32 = 1;
+pub const ELEM_SEQUENCE: i32 = 3;
+pub const ELEM_OPTIONAL: i32 = 5;

@@ -9,18 +9,21 @@ use super::{
     memory_plan::{place, Lifetime},
     order::topological_order,
     subgraphs::{SubgraphTyping, TypedSubgraph},
-    CallScope, Place, Plan, PlanConstant, PreparedData, SlotInfo, Step, StepSubgraph, ValueRef,
+    CallScope, InputType, Place, Plan, PlanConstant, PreparedData, SlotInfo, Step, StepSubgraph,
+    ValueRef,
 };
 use crate::{
     engine::Engine,
     memory::{AlignedBuffer, Owner, ScratchArena},
     onnx::{Constant, ConstantData, Dim, Model, Node, NodeAttributes},
-    plugin::{OperatorEntry, Registry},
+    plugin::{InferScope, OperatorEntry, Registry, SubgraphTypes},
     tensor::{byte_size, Shape, Tensor, TensorRef},
+    value::ValueView,
 };
 use abi_stable::std_types::{RNone, RSome};
 use opal_plugin_api::{
-    infer::InferInput, operator::InferCall, tensor::TensorViewMut, DType, OutputType,
+    infer::InferInput, operator::InferCall, tensor::TensorViewMut, value::ValueType, DType,
+    OutputType, ValueKind,
 };
 use smallvec::SmallVec;
 use std::{cell::RefCell, fmt, path::PathBuf, sync::Arc};
@@ -59,9 +62,11 @@ impl PlanError {
 /// What an input of a graph being compiled is bound to.
 #[derive(Debug, Clone)]
 pub enum Binding {
-    /// A tensor the caller passes on each run, of this dtype and shape (a dim of -1 is known
-    /// only then: such a graph is compiled only to infer its output types).
-    Runtime(DType, Vec<i64>),
+    /// A value the caller passes on each run, of this kind, dtype and shape (of a sequence's
+    /// elements; a dim of -1 is known only then: such a graph is compiled only to infer its
+    /// output types, unless the kind is a sequence). A none given for an optional is bound as
+    /// an optional of dtype `UNDEFINED`.
+    Runtime(ValueKind, DType, Vec<i64>),
     /// A constant of an enclosing graph's plan, read by a subgraph.
     Constant(Arc<Constant>),
 }
@@ -69,7 +74,18 @@ pub enum Binding {
 impl Binding {
     /// A tensor given on each run, of known shape.
     pub fn runtime(dtype: DType, shape: &[usize]) -> Self {
-        Binding::Runtime(dtype, dims_of(shape))
+        Binding::Runtime(ValueKind::TENSOR, dtype, dims_of(shape))
+    }
+
+    /// The binding of a value given on each run.
+    pub fn given(value: &ValueView<'_>) -> Self {
+        let (dtype, dims) = value.infer_type();
+        let kind = match value {
+            ValueView::Tensor(_) => ValueKind::TENSOR,
+            ValueView::Sequence(_) => ValueKind::SEQUENCE,
+            ValueView::None => ValueKind::OPTIONAL_TENSOR,
+        };
+        Binding::Runtime(kind, dtype, dims)
     }
 }
 
@@ -78,13 +94,17 @@ impl Binding {
 #[derive(Clone)]
 struct Known {
     at: ValueRef,
+    kind: ValueKind,
     dtype: DType,
     shape: Vec<i64>,
 }
 
 impl Known {
-    /// The dims, when all are known.
+    /// The dims of a tensor, when all are known.
     fn fixed_shape(&self) -> Option<Shape> {
+        if self.kind != ValueKind::TENSOR {
+            return None;
+        }
         self.shape
             .iter()
             .map(|&d| usize::try_from(d).ok())
@@ -154,14 +174,14 @@ impl Plan {
         Compiler::new(engine, graph, registry, DeclaredShapes::Hints).compile(bindings)
     }
 
-    /// The output types of `graph` with its inputs bound to `bindings` (dims of -1 allowed):
-    /// its nodes inferred and folded as a compilation would, nothing placed.
+    /// The output kinds and types of `graph` with its inputs bound to `bindings` (dims of -1
+    /// allowed): its nodes inferred and folded as a compilation would, nothing placed.
     pub fn infer_bound(
         engine: &Engine,
         graph: &Arc<Model>,
         bindings: &[Binding],
         registry: Arc<Registry>,
-    ) -> Result<Vec<OutputType>, PlanError> {
+    ) -> Result<Vec<ValueType>, PlanError> {
         Compiler::new(engine, graph, registry, DeclaredShapes::Hints).infer_outputs(bindings)
     }
 }
@@ -188,6 +208,8 @@ struct Compiler<'e> {
     folded_bytes: u64,
     slots: Vec<SlotInfo>,
     steps: Vec<Step>,
+    /// The declared kind of each input given at run time.
+    runtime_kinds: Vec<ValueKind>,
 }
 
 impl<'e> Compiler<'e> {
@@ -207,6 +229,7 @@ impl<'e> Compiler<'e> {
             folded_bytes: 0,
             slots: Vec::new(),
             steps: Vec::new(),
+            runtime_kinds: Vec::new(),
         }
     }
 
@@ -225,6 +248,7 @@ impl<'e> Compiler<'e> {
         for (&id, constant) in &self.model.constants {
             self.known[id] = Some(Known {
                 at: ValueRef::Constant(self.constants.len()),
+                kind: ValueKind::TENSOR,
                 dtype: constant.dtype,
                 shape: dims_of(&constant.shape),
             });
@@ -238,13 +262,16 @@ impl<'e> Compiler<'e> {
         Ok(())
     }
 
-    fn infer_outputs(mut self, bindings: &[Binding]) -> Result<Vec<OutputType>, PlanError> {
+    fn infer_outputs(mut self, bindings: &[Binding]) -> Result<Vec<ValueType>, PlanError> {
         self.add_nodes(bindings)?;
         self.model
             .outputs
             .iter()
             .map(|&id| match &self.known[id] {
-                Some(k) => Ok(OutputType::new(k.dtype, k.shape.clone())),
+                Some(k) => Ok(ValueType {
+                    kind: k.kind,
+                    ty: OutputType::new(k.dtype, k.shape.clone()),
+                }),
                 None => Err(self.error(
                     None,
                     format!(
@@ -258,16 +285,25 @@ impl<'e> Compiler<'e> {
 
     fn compile(mut self, bindings: &[Binding]) -> Result<Plan, PlanError> {
         self.add_nodes(bindings)?;
-        let input_types: Vec<(DType, Shape)> = bindings
+        let input_values: Vec<InputType> = bindings
             .iter()
             .filter_map(|b| match b {
-                Binding::Runtime(dtype, dims) => Some((
-                    *dtype,
-                    dims.iter()
-                        .map(|&d| usize::try_from(d).unwrap_or(0))
-                        .collect(),
-                )),
+                Binding::Runtime(given, dtype, dims) => Some((*given, *dtype, dims)),
                 Binding::Constant(_) => None,
+            })
+            .zip(&self.runtime_kinds)
+            .map(|((given, dtype, dims), &kind)| InputType {
+                kind,
+                given,
+                dtype,
+                dims: dims.clone(),
+            })
+            .collect();
+        let input_types: Vec<(DType, Shape)> = input_values
+            .iter()
+            .map(|t| {
+                let dims = t.dims.iter().map(|&d| usize::try_from(d).unwrap_or(0));
+                (t.dtype, dims.collect())
             })
             .collect();
         if self.engine.config().fusion {
@@ -302,6 +338,7 @@ impl<'e> Compiler<'e> {
             model: self.model.clone(),
             registry: self.registry,
             input_types,
+            input_values,
             constants: self.constants,
             slots: self.slots,
             steps: self.steps,
@@ -325,30 +362,78 @@ impl<'e> Compiler<'e> {
             ));
         }
         for &id in model.inputs.iter().chain(&model.outputs) {
-            if let Some(kind) = model.values[id].non_tensor {
+            if let Some(kind) = model.values[id].unsupported {
                 return Err(self.error(
                     None,
                     format!(
-                        "graph input or output '{}' has type {kind}; opal runs models whose inputs and outputs are tensors",
+                        "graph input or output '{}' has type {kind}; opal runs tensors, sequences of tensors and optionals of either",
                         model.value_name(id)
                     ),
                 ));
             }
         }
         let mut runtime_inputs = 0;
-        for (&id, binding) in model.inputs.iter().zip(bindings) {
-            let (dtype, shape) = match binding {
+        for (position, (&id, binding)) in model.inputs.iter().zip(bindings).enumerate() {
+            let (given, dtype, shape) = match binding {
                 Binding::Constant(constant) => {
                     self.known[id] = Some(Known {
                         at: ValueRef::Constant(self.constants.len()),
+                        kind: ValueKind::TENSOR,
                         dtype: constant.dtype,
                         shape: dims_of(&constant.shape),
                     });
                     self.constants.push(PlanConstant::Model(constant.clone()));
                     continue;
                 }
-                Binding::Runtime(dtype, shape) => (*dtype, shape),
+                Binding::Runtime(given, dtype, shape) => (*given, *dtype, shape),
             };
+            let declared = &model.values[id];
+            let is_none = given.is_optional() && dtype == DType::UNDEFINED;
+            // A value a subgraph reads from an enclosing graph has the kind it has there.
+            let declared_kind = if position < model.declared_inputs {
+                declared.kind
+            } else {
+                given
+            };
+            let fits = if is_none {
+                declared_kind.is_optional()
+            } else {
+                given.holds_sequence() == declared_kind.holds_sequence()
+            };
+            if !fits {
+                let what = if is_none {
+                    "none".to_owned()
+                } else {
+                    given.element().described()
+                };
+                return Err(self.error(
+                    None,
+                    format!(
+                        "input '{}' is declared {}, but {what} was given",
+                        declared.name,
+                        declared.kind.described()
+                    ),
+                ));
+            }
+            let kind = declared_kind;
+            self.runtime_kinds.push(kind);
+            // An empty sequence, or none, has the dtype its declaration gives.
+            let dtype = match declared.dtype {
+                Some(expected) if dtype == DType::UNDEFINED && kind != ValueKind::TENSOR => {
+                    expected
+                }
+                _ => dtype,
+            };
+            if kind != ValueKind::TENSOR {
+                self.known[id] = Some(Known {
+                    at: ValueRef::Input(runtime_inputs),
+                    kind,
+                    dtype,
+                    shape: shape.clone(),
+                });
+                runtime_inputs += 1;
+                continue;
+            }
             let declared = &model.values[id];
             if let Some(expected) = declared.dtype {
                 if expected != dtype {
@@ -382,6 +467,7 @@ impl<'e> Compiler<'e> {
             }
             self.known[id] = Some(Known {
                 at: ValueRef::Input(runtime_inputs),
+                kind,
                 dtype,
                 shape: shape.clone(),
             });
@@ -408,7 +494,25 @@ impl<'e> Compiler<'e> {
                 .flatten()
                 .chain(subgraphs.iter().flat_map(|s| &s.captures))
         };
-        let untyped_input = read().any(|k| k.dtype == DType::UNDEFINED);
+        if !kernel.reads_value_kinds() {
+            let given = node.inputs.iter().zip(&inputs).find_map(|(id, k)| {
+                let k = k.as_ref().filter(|k| k.kind != ValueKind::TENSOR)?;
+                Some((id.map_or("?", |id| model.value_name(id)), k.kind))
+            });
+            if let Some((name, kind)) = given {
+                return Err(self.error(
+                    Some(node),
+                    format!(
+                        "input '{name}' is {}, but operator {} of plugin '{}' takes tensors only",
+                        kind.described(),
+                        kernel.describe(),
+                        kernel.plugin_name()
+                    ),
+                ));
+            }
+        }
+        let untyped_input =
+            read().any(|k| k.kind == ValueKind::TENSOR && k.dtype == DType::UNDEFINED);
         let inputs_known = read().all(|k| k.fixed_shape().is_some());
         let types = if untyped_input {
             None
@@ -421,18 +525,25 @@ impl<'e> Compiler<'e> {
                 Err(error) => return Err(error),
             }
         };
-        let Some(types) = types else {
+        let Some((types, kinds)) = types else {
             self.add_untyped(index, kernel, attributes, inputs, subgraphs);
             return Ok(());
         };
         let owner = self.engine.plugin_owner(kernel.plugin_name());
         let mut outputs: Vec<InferredOutput> = Vec::with_capacity(node.outputs.len());
-        for (out, ty) in node.outputs.iter().zip(&types) {
+        for ((out, ty), &kind) in node.outputs.iter().zip(&types).zip(&kinds) {
             let name = out.map(|id| model.value_name(id));
-            let shape = self.checked_shape(node, kernel.plugin_name(), name, ty)?;
+            let shape = if kind == ValueKind::TENSOR {
+                self.checked_shape(node, kernel.plugin_name(), name, ty)?
+            } else {
+                None
+            };
             outputs.push((*out, ty.dtype, shape));
         }
-        let foldable = subgraphs.is_empty()
+        let only_tensors = kinds.iter().all(|&k| k == ValueKind::TENSOR)
+            && read().all(|k| k.kind == ValueKind::TENSOR);
+        let foldable = only_tensors
+            && subgraphs.is_empty()
             && !kernel.draws_at_random()
             && inputs.iter().enumerate().all(|(i, k)| match k {
                 None => true,
@@ -454,9 +565,10 @@ impl<'e> Compiler<'e> {
         let unshaped = if !shapes_known && inputs_fixed && kernel.shapes_outputs_in_call() {
             outputs
                 .iter()
+                .zip(&kinds)
                 .take(64)
                 .enumerate()
-                .filter(|(_, (_, _, shape))| shape.is_none())
+                .filter(|(_, ((_, _, shape), &kind))| shape.is_none() && !kind.holds_sequence())
                 .fold(0u64, |mask, (k, _)| mask | 1 << k)
         } else {
             0
@@ -484,10 +596,11 @@ impl<'e> Compiler<'e> {
             unshaped,
             subgraphs: step_subgraphs(subgraphs),
         };
-        for ((out, dtype, shape), ty) in outputs.into_iter().zip(&types) {
+        for (((out, dtype, shape), ty), &kind) in outputs.into_iter().zip(&types).zip(&kinds) {
             let slot = self.slots.len();
             self.slots.push(SlotInfo {
                 value: out,
+                kind,
                 dtype,
                 // When one output's shape waits for the run, all are inferred then, unless
                 // the kernel shapes that one in its call.
@@ -498,6 +611,7 @@ impl<'e> Compiler<'e> {
             if let Some(id) = out {
                 self.known[id] = Some(Known {
                     at: ValueRef::Slot(slot),
+                    kind,
                     dtype,
                     shape: ty.shape.to_vec(),
                 });
@@ -528,6 +642,7 @@ impl<'e> Compiler<'e> {
             let slot = self.slots.len();
             self.slots.push(SlotInfo {
                 value: out,
+                kind: ValueKind::TENSOR,
                 dtype: DType::UNDEFINED,
                 shape: None,
                 place: Place::Pool,
@@ -535,6 +650,7 @@ impl<'e> Compiler<'e> {
             if let Some(id) = out {
                 self.known[id] = Some(Known {
                     at: ValueRef::Slot(slot),
+                    kind: ValueKind::TENSOR,
                     dtype: DType::UNDEFINED,
                     shape: Vec::new(),
                 });
@@ -669,7 +785,7 @@ impl<'e> Compiler<'e> {
         attributes: &NodeAttributes,
         inputs: &[Option<Known>],
         subgraphs: &[NodeSubgraph],
-    ) -> Result<Vec<OutputType>, PlanError> {
+    ) -> Result<(Vec<OutputType>, SmallVec<[ValueKind; 4]>), PlanError> {
         let shapes: Vec<&[i64]> = inputs
             .iter()
             .map(|k| k.as_ref().map_or(&[][..], |k| k.shape.as_slice()))
@@ -687,7 +803,9 @@ impl<'e> Compiler<'e> {
                     dtype: k.dtype,
                     shape: (*shape).into(),
                     value: match k.at {
-                        ValueRef::Constant(c) => RSome(self.constants[c].tensor().to_abi()),
+                        ValueRef::Constant(c) if k.kind == ValueKind::TENSOR => {
+                            RSome(self.constants[c].tensor().to_abi())
+                        }
                         _ => RNone,
                     },
                 },
@@ -705,6 +823,15 @@ impl<'e> Compiler<'e> {
                 })
                 .collect(),
         };
+        let input_kinds: SmallVec<[ValueKind; 8]> = inputs
+            .iter()
+            .map(|k| k.as_ref().map_or(ValueKind::TENSOR, |k| k.kind))
+            .collect();
+        let scope = InferScope::new(
+            (!subgraphs.is_empty()).then_some(&typing as &dyn SubgraphTypes),
+            &input_kinds,
+            node.outputs.len(),
+        );
         let types = attributes
             .with_abi(|attributes| {
                 let call = InferCall {
@@ -712,11 +839,7 @@ impl<'e> Compiler<'e> {
                     attributes: attributes.into(),
                     output_count: node.outputs.len(),
                 };
-                if subgraphs.is_empty() {
-                    kernel.infer(&call)
-                } else {
-                    typing.infer(kernel, &call)
-                }
+                kernel.infer_in(&call, &scope)
             })
             .map_err(|e| {
                 self.error(
@@ -735,7 +858,7 @@ impl<'e> Compiler<'e> {
                 ),
             ));
         }
-        Ok(types)
+        Ok((types, scope.into_output_kinds()))
     }
 
     /// How a subgraph sees a value of this graph it reads: a constant, or a tensor of the
@@ -743,7 +866,7 @@ impl<'e> Compiler<'e> {
     fn binding(&self, known: &Known) -> Binding {
         match known.at {
             ValueRef::Constant(c) => Binding::Constant(self.constants[c].shared().clone()),
-            _ => Binding::Runtime(known.dtype, known.shape.clone()),
+            _ => Binding::Runtime(known.kind, known.dtype, known.shape.clone()),
         }
     }
 
@@ -850,14 +973,14 @@ impl<'e> Compiler<'e> {
             .iter()
             .map(|k| k.as_ref().and_then(Known::fixed_shape).unwrap_or_default())
             .collect();
-        let views: Vec<Option<TensorRef<'_>>> = inputs
+        let views: Vec<Option<ValueView<'_>>> = inputs
             .iter()
             .zip(&shapes)
             .map(|(k, shape)| {
                 k.as_ref().map(|k| match k.at {
-                    ValueRef::Constant(c) => self.constants[c].tensor(),
+                    ValueRef::Constant(c) => ValueView::Tensor(self.constants[c].tensor()),
                     // A shape-only input: the kernel reads its shape, never its data.
-                    _ => TensorRef::new(k.dtype, shape, &[]),
+                    _ => ValueView::Tensor(TensorRef::new(k.dtype, shape, &[])),
                 })
             })
             .collect();
@@ -893,6 +1016,7 @@ impl<'e> Compiler<'e> {
             let (dtype, shape, data) = tensor.into_parts();
             self.known[id] = Some(Known {
                 at: ValueRef::Constant(self.constants.len()),
+                kind: ValueKind::TENSOR,
                 dtype,
                 shape: dims_of(&shape),
             });

@@ -7,8 +7,8 @@ use crate::{
     memory::{Owner, ScratchArena},
     onnx::NodeAttributes,
     plan::{Step, INLINE_INPUTS},
-    plugin::{CallHost, OperatorEntry, ShapedOutputs, SubgraphRunner},
-    tensor::TensorRef,
+    plugin::{CallHost, CallValues, OperatorEntry, ShapedOutputs, SubgraphRunner, SubgraphValues},
+    value::ValueView,
 };
 use opal_plugin_api::{
     operator::KernelCall,
@@ -17,14 +17,17 @@ use opal_plugin_api::{
 use smallvec::SmallVec;
 use std::cell::RefCell;
 
-/// What a call reaches beyond its tensors: its node's subgraphs and the outputs it shapes.
+/// What a call reaches beyond its tensors: its node's subgraphs, the outputs it shapes, and
+/// its outputs other than tensors.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct CallScope<'a> {
     pub subgraphs: Option<&'a dyn SubgraphRunner>,
+    pub subgraph_values: Option<&'a dyn SubgraphValues>,
     pub shaped: Option<&'a ShapedOutputs<'a>>,
+    pub values: Option<&'a CallValues<'a>>,
 }
 
-/// Runs `kernel` on `inputs` (`None`: an omitted optional input), writing `outputs`; the arena
+/// Runs `kernel` on `inputs` (values of any kind; `None`: an omitted optional input), writing `outputs`; the arena
 /// is reset afterwards. `step` is the plan's step being run (`None` while folding constants),
 /// whose constant inputs and prepared data the kernel may use. Errors are the plugin's message.
 #[allow(clippy::too_many_arguments)]
@@ -33,7 +36,7 @@ pub(crate) fn invoke(
     kernel: &OperatorEntry,
     owner: &Owner,
     attributes: &NodeAttributes,
-    inputs: &[Option<TensorRef<'_>>],
+    inputs: &[Option<ValueView<'_>>],
     outputs: &[TensorViewMut<'_>],
     arena: &RefCell<ScratchArena>,
     step: Option<&Step>,
@@ -41,7 +44,10 @@ pub(crate) fn invoke(
 ) -> Result<(), String> {
     let input_views: SmallVec<[TensorView<'_>; INLINE_INPUTS]> = inputs
         .iter()
-        .map(|t| t.map_or(TensorView::ABSENT, TensorRef::to_abi))
+        .map(|v| match v {
+            Some(ValueView::Tensor(t)) => t.to_abi(),
+            _ => TensorView::ABSENT,
+        })
         .collect();
     let host = CallHost {
         plugin: owner,
@@ -55,6 +61,10 @@ pub(crate) fn invoke(
         isa: engine.isa().isa,
         subgraphs: scope.subgraphs,
         shaped: scope.shaped,
+        engine: Some(engine),
+        values_in: inputs,
+        values_out: scope.values,
+        subgraph_values: scope.subgraph_values,
     };
     let result = attributes.with_abi(|attributes| {
         let mut call = KernelCall {

@@ -21,8 +21,9 @@ use crate::{
     onnx::{Constant, Model, NodeAttributes, ValueId},
     plugin::{OperatorEntry, Registry},
     tensor::{Shape, TensorRef},
+    value::{RunInput, ValueView},
 };
-use opal_plugin_api::DType;
+use opal_plugin_api::{DType, ValueKind};
 use smallvec::SmallVec;
 use std::{ops::Range, sync::Arc};
 
@@ -84,11 +85,14 @@ pub enum Place {
     Pool,
 }
 
-/// An intermediate tensor.
+/// An intermediate value.
 #[derive(Debug, Clone)]
 pub struct SlotInfo {
     /// The value it holds; `None` for an optional output the node omits.
     pub value: Option<ValueId>,
+    /// A tensor, a sequence or an optional; those other than tensors live in the pool.
+    pub kind: ValueKind,
+    /// The dtype of the tensor, or of a sequence's elements.
     pub dtype: DType,
     /// The shape, when known before the run.
     pub shape: Option<Shape>,
@@ -155,12 +159,48 @@ pub struct Fusion {
     pub description: Vec<u8>,
 }
 
+/// The type of a value a plan was compiled to take: what was given (a tensor, a sequence, or
+/// none as an optional of dtype `UNDEFINED`), with its (elements') dtype and dims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputType {
+    /// The kind the graph declares.
+    pub kind: ValueKind,
+    pub given: ValueKind,
+    pub dtype: DType,
+    pub dims: Vec<i64>,
+}
+
+impl InputType {
+    /// The kind a value held as `value` has where this input's is declared `kind`.
+    pub fn kind_of(kind: ValueKind, value: &ValueView<'_>) -> ValueKind {
+        match value {
+            ValueView::Tensor(_) if kind == ValueKind::OPTIONAL_TENSOR => kind,
+            ValueView::Tensor(_) => ValueKind::TENSOR,
+            ValueView::Sequence(_) if kind == ValueKind::OPTIONAL_SEQUENCE => kind,
+            ValueView::Sequence(_) => ValueKind::SEQUENCE,
+            ValueView::None if kind.is_optional() => kind,
+            ValueView::None => ValueKind::OPTIONAL_TENSOR,
+        }
+    }
+
+    /// Whether `value` has this type, compared without allocating for tensors.
+    pub fn accepts(&self, value: &ValueView<'_>) -> bool {
+        let held_fits = match value {
+            ValueView::Tensor(_) => self.given == ValueKind::TENSOR,
+            ValueView::Sequence(_) => self.given == ValueKind::SEQUENCE,
+            ValueView::None => self.given.is_optional(),
+        };
+        held_fits && value.has_type(self.dtype, &self.dims)
+    }
+}
+
 /// A model compiled for one set of input shapes.
 #[derive(Debug)]
 pub struct Plan {
     model: Arc<Model>,
     registry: Arc<Registry>,
     input_types: Vec<(DType, Shape)>,
+    input_values: Vec<InputType>,
     constants: Vec<PlanConstant>,
     slots: Vec<SlotInfo>,
     steps: Vec<Step>,
@@ -179,9 +219,25 @@ impl Plan {
         &self.registry
     }
 
-    /// The dtype and shape each graph input must have.
+    /// The dtype and shape each graph input must have (a sequence's elements', 0 for dims
+    /// they do not share).
     pub fn input_types(&self) -> &[(DType, Shape)] {
         &self.input_types
+    }
+
+    /// The type each graph input must have, values other than tensors included.
+    pub fn input_values(&self) -> &[InputType] {
+        &self.input_values
+    }
+
+    /// Whether the plan was compiled for inputs of the types of `inputs`.
+    pub fn accepts<I: RunInput>(&self, inputs: &[I]) -> bool {
+        self.input_values.len() == inputs.len()
+            && self
+                .input_values
+                .iter()
+                .zip(inputs)
+                .all(|(t, i)| t.accepts(&i.value()))
     }
 
     pub fn steps(&self) -> &[Step] {

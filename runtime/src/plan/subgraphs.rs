@@ -6,13 +6,12 @@ use super::{Binding, Plan, Step, ValueRef, INLINE_INPUTS};
 use crate::{
     engine::Engine,
     onnx::Model,
-    plugin::{infer_host, OperatorEntry, Registry, SubgraphRunner, SubgraphTypes},
+    plugin::{Registry, SubgraphRunner, SubgraphTypes, SubgraphValues},
     run_state::{RunError, RunState},
     tensor::TensorRef,
+    value::{Value, ValueView},
 };
-use opal_plugin_api::{
-    infer::InferInput, operator::InferCall, tensor::TensorView, DType, OutputType,
-};
+use opal_plugin_api::{infer::InferInput, tensor::TensorView, value::ValueType, ValueKind};
 use smallvec::SmallVec;
 use std::{cell::RefCell, sync::Arc};
 
@@ -31,24 +30,17 @@ pub(crate) struct SubgraphTyping<'a> {
     pub subgraphs: Vec<TypedSubgraph<'a>>,
 }
 
-impl SubgraphTyping<'_> {
-    /// Runs `kernel`'s inference with the host's subgraph typing.
-    pub(crate) fn infer(
-        &self,
-        kernel: &OperatorEntry,
-        call: &InferCall<'_>,
-    ) -> Result<Vec<OutputType>, String> {
-        let services: &dyn SubgraphTypes = self;
-        kernel.infer_scoped(call, infer_host(&services))
-    }
-}
-
 impl SubgraphTypes for SubgraphTyping<'_> {
     fn has(&self, name: &str) -> bool {
         self.subgraphs.iter().any(|s| s.attribute == name)
     }
 
-    fn types(&self, name: &str, inputs: &[InferInput<'_>]) -> Result<Vec<OutputType>, String> {
+    fn types(
+        &self,
+        name: &str,
+        inputs: &[InferInput<'_>],
+        kinds: &[ValueKind],
+    ) -> Result<Vec<ValueType>, String> {
         let subgraph = self
             .subgraphs
             .iter()
@@ -58,7 +50,8 @@ impl SubgraphTypes for SubgraphTyping<'_> {
         check_count(name, graph, inputs.len())?;
         let bindings: Vec<Binding> = inputs
             .iter()
-            .map(|i| Binding::Runtime(i.dtype, i.shape.to_vec()))
+            .zip(kinds)
+            .map(|(i, &kind)| Binding::Runtime(kind, i.dtype, i.shape.to_vec()))
             .chain(subgraph.captures.iter().cloned())
             .collect();
         Plan::infer_bound(self.engine, graph, &bindings, self.registry.clone())
@@ -107,13 +100,13 @@ pub(crate) struct SubgraphCall<'a> {
     pub plan: &'a Plan,
     pub step: &'a Step,
     /// The values the subgraphs read, in the order of [`Step::reads`] after the inputs.
-    pub captures: &'a [Option<TensorRef<'a>>],
+    pub captures: &'a [Option<ValueView<'a>>],
     pub runs: RefCell<&'a mut SubgraphRuns>,
 }
 
 impl SubgraphCall<'_> {
     /// The captured values of subgraph `index`, with where each comes from.
-    fn captures_of(&self, index: usize) -> impl Iterator<Item = (ValueRef, Option<TensorRef<'_>>)> {
+    fn captures_of(&self, index: usize) -> impl Iterator<Item = (ValueRef, Option<ValueView<'_>>)> {
         let start: usize = self.step.subgraphs[..index]
             .iter()
             .map(|s| s.captures.len())
@@ -127,19 +120,16 @@ impl SubgraphCall<'_> {
     }
 
     /// Whether `state`'s plan was compiled for these inputs and captured values.
-    fn fits(&self, index: usize, state: &RunState, inputs: &[TensorView<'_>]) -> bool {
-        let expected = state.plan().input_types();
+    fn fits(&self, index: usize, state: &RunState, inputs: &[ValueView<'_>]) -> bool {
+        let expected = state.plan().input_values();
         let runtime_captures = self
             .captures_of(index)
             .filter(|(at, _)| !matches!(at, ValueRef::Constant(_)))
-            .map(|(_, value)| value.map_or((DType::UNDEFINED, &[][..]), |v| (v.dtype, v.shape)));
-        let given = inputs
-            .iter()
-            .map(|v| (v.dtype, v.shape.as_slice()))
-            .chain(runtime_captures);
+            .map(|(_, value)| value.unwrap_or(ValueView::None));
+        let given = inputs.iter().copied().chain(runtime_captures);
         let mut count = 0;
-        for ((dtype, shape), (d, s)) in given.zip(expected) {
-            if dtype != *d || shape != s.as_slice() {
+        for (value, expected) in given.zip(expected) {
+            if !expected.accepts(&value) {
                 return false;
             }
             count += 1;
@@ -148,18 +138,15 @@ impl SubgraphCall<'_> {
     }
 
     /// Compiles subgraph `index` for these inputs.
-    fn compile(&self, index: usize, inputs: &[TensorView<'_>]) -> Result<RunState, String> {
+    fn compile(&self, index: usize, inputs: &[ValueView<'_>]) -> Result<RunState, String> {
         let subgraph = &self.step.subgraphs[index];
-        let mut bindings: Vec<Binding> = inputs
-            .iter()
-            .map(|v| Binding::runtime(v.dtype, v.shape.as_slice()))
-            .collect();
+        let mut bindings: Vec<Binding> = inputs.iter().map(Binding::given).collect();
         for (at, value) in self.captures_of(index) {
             bindings.push(match (at, value) {
                 (ValueRef::Constant(c), _) => {
                     Binding::Constant(self.plan.shared_constant(c).clone())
                 }
-                (_, Some(v)) => Binding::runtime(v.dtype, v.shape),
+                (_, Some(v)) => Binding::given(&v),
                 (_, None) => {
                     return Err(format!(
                         "subgraph '{}' reads a value the run does not hold",
@@ -177,6 +164,16 @@ impl SubgraphCall<'_> {
         .map_err(|e| format!("subgraph '{}': {}", subgraph.attribute, e.within_file()))?;
         Ok(RunState::new(self.engine, Arc::new(plan)))
     }
+
+    /// The execution of subgraph `name` that ran last in this call.
+    fn last_state<'r>(runs: &'r SubgraphRuns, step: &Step, name: &str) -> Option<&'r RunState> {
+        let at = step
+            .subgraphs
+            .iter()
+            .position(|s| s.attribute == name)
+            .and_then(|s| runs.last.get(s).copied().flatten())?;
+        Some(&runs.executions[at].state)
+    }
 }
 
 impl SubgraphRunner for SubgraphCall<'_> {
@@ -185,6 +182,28 @@ impl SubgraphRunner for SubgraphCall<'_> {
     }
 
     fn run(&self, name: &str, inputs: &[TensorView<'_>]) -> Result<usize, String> {
+        let values: SmallVec<[ValueView<'_>; INLINE_INPUTS]> = inputs
+            .iter()
+            .map(|v| {
+                ValueView::Tensor(TensorRef::new(
+                    v.dtype,
+                    v.shape.as_slice(),
+                    v.data.as_slice(),
+                ))
+            })
+            .collect();
+        self.run_values(name, &values)
+    }
+
+    fn with_output(&self, name: &str, index: usize, f: &mut dyn FnMut(Option<TensorView<'_>>)) {
+        let runs = self.runs.borrow();
+        let output = Self::last_state(&runs, self.step, name).and_then(|s| s.output(index));
+        f(output.map(TensorRef::to_abi));
+    }
+}
+
+impl SubgraphValues for SubgraphCall<'_> {
+    fn run_values(&self, name: &str, inputs: &[ValueView<'_>]) -> Result<usize, String> {
         let index = self
             .step
             .subgraphs
@@ -213,9 +232,9 @@ impl SubgraphRunner for SubgraphCall<'_> {
             runs.last.resize(self.step.subgraphs.len(), None);
         }
         runs.last[index] = Some(at);
-        let values: SmallVec<[TensorRef<'_>; INLINE_INPUTS]> = inputs
+        let values: SmallVec<[ValueView<'_>; INLINE_INPUTS]> = inputs
             .iter()
-            .map(|v| TensorRef::new(v.dtype, v.shape.as_slice(), v.data.as_slice()))
+            .copied()
             .chain(
                 self.captures_of(index)
                     .filter(|(at, _)| !matches!(at, ValueRef::Constant(_)))
@@ -229,16 +248,24 @@ impl SubgraphRunner for SubgraphCall<'_> {
         Ok(state.plan().outputs().len())
     }
 
-    fn with_output(&self, name: &str, index: usize, f: &mut dyn FnMut(Option<TensorView<'_>>)) {
-        let runs = self.runs.borrow();
-        let output = self
+    fn take_output(&self, name: &str, index: usize) -> Option<Value> {
+        let mut runs = self.runs.borrow_mut();
+        let at = self
             .step
             .subgraphs
             .iter()
             .position(|s| s.attribute == name)
-            .and_then(|s| runs.last.get(s).copied().flatten())
-            .and_then(|at| runs.executions[at].state.output(index));
-        f(output.map(TensorRef::to_abi));
+            .and_then(|s| runs.last.get(s).copied().flatten())?;
+        runs.executions[at].state.take_output(self.engine, index)
+    }
+
+    fn with_output_value(&self, name: &str, index: usize, f: &mut dyn FnMut(ValueView<'_>)) {
+        let runs = self.runs.borrow();
+        if let Some(value) =
+            Self::last_state(&runs, self.step, name).and_then(|s| s.output_value(index))
+        {
+            f(value);
+        }
     }
 }
 

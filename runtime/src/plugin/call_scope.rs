@@ -12,7 +12,8 @@ use opal_plugin_api::{
     infer::InferInput,
     subgraph::{InferHost, InferHostVTable, InferHostVTableRef},
     tensor::{TensorView, TensorViewMut},
-    DType, OutputType,
+    value::ValueType,
+    DType, OutputType, ValueKind,
 };
 use smallvec::SmallVec;
 use std::{cell::RefCell, ffi::c_void};
@@ -21,8 +22,42 @@ use std::{cell::RefCell, ffi::c_void};
 pub trait SubgraphTypes {
     /// Whether the node has subgraph `name`.
     fn has(&self, name: &str) -> bool;
-    /// The output types of subgraph `name` for declared inputs of the types of `inputs`.
-    fn types(&self, name: &str, inputs: &[InferInput<'_>]) -> Result<Vec<OutputType>, String>;
+    /// The output kinds and types of subgraph `name` for declared inputs of the types of
+    /// `inputs` and kinds `kinds`.
+    fn types(
+        &self,
+        name: &str,
+        inputs: &[InferInput<'_>],
+        kinds: &[ValueKind],
+    ) -> Result<Vec<ValueType>, String>;
+}
+
+/// What an inference call reaches through the host: its inputs' kinds, the kinds it declares
+/// for its outputs, and its node's subgraphs.
+pub struct InferScope<'a> {
+    pub subgraphs: Option<&'a dyn SubgraphTypes>,
+    pub input_kinds: &'a [ValueKind],
+    pub output_kinds: RefCell<SmallVec<[ValueKind; 4]>>,
+}
+
+impl<'a> InferScope<'a> {
+    /// A scope for a node with `outputs` outputs, all tensors until inference says otherwise.
+    pub fn new(
+        subgraphs: Option<&'a dyn SubgraphTypes>,
+        input_kinds: &'a [ValueKind],
+        outputs: usize,
+    ) -> Self {
+        InferScope {
+            subgraphs,
+            input_kinds,
+            output_kinds: RefCell::new(smallvec::smallvec![ValueKind::TENSOR; outputs]),
+        }
+    }
+
+    /// The kinds inference declared, one per output.
+    pub fn into_output_kinds(self) -> SmallVec<[ValueKind; 4]> {
+        self.output_kinds.into_inner()
+    }
 }
 
 /// A node's subgraphs during its kernel's call.
@@ -35,11 +70,11 @@ pub trait SubgraphRunner {
     fn with_output(&self, name: &str, index: usize, f: &mut dyn FnMut(Option<TensorView<'_>>));
 }
 
-/// The inference services lent with a call of `infer_scoped`; valid while `types` is.
-pub fn infer_host(types: &&dyn SubgraphTypes) -> InferHost {
+/// The inference services lent with a call of `infer_scoped`; valid while `scope` is.
+pub fn infer_host(scope: &InferScope<'_>) -> InferHost {
     InferHost {
         vtable: INFER_HOST_VTABLE,
-        ctx: (types as *const &dyn SubgraphTypes).cast(),
+        ctx: (scope as *const InferScope<'_>).cast(),
     }
 }
 
@@ -49,12 +84,42 @@ const INFER_HOST_VTABLE: InferHostVTableRef =
 const INFER_HOST_VTABLE_WM: &WithMetadata<InferHostVTable> = &WithMetadata::new(InferHostVTable {
     subgraph_types: host_subgraph_types,
     has_subgraph: host_infer_has_subgraph,
+    input_kind: host_input_kind,
+    set_output_kind: host_set_output_kind,
+    subgraph_value_types: host_subgraph_value_types,
 });
 
 unsafe extern "C" fn host_infer_has_subgraph(ctx: *const c_void, name: RStr<'_>) -> bool {
     // SAFETY: the plugin passes back the context `infer_host` made, which outlives the call.
-    let types = unsafe { &*ctx.cast::<&dyn SubgraphTypes>() };
-    types.has(name.as_str())
+    let scope = unsafe { infer_scope(ctx) };
+    scope.subgraphs.is_some_and(|s| s.has(name.as_str()))
+}
+
+/// # Safety
+/// `ctx` must be the context `infer_host` made, whose scope outlives the inference call.
+unsafe fn infer_scope<'a>(ctx: *const c_void) -> &'a InferScope<'a> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &*ctx.cast::<InferScope<'a>>() }
+}
+
+/// The output types of subgraph `name` of the scope's node, for inputs of these kinds.
+fn subgraph_value_types(
+    scope: &InferScope<'_>,
+    name: &str,
+    inputs: &[InferInput<'_>],
+    kinds: &[ValueKind],
+) -> Result<Vec<ValueType>, String> {
+    let subgraphs = scope
+        .subgraphs
+        .ok_or_else(|| format!("the node has no graph attribute '{name}'"))?;
+    if kinds.len() != inputs.len() {
+        return Err(format!(
+            "{} kinds were given for the {} inputs of subgraph '{name}'",
+            kinds.len(),
+            inputs.len()
+        ));
+    }
+    subgraphs.types(name, inputs, kinds)
 }
 
 unsafe extern "C" fn host_subgraph_types(
@@ -63,12 +128,55 @@ unsafe extern "C" fn host_subgraph_types(
     inputs: RSlice<'_, InferInput<'_>>,
 ) -> RResult<RVec<OutputType>, RString> {
     // SAFETY: the plugin passes back the context `infer_host` made, which outlives the call.
-    let types = unsafe { &*ctx.cast::<&dyn SubgraphTypes>() };
-    types
-        .types(name.as_str(), inputs.as_slice())
+    let scope = unsafe { infer_scope(ctx) };
+    let kinds: SmallVec<[ValueKind; 8]> = inputs.iter().map(|_| ValueKind::TENSOR).collect();
+    subgraph_value_types(scope, name.as_str(), inputs.as_slice(), &kinds)
+        .map(|types| types.into_iter().map(|t| t.ty).collect())
+        .map_err(RString::from)
+        .into()
+}
+
+unsafe extern "C" fn host_subgraph_value_types(
+    ctx: *const c_void,
+    name: RStr<'_>,
+    inputs: RSlice<'_, InferInput<'_>>,
+    kinds: RSlice<'_, ValueKind>,
+) -> RResult<RVec<ValueType>, RString> {
+    // SAFETY: the plugin passes back the context `infer_host` made, which outlives the call.
+    let scope = unsafe { infer_scope(ctx) };
+    subgraph_value_types(scope, name.as_str(), inputs.as_slice(), kinds.as_slice())
         .map(RVec::from)
         .map_err(RString::from)
         .into()
+}
+
+unsafe extern "C" fn host_input_kind(ctx: *const c_void, index: usize) -> ValueKind {
+    // SAFETY: the plugin passes back the context `infer_host` made, which outlives the call.
+    let scope = unsafe { infer_scope(ctx) };
+    scope
+        .input_kinds
+        .get(index)
+        .copied()
+        .unwrap_or(ValueKind::TENSOR)
+}
+
+unsafe extern "C" fn host_set_output_kind(
+    ctx: *const c_void,
+    index: usize,
+    kind: ValueKind,
+) -> bool {
+    // SAFETY: the plugin passes back the context `infer_host` made, which outlives the call.
+    let scope = unsafe { infer_scope(ctx) };
+    let Ok(mut kinds) = scope.output_kinds.try_borrow_mut() else {
+        return false;
+    };
+    match kinds.get_mut(index) {
+        Some(place) if kind.is_known() => {
+            *place = kind;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// A call's outputs that inference left unshaped: the kernel gives each its shape, and the

@@ -7,10 +7,15 @@ use super::{
         host_has_subgraph, host_run_subgraph, host_shape_output, host_subgraph_output,
         host_unshaped_outputs, ShapedOutputs, SubgraphRunner,
     },
+    call_values::{
+        host_forward, host_input_held, host_push_element, host_run_subgraph_values,
+        host_sequence_element, host_sequence_len, host_set_none, CallValues, SubgraphValues,
+    },
     KernelThreads,
 };
 use crate::memory::{AlignedBuffer, Owner, ScratchArena, ALIGNMENT};
 use crate::plan::PreparedData;
+use crate::value::ValueView;
 use abi_stable::prefix_type::WithMetadata;
 use opal_plugin_api::{
     host::{HostServices, HostVTable, HostVTableRef, ParallelTask, PrepareTask},
@@ -37,6 +42,14 @@ pub struct CallHost<'a> {
     pub subgraphs: Option<&'a dyn SubgraphRunner>,
     /// The outputs the kernel shapes during the call, when inference left any unshaped.
     pub shaped: Option<&'a ShapedOutputs<'a>>,
+    /// The engine whose pool takes back values the call held; `None` outside a run.
+    pub engine: Option<&'a crate::engine::Engine>,
+    /// The call's inputs as values (`None`: absent), sequences and none included.
+    pub values_in: &'a [Option<ValueView<'a>>],
+    /// The outputs other than tensors allocated ahead, when the node has any.
+    pub values_out: Option<&'a CallValues<'a>>,
+    /// The node's subgraphs, run on values of any kind.
+    pub subgraph_values: Option<&'a dyn SubgraphValues>,
 }
 
 impl CallHost<'_> {
@@ -68,6 +81,13 @@ const HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable 
     unshaped_outputs: host_unshaped_outputs,
     shape_output: host_shape_output,
     has_subgraph: host_has_subgraph,
+    input_held: host_input_held,
+    sequence_len: host_sequence_len,
+    sequence_element: host_sequence_element,
+    push_element: host_push_element,
+    set_none: host_set_none,
+    forward: host_forward,
+    run_subgraph_values: host_run_subgraph_values,
 });
 
 /// # Safety

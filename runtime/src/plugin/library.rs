@@ -3,7 +3,11 @@
 //! it (strings, function pointers) outlives that: names are copied, and functions are only
 //! reachable through an [`OperatorEntry`], which holds the `Arc`.
 
-use super::{layout::check_module_layout, ContentDigest, OperatorKey, PluginError};
+use super::{
+    call_scope::{infer_host, InferScope},
+    layout::check_module_layout,
+    ContentDigest, OperatorKey, PluginError,
+};
 use abi_stable::{
     std_types::{ROption, RResult, RString, RVec},
     StableAbi,
@@ -61,6 +65,8 @@ struct OperatorFns {
     infer_scoped: Option<InferScopedFn>,
     /// Absent before ABI 1.7: no operator draws at random.
     draws_at_random: bool,
+    /// False before ABI 1.8: the operator takes tensors only.
+    reads_value_kinds: bool,
 }
 
 /// One operator a plugin provides, with the functions to call it. Holds its library loaded.
@@ -263,6 +269,7 @@ fn read_operators(path: &Path, module: PluginModuleRef) -> Result<Vec<OperatorFn
                 fuse: op.fuse(),
                 infer_scoped: op.infer_scoped(),
                 draws_at_random: op.draws_at_random().unwrap_or(false),
+                reads_value_kinds: op.reads_value_kinds().unwrap_or(false),
             };
             if fns.op_type.is_empty() || fns.since_version > fns.until_version {
                 return Err(PluginError::BadOperator {
@@ -376,6 +383,22 @@ impl OperatorEntry {
             RResult::ROk(types) => Ok(types.into_vec()),
             RResult::RErr(message) => Err(message.into_string()),
         }
+    }
+
+    /// Inference with the host's services `scope` lends (the inputs' kinds, the outputs'
+    /// kinds it declares, the node's subgraphs), or plain inference for an operator before
+    /// ABI 1.6.
+    pub fn infer_in(
+        &self,
+        call: &InferCall<'_>,
+        scope: &InferScope<'_>,
+    ) -> Result<Vec<OutputType>, String> {
+        self.infer_scoped(call, infer_host(scope))
+    }
+
+    /// Whether the operator takes sequences and optionals (ABI 1.8); others take tensors only.
+    pub fn reads_value_kinds(&self) -> bool {
+        self.fns.reads_value_kinds
     }
 
     /// Whether the kernel can give outputs their shape during the call (ABI 1.6), for outputs

@@ -2,6 +2,7 @@
 //! the host lends kernels, and unloading.
 
 mod call_scope;
+mod call_values;
 mod digest;
 mod elf;
 mod error;
@@ -14,7 +15,8 @@ mod registry;
 mod shadow;
 mod unload;
 
-pub use call_scope::{infer_host, ShapedOutputs, SubgraphRunner, SubgraphTypes};
+pub use call_scope::{infer_host, InferScope, ShapedOutputs, SubgraphRunner, SubgraphTypes};
+pub use call_values::{CallValues, SubgraphValues};
 pub use digest::ContentDigest;
 pub use error::PluginError;
 pub use host_services::{CallHost, HOST_VTABLE};

@@ -11,6 +11,7 @@ mod watch;
 
 pub(crate) use admin::environment_token as admin_token_from_environment;
 use anyhow::Context;
+use opal_plugin_api::ValueKind;
 use opal_runtime::{Deployment, Engine};
 use state::{AppState, ServedModel};
 use std::{collections::BTreeMap, io::Write as _, net::SocketAddr, sync::Arc};
@@ -27,6 +28,21 @@ pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::R
                 deployment.source.display()
             )
         })?;
+        let inputs = model.inputs[..model.declared_inputs].iter();
+        if let Some(&id) = inputs
+            .chain(&model.outputs)
+            .find(|&&id| model.values[id].kind != ValueKind::TENSOR)
+        {
+            let value = &model.values[id];
+            anyhow::bail!(
+                "model '{}' ({}) of deployment {}: '{}' is {}, but the KServe v2 protocol carries tensors only; serve models whose inputs and outputs are tensors (`opal run` runs this one)",
+                spec.name,
+                spec.path.display(),
+                deployment.source.display(),
+                value.name,
+                value.kind.described()
+            );
+        }
         models.insert(
             spec.name.clone(),
             ServedModel::new(&engine, spec.clone(), model),

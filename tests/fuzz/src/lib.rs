@@ -24,7 +24,7 @@ use std::{
 pub const FUZZ_SOURCE_DIR: &str = "/nonexistent-opal-fuzz";
 
 /// The plugins the model target compiles with, as cargo names their libraries.
-const PLUGINS: [&str; 9] = [
+const PLUGINS: [&str; 10] = [
     "libopal_core_math.so",
     "libopal_tensor_ops.so",
     "libopal_nn.so",
@@ -34,6 +34,7 @@ const PLUGINS: [&str; 9] = [
     "libopal_ml.so",
     "libopal_training.so",
     "libopal_image.so",
+    "libopal_sequence.so",
 ];
 
 /// The engine's memory limit: well under libFuzzer's `-rss_limit_mb=2048`, so a model that
