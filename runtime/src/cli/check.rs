@@ -7,6 +7,7 @@
 
 use opal_runtime::{
     compare::{compare, Tolerance},
+    input_check::tensors_only,
     tensor_file::read_tensor,
     Engine, Session, TensorRef,
 };
@@ -102,19 +103,7 @@ fn check_case(engine: &Arc<Engine>, dir: &Path, tolerance: Tolerance) -> Result<
             dir.display()
         ));
     }
-    if let Some(&id) = model
-        .inputs
-        .iter()
-        .chain(&model.outputs)
-        .find(|&&id| model.values[id].non_tensor.is_some())
-    {
-        let value = &model.values[id];
-        return Err(format!(
-            "'{}' has type {}; opal runs models whose inputs and outputs are tensors",
-            value.name,
-            value.non_tensor.unwrap_or("non-tensor")
-        ));
-    }
+    tensors_only(&model)?;
     let owner = engine.tracker().owner("inputs");
     let mut session = Session::new(engine.clone(), model.clone(), BTreeMap::new());
     for set in sets {

@@ -11,27 +11,17 @@ mod watch;
 
 pub(crate) use admin::environment_token as admin_token_from_environment;
 use anyhow::Context;
-use opal_runtime::{Deployment, Engine};
+use opal_runtime::{session_pool::SessionPool, Deployment, Engine};
 use state::{AppState, ServedModel};
 use std::{collections::BTreeMap, io::Write as _, net::SocketAddr, sync::Arc};
 
 /// Serves `deployment` until a shutdown signal; requests in flight are finished first.
 pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::Result<()> {
     let engine = Engine::new(&deployment)?;
-    let mut models = BTreeMap::new();
-    for spec in &deployment.models {
-        let model = engine.load_model(&spec.path).with_context(|| {
-            format!(
-                "model '{}' of deployment {}",
-                spec.name,
-                deployment.source.display()
-            )
-        })?;
-        models.insert(
-            spec.name.clone(),
-            ServedModel::new(&engine, spec.clone(), model),
-        );
-    }
+    let models = SessionPool::for_deployment(&engine, &deployment)?
+        .into_iter()
+        .map(|(name, pool)| (name, ServedModel::new(&engine, pool)))
+        .collect();
     let listen = listen.unwrap_or_else(|| deployment.server.listen.clone());
     let state = Arc::new(AppState {
         engine: engine.clone(),
