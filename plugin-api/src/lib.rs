@@ -16,6 +16,7 @@ pub mod isa;
 pub mod kernel;
 pub mod module;
 pub mod operator;
+mod parallel_chunks;
 pub mod subgraph;
 pub mod tensor;
 pub mod testing;
