@@ -73,8 +73,15 @@ type Shared = State<Arc<AppState>>;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v2/health/live", get(|| async { StatusCode::OK }))
-        .route("/v2/health/ready", get(|| async { StatusCode::OK }))
+        // The KServe v2 protocol answers with a JSON body; Triton's clients read the status.
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({ "live": true })) }),
+        )
+        .route(
+            "/v2/health/ready",
+            get(|| async { Json(json!({ "ready": true })) }),
+        )
         .route("/v2", get(server_metadata))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/versions/{version}", get(model_metadata_version))
@@ -163,14 +170,14 @@ async fn model_metadata_version(
 async fn model_ready(
     State(state): Shared,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    served(&state, &name).map(|_| StatusCode::OK)
+) -> Result<Json<Value>, ApiError> {
+    served(&state, &name).map(|_| Json(json!({ "name": name, "ready": true })))
 }
 
 async fn model_ready_version(
     state: Shared,
     Path((name, _version)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     model_ready(state, Path(name)).await
 }
 
