@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo build --workspace --release
+# The plugin API is published for plugin authors outside this repository: it packages (and
+# builds from its package) on its own, and its documentation builds without warnings.
+RUSTDOCFLAGS="-D warnings" cargo doc -p opal-plugin-api --no-deps
+cargo package -p opal-plugin-api
 
 # Test data, cached under .cache/: a Python venv with onnx and onnxruntime, the ONNX backend
 # node cases and light zoo models generated from the onnx package, three real models from PyPI

@@ -14,6 +14,9 @@ const MAX_PIECES: usize = 64;
 /// Pieces per host thread, so that a thread that finishes early takes another.
 const PIECES_PER_THREAD: usize = 4;
 
+/// A piece waiting for the thread that runs it: its first chunk's index and its elements.
+type Slot<'a, T> = Mutex<Option<(usize, &'a mut [T])>>;
+
 impl KernelContext<'_> {
     /// Splits `data` into consecutive chunks of `chunk_len` elements (the last one shorter when
     /// `chunk_len` does not divide the length) and calls `f(index, chunk)` once for each, on
@@ -58,8 +61,7 @@ impl KernelContext<'_> {
             }
             return;
         }
-        let mut slots: [Mutex<Option<(usize, &mut [T])>>; MAX_PIECES] =
-            std::array::from_fn(|_| Mutex::new(None));
+        let mut slots: [Slot<'_, T>; MAX_PIECES] = std::array::from_fn(|_| Mutex::new(None));
         let mut rest = data;
         let mut first = 0;
         for (piece, slot) in slots.iter_mut().take(pieces).enumerate() {
