@@ -2,13 +2,17 @@
 # Every check CI makes, from a fresh checkout: formatting, lints, the release build, the test
 # data, the aarch64 cross-build and the x86-64 build on a CPU without AVX checked under qemu,
 # all tests (unit tests and the integration binary, which drives the real `opal` binary,
-# plugins and models), the sanitizers and a short fuzzing run.
+# plugins and models), the Python package's tests, the sanitizers and a short fuzzing run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo build --workspace --release
+# The plugin API is published for plugin authors outside this repository: it packages (and
+# builds from its package) on its own, and its documentation builds without warnings.
+RUSTDOCFLAGS="-D warnings" cargo doc -p opal-plugin-api --no-deps
+cargo package -p opal-plugin-api
 
 # Test data, cached under .cache/: a Python venv with onnx and onnxruntime, the ONNX backend
 # node cases and light zoo models generated from the onnx package, three real models from PyPI
@@ -34,6 +38,15 @@ else
     # One thread: allocation counts are process-wide.
     cargo test --workspace --release --no-fail-fast -- --test-threads=1
 fi
+
+# The Python package: its wheel (built with maturin, reusing the release build's dependencies)
+# installed into the venv, then its tests: sessions against `opal run`, a custom plugin, a
+# reload under load, bad inputs, resident memory over 10,000 runs, the README's example, and the
+# official ONNX backend tests over the node cases (cases known-failures.md lists are xfail).
+rm -rf target/wheels
+.cache/venv/bin/maturin build --release --manifest-path python/Cargo.toml --out target/wheels
+.cache/venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps target/wheels/opal-*.whl
+.cache/venv/bin/python -m pytest tests/python -q -p no:cacheprovider
 
 # Memory safety on nightly Rust (installed when missing): AddressSanitizer over the runtime's
 # unit tests and the integration tests that load, unload and hot-swap plugins; Miri over the

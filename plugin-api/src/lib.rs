@@ -17,6 +17,7 @@ pub mod isa;
 pub mod kernel;
 pub mod module;
 pub mod operator;
+mod parallel_chunks;
 pub mod sequence;
 pub mod subgraph;
 pub mod tensor;

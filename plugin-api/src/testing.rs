@@ -364,7 +364,7 @@ impl TestHost {
     }
 
     /// Runs the kernel as a fused call with this description (what its
-    /// [`Operator::fuse`](crate::Operator::fuse) returned), which
+    /// [`Operator::fuse`] returned), which
     /// `KernelContext::fusion` gives back. Pass the absorbed nodes' inputs after the node's own
     /// (inference sees them too, so the operator's `infer` must ignore inputs past its own).
     pub fn fusion(mut self, description: Vec<u8>) -> Self {

@@ -453,11 +453,25 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// Directories a host other than the `opal` executable searches for bare plugin file names.
+static HOST_PLUGIN_DIRS: parking_lot::Mutex<Vec<PathBuf>> = parking_lot::Mutex::new(Vec::new());
+
+/// Searches `dir` for bare plugin file names from now on, after `$OPAL_PLUGIN_PATH` and before
+/// the executable's directory: for hosts whose executable is not beside the plugins (the
+/// Python package names the build it came from).
+pub fn search_plugins_in(dir: PathBuf) {
+    let mut dirs = HOST_PLUGIN_DIRS.lock();
+    if !dirs.contains(&dir) {
+        dirs.push(dir);
+    }
+}
+
 /// The directories bare plugin file names are searched in.
 pub fn plugin_search_path() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("OPAL_PLUGIN_PATH")
         .map(|v| std::env::split_paths(&v).collect())
         .unwrap_or_default();
+    dirs.extend(HOST_PLUGIN_DIRS.lock().iter().cloned());
     if let Some(exe_dir) = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_owned))

@@ -8,7 +8,9 @@
 //! - [`plugin`]: loading `.so` plugins, the operator registry, services lent to kernels.
 //! - [`onnx`]: model files.
 //! - [`plan`], [`run_state`], [`session`]: compiling a model and running it; [`run_control`]:
-//!   stopping a run between kernels.
+//!   stopping a run between kernels; [`session_pool`]: sessions of a model shared by threads,
+//!   and plugin reloads tried on them; [`input_check`]: callers' tensors against a model's
+//!   declared inputs.
 //! - [`kserve`]: the KServe v2 wire format `opal serve` speaks.
 //! - [`value`]: sequences and optionals beside tensors; [`value_file`]: their files.
 //! - [`tensor_file`], [`compare`], [`synthetic`]: inputs and outputs of the CLI's runs and checks.
@@ -17,6 +19,7 @@ pub mod compare;
 pub mod config;
 pub mod engine;
 pub mod hot_swap;
+pub mod input_check;
 pub mod instruction_set;
 pub mod kserve;
 pub mod memory;
@@ -26,6 +29,7 @@ pub mod plugin;
 pub mod run_control;
 pub mod run_state;
 pub mod session;
+pub mod session_pool;
 pub mod synthetic;
 pub mod tensor;
 pub mod tensor_file;

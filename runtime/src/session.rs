@@ -193,6 +193,11 @@ impl Session {
         self.state.is_some() && self.generation == self.engine.generation()
     }
 
+    /// The state of the last run: its outputs stay there until the next run.
+    pub fn last_run(&self) -> Option<&RunState> {
+        self.state.as_ref()
+    }
+
     /// The plan of the last run.
     pub fn plan(&self) -> Option<&Arc<Plan>> {
         self.state.as_ref().map(RunState::plan)

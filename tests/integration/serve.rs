@@ -31,8 +31,16 @@ fn infer_body(name: &str, datatype: &str, shape: &[i64], count: usize) -> String
 fn the_kserve_routes_answer() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&deployment(dir.path()));
-    assert_eq!(server.get("/v2/health/live").status, 200);
-    assert_eq!(server.get("/v2/health/ready").status, 200);
+    let live = server.get("/v2/health/live");
+    assert_eq!(
+        (live.status, live.json()),
+        (200, serde_json::json!({ "live": true }))
+    );
+    let ready = server.get("/v2/health/ready");
+    assert_eq!(
+        (ready.status, ready.json()),
+        (200, serde_json::json!({ "ready": true }))
+    );
     assert_eq!(server.get("/v2/models/mlp/ready").status, 200);
     assert_eq!(server.get("/v2").json()["name"], "opal");
     let meta = server.get("/v2/models/mlp").json();

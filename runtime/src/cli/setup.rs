@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use opal_plugin_api::ValueKind;
 use opal_runtime::{
     config::ModelSpec,
+    input_check::unknown_input,
     onnx::{Constant, Model},
     synthetic::synthetic_tensor,
     tensor_file::read_tensor,
@@ -99,6 +100,8 @@ impl Prepared {
         let declared = session.declared_input_types();
         let owner = engine.tracker().owner("inputs");
         let mut given: BTreeMap<String, PathBuf> = args.inputs.into_iter().collect();
+        unknown_input(&spec.name, &model, given.keys().map(String::as_str))
+            .map_err(anyhow::Error::msg)?;
         let mut inputs = Vec::with_capacity(model.inputs.len());
         for (k, &id) in model.inputs.iter().enumerate() {
             let name = model.value_name(id);
@@ -122,14 +125,6 @@ impl Prepared {
                 }
             };
             inputs.push(Input::Tensor(tensor));
-        }
-        if let Some(name) = given.keys().next() {
-            let names: Vec<&str> = model
-                .inputs
-                .iter()
-                .map(|&id| model.value_name(id))
-                .collect();
-            bail!("the model has no input '{name}'; its inputs are {names:?}");
         }
         Ok(Prepared {
             deployment,

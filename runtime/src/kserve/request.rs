@@ -4,8 +4,9 @@
 use super::{datatype_name, dtype_of, json_to_bytes, InferRequest};
 use crate::{
     config::ModelSpec,
+    input_check::{shape_mismatch, unknown_input},
     memory::{AlignedBuffer, Owner},
-    onnx::{Constant, ConstantData, Dim, Model, Value},
+    onnx::{Constant, ConstantData, Model},
     tensor::{byte_size, Shape},
 };
 
@@ -65,22 +66,13 @@ fn read_inputs(
     mut binary: &[u8],
     owner: &Owner,
 ) -> Result<Vec<Constant>, DecodeError> {
-    let names: Vec<&str> = model
-        .inputs
-        .iter()
-        .map(|&id| model.value_name(id))
-        .collect();
-    if let Some(extra) = request
-        .inputs
-        .iter()
-        .find(|i| !names.contains(&i.name.as_str()))
-    {
-        return Err(DecodeError::Invalid(format!(
-            "model '{}' has no input '{}'; its inputs are {names:?}",
-            spec.name, extra.name
-        )));
-    }
-    let mut tensors = Vec::with_capacity(names.len());
+    unknown_input(
+        &spec.name,
+        model,
+        request.inputs.iter().map(|i| i.name.as_str()),
+    )
+    .map_err(DecodeError::Invalid)?;
+    let mut tensors = Vec::with_capacity(model.inputs.len());
     for &id in &model.inputs {
         let value = &model.values[id];
         let input = request
@@ -105,7 +97,11 @@ fn read_inputs(
             .map(|&d| usize::try_from(d))
             .collect::<Result<Shape, _>>()
             .map_err(|_| bad(format!("shape {:?} has a negative dim", input.shape)))?;
-        check_shape(spec, value, &shape).map_err(bad)?;
+        if let Some(declared) = shape_mismatch(spec, value, &shape) {
+            return Err(bad(format!(
+                "the model takes shape {declared}, the request sends {shape:?}"
+            )));
+        }
         let size =
             byte_size(dtype, &shape).ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
         let buffer = match input.parameters.get("binary_data_size") {
@@ -146,43 +142,4 @@ fn read_inputs(
         });
     }
     Ok(tensors)
-}
-
-/// Checks a request shape against what the model (and the deployment) declare.
-fn check_shape(spec: &ModelSpec, value: &Value, shape: &[usize]) -> Result<(), String> {
-    if let Some(fixed) = spec.shapes.get(&value.name) {
-        if fixed.as_slice() != shape {
-            return Err(format!(
-                "the model takes shape {fixed:?}, the request sends {shape:?}"
-            ));
-        }
-        return Ok(());
-    }
-    let Some(dims) = &value.shape else {
-        return Ok(());
-    };
-    let fits = dims.len() == shape.len()
-        && dims.iter().zip(shape).all(|(d, &n)| match d {
-            Dim::Fixed(f) => *f == n,
-            Dim::Symbol(s) => spec.dims.get(s).is_none_or(|&f| f == n),
-            Dim::Unknown => true,
-        });
-    if fits {
-        return Ok(());
-    }
-    let declared: Vec<String> = dims
-        .iter()
-        .map(|d| match d {
-            Dim::Fixed(n) => n.to_string(),
-            Dim::Symbol(s) => spec
-                .dims
-                .get(s)
-                .map_or_else(|| s.clone(), |n| n.to_string()),
-            Dim::Unknown => "?".into(),
-        })
-        .collect();
-    Err(format!(
-        "the model takes shape [{}], the request sends {shape:?}",
-        declared.join(", ")
-    ))
 }

@@ -11,43 +11,27 @@ mod watch;
 
 pub(crate) use admin::environment_token as admin_token_from_environment;
 use anyhow::Context;
-use opal_plugin_api::ValueKind;
-use opal_runtime::{Deployment, Engine};
+use opal_runtime::{input_check::tensors_only, session_pool::SessionPool, Deployment, Engine};
 use state::{AppState, ServedModel};
 use std::{collections::BTreeMap, io::Write as _, net::SocketAddr, sync::Arc};
 
 /// Serves `deployment` until a shutdown signal; requests in flight are finished first.
 pub(crate) fn serve(deployment: Deployment, listen: Option<String>) -> anyhow::Result<()> {
     let engine = Engine::new(&deployment)?;
-    let mut models = BTreeMap::new();
-    for spec in &deployment.models {
-        let model = engine.load_model(&spec.path).with_context(|| {
-            format!(
-                "model '{}' of deployment {}",
-                spec.name,
-                deployment.source.display()
-            )
-        })?;
-        let inputs = model.inputs[..model.declared_inputs].iter();
-        if let Some(&id) = inputs
-            .chain(&model.outputs)
-            .find(|&&id| model.values[id].kind != ValueKind::TENSOR)
-        {
-            let value = &model.values[id];
+    let pools = SessionPool::for_deployment(&engine, &deployment)?;
+    for (name, pool) in &pools {
+        if let Err(reason) = tensors_only(pool.model()) {
             anyhow::bail!(
-                "model '{}' ({}) of deployment {}: '{}' is {}, but the KServe v2 protocol carries tensors only; serve models whose inputs and outputs are tensors (`opal run` runs this one)",
-                spec.name,
-                spec.path.display(),
+                "model '{name}' ({}) of deployment {}: {reason}, but the KServe v2 protocol carries tensors only; serve models whose inputs and outputs are tensors (`opal run` runs this one)",
+                pool.spec().path.display(),
                 deployment.source.display(),
-                value.name,
-                value.kind.described()
             );
         }
-        models.insert(
-            spec.name.clone(),
-            ServedModel::new(&engine, spec.clone(), model),
-        );
     }
+    let models = pools
+        .into_iter()
+        .map(|(name, pool)| (name, ServedModel::new(&engine, pool)))
+        .collect();
     let listen = listen.unwrap_or_else(|| deployment.server.listen.clone());
     let state = Arc::new(AppState {
         engine: engine.clone(),

@@ -73,8 +73,15 @@ type Shared = State<Arc<AppState>>;
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v2/health/live", get(|| async { StatusCode::OK }))
-        .route("/v2/health/ready", get(|| async { StatusCode::OK }))
+        // The KServe v2 protocol answers with a JSON body; Triton's clients read the status.
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({ "live": true })) }),
+        )
+        .route(
+            "/v2/health/ready",
+            get(|| async { Json(json!({ "ready": true })) }),
+        )
         .route("/v2", get(server_metadata))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/versions/{version}", get(model_metadata_version))
@@ -117,14 +124,14 @@ async fn server_metadata() -> Json<Value> {
 fn tensor_metadata(m: &ServedModel, ids: &[usize]) -> Vec<Value> {
     ids.iter()
         .map(|&id| {
-            let value = &m.model.values[id];
-            let shape: Vec<i64> = match m.spec.shapes.get(&value.name) {
+            let value = &m.model().values[id];
+            let shape: Vec<i64> = match m.spec().shapes.get(&value.name) {
                 Some(shape) => shape.iter().map(|&d| d as i64).collect(),
                 None => value.shape.as_ref().map_or_else(Vec::new, |dims| {
                     dims.iter()
                         .map(|d| match d {
                             Dim::Fixed(n) => *n as i64,
-                            Dim::Symbol(s) => m.spec.dims.get(s).map_or(-1, |&n| n as i64),
+                            Dim::Symbol(s) => m.spec().dims.get(s).map_or(-1, |&n| n as i64),
                             Dim::Unknown => -1,
                         })
                         .collect()
@@ -148,8 +155,8 @@ async fn model_metadata(
         "name": name,
         "versions": ["1"],
         "platform": "onnx",
-        "inputs": tensor_metadata(m, &m.model.inputs),
-        "outputs": tensor_metadata(m, &m.model.outputs),
+        "inputs": tensor_metadata(m, &m.model().inputs),
+        "outputs": tensor_metadata(m, &m.model().outputs),
     })))
 }
 
@@ -163,14 +170,14 @@ async fn model_metadata_version(
 async fn model_ready(
     State(state): Shared,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    served(&state, &name).map(|_| StatusCode::OK)
+) -> Result<Json<Value>, ApiError> {
+    served(&state, &name).map(|_| Json(json!({ "name": name, "ready": true })))
 }
 
 async fn model_ready_version(
     state: Shared,
     Path((name, _version)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     model_ready(state, Path(name)).await
 }
 
@@ -323,8 +330,8 @@ async fn infer_request(
     let DecodedRequest { request, inputs } = decode_request(
         &body,
         headers.get(HEADER_LENGTH).map(HeaderValue::as_bytes),
-        &served_model.spec,
-        &served_model.model,
+        served_model.spec(),
+        served_model.model(),
         served_model.request_owner(),
     )
     .map_err(|e| match e {
@@ -337,7 +344,7 @@ async fn infer_request(
     let permit = served_model.admit(deadline).await.map_err(|refusal| match refusal {
         Refusal::QueueFull => ApiError::overloaded(format!(
             "model '{name}' is busy: {} runs are going on and {} requests wait (max_concurrent, max_queue); retry later",
-            served_model.spec.max_concurrent, served_model.spec.max_queue
+            served_model.spec().max_concurrent, served_model.spec().max_queue
         )),
         Refusal::TimedOut => ApiError(
             StatusCode::GATEWAY_TIMEOUT,
@@ -360,7 +367,7 @@ async fn infer_request(
         let _permit = permit;
         let model = &worker.models[&model_name];
         let views: Vec<_> = inputs.iter().map(Constant::as_ref).collect();
-        model.run(&worker.engine, &views, &run_control)
+        model.run(&views, &run_control)
     });
     let outputs = match tokio::time::timeout_at(deadline, &mut run).await {
         Ok(joined) => joined.map_err(|e| {

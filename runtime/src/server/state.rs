@@ -5,14 +5,13 @@ use super::metrics::Metrics;
 use opal_plugin_api::DType;
 use opal_runtime::{
     config::{AdminToken, ModelSpec, ServerSettings},
-    hot_swap::{ReloadError, Reloaded, SampleRun},
+    hot_swap::{ReloadError, Reloaded},
     memory::Owner,
-    onnx::{Constant, Model},
-    synthetic::synthetic_tensor,
+    onnx::Model,
+    session_pool::{reload_plugin, SessionPool},
     tensor::Shape,
-    Engine, RunControl, Session, SessionError, TensorRef,
+    Engine, RunControl, SessionError, TensorRef,
 };
-use parking_lot::Mutex;
 use std::{
     collections::BTreeMap,
     sync::{
@@ -32,45 +31,33 @@ pub(crate) struct OutputTensor {
 
 /// One model the server answers for.
 pub(crate) struct ServedModel {
-    pub(crate) spec: ModelSpec,
-    pub(crate) model: Arc<Model>,
-    /// Idle sessions; a request takes one (or makes one) and gives it back.
-    sessions: Mutex<Vec<Session>>,
+    /// The model's sessions; a request checks one out and gives it back.
+    pub(crate) pool: SessionPool,
     /// At most `spec.max_concurrent` runs at once. A run holds its permit until it returns,
     /// also when its request timed out before.
     permits: Arc<Semaphore>,
     /// Requests waiting for a permit; at most `spec.max_queue`.
     waiting: AtomicUsize,
-    /// Inputs of the declared shapes, to try a reloaded plugin on; `None` if the model leaves
-    /// input shapes open.
-    sample: Option<Vec<Constant>>,
     /// The account request tensors are copied into.
     requests: Owner,
 }
 
 impl ServedModel {
-    pub(crate) fn new(engine: &Arc<Engine>, spec: ModelSpec, model: Arc<Model>) -> Self {
-        let session = Session::new(engine.clone(), model.clone(), spec.dims.clone())
-            .with_shapes(spec.shapes.clone());
-        let owner = engine.tracker().owner("samples");
-        let sample = session.declared_input_types().ok().and_then(|types| {
-            types
-                .iter()
-                .enumerate()
-                .map(|(k, (dtype, shape))| {
-                    synthetic_tensor(*dtype, shape, k as u64 + 1, &owner).map(Constant::from)
-                })
-                .collect()
-        });
+    pub(crate) fn new(engine: &Arc<Engine>, pool: SessionPool) -> Self {
         ServedModel {
-            permits: Arc::new(Semaphore::new(spec.max_concurrent)),
+            permits: Arc::new(Semaphore::new(pool.spec().max_concurrent)),
             waiting: AtomicUsize::new(0),
-            sessions: Mutex::new(vec![session]),
-            spec,
-            model,
-            sample,
+            pool,
             requests: engine.tracker().owner("requests"),
         }
+    }
+
+    pub(crate) fn spec(&self) -> &ModelSpec {
+        self.pool.spec()
+    }
+
+    pub(crate) fn model(&self) -> &Arc<Model> {
+        self.pool.model()
     }
 
     /// The account request tensors are copied into.
@@ -88,7 +75,7 @@ impl ServedModel {
             return Ok(permit);
         }
         let place =
-            QueuePlace::take(&self.waiting, self.spec.max_queue).ok_or(Refusal::QueueFull)?;
+            QueuePlace::take(&self.waiting, self.spec().max_queue).ok_or(Refusal::QueueFull)?;
         let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await;
         drop(place);
         match permit {
@@ -105,38 +92,29 @@ impl ServedModel {
 
     /// Runs going on now (some may belong to requests that already timed out).
     pub(crate) fn running(&self) -> usize {
-        self.spec.max_concurrent - self.permits.available_permits()
+        self.spec().max_concurrent - self.permits.available_permits()
     }
 
     /// Runs the model on `inputs` (graph inputs in order) on the calling thread, stopping at a
     /// kernel boundary once `control` is cancelled.
     pub(crate) fn run(
         &self,
-        engine: &Arc<Engine>,
         inputs: &[TensorRef<'_>],
         control: &RunControl,
     ) -> Result<Vec<OutputTensor>, SessionError> {
-        let mut session = self.sessions.lock().pop().unwrap_or_else(|| {
-            Session::new(engine.clone(), self.model.clone(), self.spec.dims.clone())
-                .with_shapes(self.spec.shapes.clone())
-        });
-        let result = session.run_with(inputs, control).map(|state| {
-            state
-                .outputs()
-                .enumerate()
-                .map(|(k, t)| OutputTensor {
-                    name: self.model.value_name(self.model.outputs[k]).to_owned(),
-                    dtype: t.dtype,
-                    shape: Shape::from_slice(t.shape),
-                    bytes: t.data.to_vec(),
-                })
-                .collect()
-        });
-        // A session compiled before a plugin reload would keep the old library loaded.
-        if session.is_current() {
-            self.sessions.lock().push(session);
-        }
-        result
+        let model = self.model();
+        let mut session = self.pool.checkout();
+        let state = session.run_with(inputs, control)?;
+        Ok(state
+            .outputs()
+            .enumerate()
+            .map(|(k, t)| OutputTensor {
+                name: model.value_name(model.outputs[k]).to_owned(),
+                dtype: t.dtype,
+                shape: Shape::from_slice(t.shape),
+                bytes: t.data.to_vec(),
+            })
+            .collect())
     }
 }
 
@@ -185,27 +163,9 @@ pub(crate) struct AppState {
 impl AppState {
     /// Reloads plugin `name`, trying it on every served model that has sample inputs.
     pub(crate) fn reload(&self, name: &str) -> Result<Reloaded, ReloadError> {
-        let inputs: Vec<(&ServedModel, Vec<TensorRef<'_>>)> = self
-            .models
-            .values()
-            .filter_map(|m| Some((m, m.sample.as_ref()?.iter().map(Constant::as_ref).collect())))
-            .collect();
-        let samples: Vec<SampleRun<'_>> = inputs
-            .iter()
-            .map(|(m, inputs)| SampleRun {
-                name: &m.spec.name,
-                model: &m.model,
-                inputs,
-            })
-            .collect();
-        let result = self.engine.reload_plugin(name, &samples);
+        let pools: Vec<&SessionPool> = self.models.values().map(|m| &m.pool).collect();
+        let result = reload_plugin(&self.engine, &pools, name);
         self.metrics.record_reload(name, result.is_ok());
-        if result.is_ok() {
-            // Idle sessions hold plans of the old snapshot; busy ones are dropped when returned.
-            for model in self.models.values() {
-                model.sessions.lock().clear();
-            }
-        }
         match &result {
             Ok(r) => tracing::info!(
                 plugin = %r.plugin,
