@@ -2,28 +2,8 @@
 //! sees them, and copying tensors into a sequence output.
 
 use opal_kernel_support::check::error;
+pub(crate) use opal_kernel_support::int_values::int_scalar;
 use opal_plugin_api::{infer::InferTensor, prelude::*};
-
-/// The value of a one-element i32 or i64 tensor, input `what` of `op`.
-pub(crate) fn int_scalar(op: &str, what: &str, tensor: TensorRef<'_>) -> KernelResult<i64> {
-    let value = match tensor.dtype() {
-        DType::I32 => tensor.as_slice::<i32>()?.first().map(|&v| i64::from(v)),
-        DType::I64 => tensor.as_slice::<i64>()?.first().copied(),
-        dtype => {
-            return Err(error(
-                op,
-                format_args!("{what} has dtype {dtype}, expected i32 or i64"),
-            ))
-        }
-    };
-    match value {
-        Some(value) if tensor.len() == 1 => Ok(value),
-        _ => Err(error(
-            op,
-            format_args!("{what} must hold one value, it holds {}", tensor.len()),
-        )),
-    }
-}
 
 /// `position` (which may count from the end) as an index into a sequence of `len` elements;
 /// `len` itself is allowed when `past_end` (insertion at the back).
@@ -128,5 +108,33 @@ mod tests {
             .contains("empty"));
         assert_eq!(merge_shapes(&[2, 3], &[2, 4]), vec![2, -1]);
         assert_eq!(merge_shapes(&[2], &[2, 4]), vec![-1, -1]);
+    }
+}
+
+/// Sequences of one-element f32 tensors, built and read back by the operators' unit tests.
+#[cfg(test)]
+pub(crate) mod test_sequences {
+    use opal_plugin_api::testing::{OwnedTensor, TestHost, TestValue};
+    use opal_plugin_api::{DType, Operator};
+
+    /// A sequence whose elements are the one-element tensors `[v]` for each `v`.
+    pub(crate) fn sequence(values: &[f32]) -> TestValue {
+        TestValue::Sequence(
+            DType::F32,
+            values
+                .iter()
+                .map(|&v| OwnedTensor::f32(&[1], &[v]))
+                .collect(),
+        )
+    }
+
+    /// Runs `O` on `inputs` and reads its sequence output back as one value per element.
+    pub(crate) fn run_on_sequence<O: Operator>(inputs: &[TestValue]) -> Result<Vec<f32>, String> {
+        let out = TestHost::new().run_values::<O>(inputs, &[], 1)?;
+        Ok(out[0]
+            .elements()
+            .iter()
+            .map(|t| t.to_vec::<f32>()[0])
+            .collect())
     }
 }

@@ -58,25 +58,11 @@ impl Operator for SequenceInsert {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opal_plugin_api::testing::{OwnedTensor, TestHost, TestValue};
-
-    fn sequence(values: &[f32]) -> TestValue {
-        TestValue::Sequence(
-            DType::F32,
-            values
-                .iter()
-                .map(|&v| OwnedTensor::f32(&[1], &[v]))
-                .collect(),
-        )
-    }
+    use crate::common::test_sequences::{run_on_sequence, sequence};
+    use opal_plugin_api::testing::{OwnedTensor, TestValue};
 
     fn run(inputs: &[TestValue]) -> Result<Vec<f32>, String> {
-        let out = TestHost::new().run_values::<SequenceInsert>(inputs, &[], 1)?;
-        Ok(out[0]
-            .elements()
-            .iter()
-            .map(|t| t.to_vec::<f32>()[0])
-            .collect())
+        run_on_sequence::<SequenceInsert>(inputs)
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! `split` lists, into pieces of `split`'s one length (the last may be shorter), or into pieces
 //! of length 1 (without the axis unless `keepdims`) when `split` is omitted.
 
-use crate::common::sequence_output;
-use opal_kernel_support::check::{error, normalize_axis};
+use crate::common::{int_scalar, sequence_output};
+use opal_kernel_support::{
+    check::{error, normalize_axis},
+    int_values::Ints,
+};
 use opal_plugin_api::prelude::*;
 use smallvec::SmallVec;
 
@@ -18,51 +21,16 @@ enum Lengths<'a> {
     Listed(Ints<'a>),
 }
 
-/// The lengths a split tensor lists, in its own integer type.
-#[derive(Clone, Copy)]
-enum Ints<'a> {
-    I32(&'a [i32]),
-    I64(&'a [i64]),
-}
-
-impl<'a> Ints<'a> {
-    fn get(self, index: usize) -> Option<i64> {
-        match self {
-            Ints::I32(values) => values.get(index).map(|&n| i64::from(n)),
-            Ints::I64(values) => values.get(index).copied(),
-        }
-    }
-
-    fn iter(self) -> impl Iterator<Item = i64> + 'a {
-        (0..).map_while(move |i| self.get(i))
-    }
-}
-
-impl std::fmt::Debug for Ints<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
 impl<'a> Lengths<'a> {
     fn of(split: Option<TensorRef<'a>>, keepdims: bool) -> KernelResult<Self> {
         const OP: &str = SplitToSequence::OP_TYPE;
         let Some(split) = split else {
             return Ok(Lengths::Ones(keepdims));
         };
-        let values = match split.dtype() {
-            DType::I32 => Ints::I32(split.as_slice::<i32>()?),
-            DType::I64 => Ints::I64(split.as_slice::<i64>()?),
-            dtype => {
-                return Err(error(
-                    OP,
-                    format_args!("split has dtype {dtype}, expected i32 or i64"),
-                ))
-            }
-        };
+        let values = Ints::from_tensor(OP, "split", split)?;
         if split.shape().is_empty() {
-            return match values.get(0) {
-                Some(n) if n > 0 => Ok(Lengths::Each(n as usize)),
+            return match values.scalar(OP, "split")? {
+                n if n > 0 => Ok(Lengths::Each(n as usize)),
                 _ => Err(error(OP, "a scalar split must be a positive length")),
             };
         }
@@ -96,7 +64,9 @@ impl<'a> Lengths<'a> {
         match *self {
             Lengths::Ones(_) => (start < dim).then_some(1),
             Lengths::Each(n) => (start < dim).then(|| n.min(dim - start)),
-            Lengths::Listed(lengths) => lengths.get(index).map(|n| n as usize),
+            Lengths::Listed(lengths) => {
+                (index < lengths.len()).then(|| lengths.get(index) as usize)
+            }
         }
     }
 
@@ -136,14 +106,11 @@ impl Operator for SplitToSequence {
             None => shape[axis] = 1,
             Some(split) => {
                 // The pieces share a length only when a scalar divides the axis.
-                let scalar = |first: Option<i64>| first.filter(|_| split.shape.is_empty());
-                let each = match split.dtype {
-                    DType::I32 => scalar(
-                        split
-                            .value_as::<i32>()?
-                            .and_then(|v| v.first().map(|&n| i64::from(n))),
-                    ),
-                    _ => scalar(split.value_as::<i64>()?.and_then(|v| v.first().copied())),
+                let each = match split.value() {
+                    Some(value) if split.shape.is_empty() => {
+                        Some(int_scalar(Self::OP_TYPE, "split", value)?)
+                    }
+                    _ => None,
                 };
                 shape[axis] = match each {
                     Some(n) if n > 0 && shape[axis] >= 0 && shape[axis] % n == 0 => n,

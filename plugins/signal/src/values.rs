@@ -4,6 +4,7 @@
 
 use opal_kernel_support::check::{error, is_numeric};
 pub(crate) use opal_kernel_support::float_values::{expect_float, Floats, Values};
+pub(crate) use opal_kernel_support::int_values::int_scalar;
 use opal_plugin_api::prelude::*;
 
 /// Whether the last dim of `shape` holds a real (1) or complex (2) value, or is not known yet
@@ -26,27 +27,6 @@ pub(crate) fn output_datatype(op: &str, attributes: &Attributes<'_>) -> KernelRe
             op,
             format_args!("output_datatype {code} is not a numeric type opal supports"),
         ))
-    }
-}
-
-/// The value of a one-element i32 or i64 tensor, input `what` of `op`.
-pub(crate) fn int_scalar(op: &str, what: &str, tensor: TensorRef<'_>) -> KernelResult<i64> {
-    let value = match tensor.dtype() {
-        DType::I32 => tensor.as_slice::<i32>()?.first().map(|&v| i64::from(v)),
-        DType::I64 => tensor.as_slice::<i64>()?.first().copied(),
-        dtype => {
-            return Err(error(
-                op,
-                format_args!("{what} has dtype {dtype}, expected i32 or i64"),
-            ))
-        }
-    };
-    match value {
-        Some(value) if tensor.len() == 1 => Ok(value),
-        _ => Err(error(
-            op,
-            format_args!("{what} must hold one value, it holds {}", tensor.len()),
-        )),
     }
 }
 

@@ -6,58 +6,8 @@ use crate::{
     broadcast::MAX_RANK,
     check::{error, normalize_axis},
 };
-use opal_plugin_api::{infer::InferTensor, DType, KernelResult, TensorRef};
-
-/// The elements of an i32 or i64 tensor, read as i64.
-#[derive(Clone, Copy)]
-pub(crate) enum Ints<'a> {
-    I32(&'a [i32]),
-    I64(&'a [i64]),
-}
-
-impl<'a> Ints<'a> {
-    /// The elements of `tensor`, input `what` of operator `op`; an error unless it is i32/i64.
-    pub(crate) fn from_tensor(op: &str, what: &str, tensor: TensorRef<'a>) -> KernelResult<Self> {
-        match tensor.dtype() {
-            DType::I32 => Ok(Ints::I32(tensor.as_slice()?)),
-            DType::I64 => Ok(Ints::I64(tensor.as_slice()?)),
-            other => Err(error(
-                op,
-                format_args!("{what} must be i32 or i64, got {other}"),
-            )),
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Ints::I32(v) => v.len(),
-            Ints::I64(v) => v.len(),
-        }
-    }
-
-    /// Element `i` (which must exist).
-    pub(crate) fn get(&self, i: usize) -> i64 {
-        match self {
-            Ints::I32(v) => i64::from(v[i]),
-            Ints::I64(v) => v[i],
-        }
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = i64> + '_ {
-        (0..self.len()).map(|i| self.get(i))
-    }
-
-    /// The single element of a scalar (or one-element) tensor.
-    pub(crate) fn scalar(&self, op: &str, what: &str) -> KernelResult<i64> {
-        if self.len() != 1 {
-            return Err(error(
-                op,
-                format_args!("{what} must hold one value, it holds {}", self.len()),
-            ));
-        }
-        Ok(self.get(0))
-    }
-}
+pub(crate) use opal_kernel_support::int_values::Ints;
+use opal_plugin_api::{infer::InferTensor, DType, KernelResult};
 
 /// Fails unless input `what` of inference has dtype i32 or i64.
 pub(crate) fn expect_int_dtype(op: &str, what: &str, input: &InferTensor<'_>) -> KernelResult<()> {
