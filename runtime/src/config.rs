@@ -425,7 +425,7 @@ pub fn resolve_plugin_path(path: &str, dir: &Path) -> PathBuf {
     if as_given.is_absolute() {
         return as_given.to_owned();
     }
-    if as_given.components().count() > 1 {
+    if !is_bare_name(path) {
         return normalize(&dir.join(as_given));
     }
     plugin_search_path()
@@ -433,6 +433,12 @@ pub fn resolve_plugin_path(path: &str, dir: &Path) -> PathBuf {
         .map(|d| d.join(as_given))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| normalize(&dir.join(as_given)))
+}
+
+/// Whether a plugin path is a bare file name, searched for rather than taken as a path.
+pub fn is_bare_name(path: &str) -> bool {
+    let as_given = Path::new(path);
+    !as_given.is_absolute() && as_given.components().count() == 1
 }
 
 /// `path` with `.` and `name/..` components removed, without touching the file system.
@@ -498,6 +504,21 @@ fn describe_toml_error(error: &toml::de::Error, text: &str) -> String {
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
     format!("line {line}, column {column}: {message} (at `{snippet}`)")
+}
+
+impl PluginSpec {
+    /// The directories a bare file name was searched in, in order, the deployment's last; `None`
+    /// for a path given with its directory.
+    pub fn searched_dirs(&self) -> Option<Vec<PathBuf>> {
+        if !is_bare_name(&self.path) {
+            return None;
+        }
+        let mut dirs = plugin_search_path();
+        dirs.extend(self.resolved.parent().map(Path::to_owned));
+        let mut seen = std::collections::HashSet::new();
+        dirs.retain(|d| seen.insert(d.clone()));
+        Some(dirs)
+    }
 }
 
 impl fmt::Display for PluginSpec {

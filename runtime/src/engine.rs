@@ -3,11 +3,14 @@
 //! to kernels.
 
 use crate::{
-    config::{opal_dtype, Deployment, EngineConfig},
+    config::{opal_dtype, Deployment, EngineConfig, PluginSpec},
     instruction_set::{IsaChoice, IsaError},
     memory::{MemoryReport, MemoryTracker, Owner, OwnerReport, PoolConfig, TensorPool},
     onnx::{Model, ModelError},
-    plugin::{load_shadow_copy, KernelThreads, OperatorKey, PluginError, Registry, RegistryError},
+    plugin::{
+        load_shadow_copy, KernelThreads, OperatorKey, PluginError, PluginLibrary, Registry,
+        RegistryError,
+    },
 };
 use parking_lot::RwLock;
 use std::{
@@ -73,7 +76,7 @@ impl Engine {
             let loads: Vec<_> = deployment
                 .plugins
                 .iter()
-                .map(|spec| scope.spawn(|| load_shadow_copy(&spec.resolved)))
+                .map(|spec| scope.spawn(|| load_plugin(spec)))
                 .collect();
             loads
                 .into_iter()
@@ -268,4 +271,19 @@ fn pool_config(deployment: &Deployment) -> PoolConfig {
         max_per_key: deployment.pool.max_per_key,
         bypass_bytes: deployment.pool.bypass_bytes,
     }
+}
+
+/// Loads a deployment's plugin through a shadow copy. A bare file name found nowhere is
+/// reported with the directories it was searched in.
+fn load_plugin(spec: &PluginSpec) -> Result<Arc<PluginLibrary>, PluginError> {
+    if !spec.resolved.is_file() {
+        if let Some(searched) = spec.searched_dirs() {
+            let searched: Vec<String> = searched.iter().map(|d| d.display().to_string()).collect();
+            return Err(PluginError::NotInSearchPath {
+                name: spec.path.clone(),
+                searched: searched.join(", "),
+            });
+        }
+    }
+    load_shadow_copy(&spec.resolved)
 }

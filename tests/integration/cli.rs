@@ -184,6 +184,33 @@ fn a_deployment_with_a_missing_plugin_says_which_file() {
 }
 
 #[test]
+fn a_missing_plugin_named_bare_lists_the_directories_searched() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = dir.path().join("extra-plugins");
+    std::fs::create_dir(&extra).unwrap();
+    let path = dir.path().join("deploy.toml");
+    std::fs::write(&path, "[[plugins]]\npath = \"libnowhere.so\"\n").unwrap();
+    let out = Command::new(opal_binary())
+        .args(["plugins", "--config", path.to_str().unwrap()])
+        .env("OPAL_PLUGIN_PATH", &extra)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("plugin file libnowhere.so does not exist in any of the directories searched"),
+        "{err}"
+    );
+    // $OPAL_PLUGIN_PATH first, the deployment's directory last, and what to do.
+    let extra_at = err.find(&extra.display().to_string()).expect(&err);
+    let deployment_dir = format!("{})", dir.path().display());
+    let deployment_at = err.find(&deployment_dir).expect(&err);
+    assert!(extra_at < deployment_at, "{err}");
+    assert!(err.contains("OPAL_PLUGIN_PATH"), "{err}");
+    assert_eq!(err.matches("does not exist").count(), 1, "{err}");
+}
+
+#[test]
 fn a_missing_model_or_deployment_file_is_named_with_its_cause_said_once() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("absent.onnx");

@@ -1,17 +1,46 @@
-"""Shared set-up of the Python tests: where the workspace, its build and the test data are, and
-the ONNX backend cases that tests/conformance/known-failures.md says fail (marked xfail), with
-a summary of the backend cases at the end of the run."""
+"""Shared set-up of the Python tests: where the workspace, its build and the test data are, what
+`opal run` computes, a model of the example plugin's operator, and the ONNX backend cases that
+tests/conformance/known-failures.md says fail (marked xfail), with a summary of the backend
+cases at the end of the run."""
 
 import os
 import pathlib
 import re
+import subprocess
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUILD = ROOT / "target" / "release"
 DATA = pathlib.Path(os.environ.get("OPAL_TEST_DATA", ROOT / ".cache" / "data"))
 BACKEND_CLASS = "OnnxBackendNodeModelTest"
+MLP = ROOT / "models" / "mlp.onnx"
+
+
+def opal_run(model, inputs, out_dir):
+    """What `opal run` computes for `model` on `inputs` (name -> array), via --output-dir."""
+    args = [str(BUILD / "opal"), "run", str(model), "--iterations", "1", "--warmup", "0", "--output-dir", str(out_dir)]
+    for name, array in inputs.items():
+        path = out_dir / f"{name}.npy"
+        np.save(path, array)
+        args += ["--input", f"{name}={path}"]
+    subprocess.run(args, check=True, capture_output=True)
+    return [np.load(out_dir / f"output_{k}.npy") for k in range(len(list(out_dir.glob("output_*.npy"))))]
+
+
+def swish_model(path):
+    graph = helper.make_graph(
+        [helper.make_node("Swish", ["x"], ["y"], domain="com.example")],
+        "swish",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    onnx.save(model, path)
+    return path
 
 
 def known_failures():

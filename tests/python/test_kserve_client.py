@@ -11,8 +11,7 @@ import pytest
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from kserve.protocol.infer_type import RequestedOutput
 
-from conftest import BUILD, ROOT
-from test_session import MLP, opal_run
+from conftest import BUILD, MLP, ROOT, opal_run
 
 
 @pytest.fixture
@@ -33,14 +32,17 @@ def server():
         process.wait(timeout=30)
 
 
-def infer(base_url, request):
+def infer(base_url, request, model="mlp"):
+    """Liveness, readiness, the model's readiness and the response to `request`, asked of the
+    server at `base_url` with the KServe SDK's v2 REST client."""
+
     async def call():
         client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=30))
         try:
             live = await client.is_server_live(base_url)
             ready = await client.is_server_ready(base_url)
-            model_ready = await client.is_model_ready(base_url, "mlp")
-            response = await client.infer(base_url, request, model_name="mlp")
+            model_ready = await client.is_model_ready(base_url, model)
+            response = await client.infer(base_url, request, model_name=model)
             return live, ready, model_ready, response
         finally:
             await client.close()

@@ -8,26 +8,13 @@ import sys
 import threading
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
 import opal
-from conftest import BUILD, ROOT
+from conftest import BUILD, MLP, ROOT, opal_run, swish_model
 
-MLP = ROOT / "models" / "mlp.onnx"
 PPOCR = ROOT / "models" / "ppocr_cls.onnx"
-
-
-def opal_run(model, inputs, out_dir):
-    """What `opal run` computes for `model` on `inputs` (name -> array), via --output-dir."""
-    args = [str(BUILD / "opal"), "run", str(model), "--iterations", "1", "--warmup", "0", "--output-dir", str(out_dir)]
-    for name, array in inputs.items():
-        path = out_dir / f"{name}.npy"
-        np.save(path, array)
-        args += ["--input", f"{name}={path}"]
-    subprocess.run(args, check=True, capture_output=True)
-    return [np.load(out_dir / f"output_{k}.npy") for k in range(len(list(out_dir.glob("output_*.npy"))))]
 
 
 @pytest.mark.parametrize("model, shape", [(MLP, (1, 16)), (PPOCR, (1, 3, 48, 192))], ids=["mlp", "ppocr-cls"])
@@ -72,18 +59,6 @@ def test_memory_stats_is_the_statistics_block():
     assert stats["active_operators"] > 0
     assert {"tensors", "pool", "scratch", "weights"} <= set(stats["owners"])
     assert "core-math" in stats["plugins"]
-
-
-def swish_model(path):
-    graph = helper.make_graph(
-        [helper.make_node("Swish", ["x"], ["y"], domain="com.example")],
-        "swish",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
-    onnx.save(model, path)
-    return path
 
 
 def test_a_custom_plugin_is_used_from_python(tmp_path):

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub enum PluginError {
     #[error("plugin file {path} does not exist; check the path in the deployment or build the plugin (cargo build --release --workspace)")]
     NotFound { path: PathBuf },
+    #[error("plugin file {name} does not exist in any of the directories searched for it ({searched}); put it in one of them, add its directory to OPAL_PLUGIN_PATH, or build the plugin (cargo build --release --workspace)")]
+    NotInSearchPath { name: String, searched: String },
     #[error("plugin {path} is not a loadable shared library: {reason}")]
     NotALibrary { path: PathBuf, reason: String },
     #[error("plugin {path} is an ELF file for {found}, but this opal runs on {host}; build the plugin for {host} (for example cargo build --release --target {host}-unknown-linux-gnu)")]
