@@ -41,8 +41,9 @@ fi
 
 # The Python package: its wheel (built with maturin, reusing the release build's dependencies)
 # installed into the venv, then its tests: sessions against `opal run`, a custom plugin, a
-# reload under load, bad inputs, resident memory over 10,000 runs, the README's example, and the
-# official ONNX backend tests over the node cases (cases known-failures.md lists are xfail).
+# reload under load, bad inputs, resident memory over 10,000 runs, the README's example, the
+# official ONNX backend tests over the node cases (cases known-failures.md lists are xfail), and
+# `opal serve` driven by the KServe SDK and by tritonclient's model control.
 rm -rf target/wheels
 .cache/venv/bin/maturin build --release --manifest-path python/Cargo.toml --out target/wheels
 .cache/venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps target/wheels/opal-*.whl
