@@ -6,6 +6,8 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 _Path = Union[str, os.PathLike[str]]
+_Value = Union[np.ndarray, list[np.ndarray], None]
+"""An input or output: a tensor's array, a sequence's arrays, or None for an optional without a value."""
 
 class OpalError(Exception):
     """Base class of every error opal raises."""
@@ -53,11 +55,12 @@ class InferenceSession:
         `opal.Deployment`, whose engine the session then shares. `threads`: threads kernels
         may use (the deployment's `engine.threads` when absent)."""
     def run(
-        self, output_names: Optional[Sequence[str]], input_feed: dict[str, np.ndarray]
-    ) -> list[np.ndarray]:
+        self, output_names: Optional[Sequence[str]], input_feed: dict[str, _Value]
+    ) -> list[_Value]:
         """Runs the model on `input_feed` and returns the outputs named in `output_names`
         (all of them when None or empty), in that order, as new arrays. The GIL is released
-        while the model runs; C-contiguous inputs are read in place."""
+        while the model runs; C-contiguous inputs are read in place. A sequence is a list of
+        arrays; an optional without a value is None."""
     def get_inputs(self) -> list[NodeArg]: ...
     def get_outputs(self) -> list[NodeArg]: ...
     def memory_stats(self) -> dict[str, Any]:

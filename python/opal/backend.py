@@ -40,13 +40,15 @@ class OpalRep(BackendRep):
             if isinstance(inputs, np.ndarray):
                 inputs = [inputs]
             feed = dict(zip(self.input_names, inputs))
-        # opal reads C-contiguous arrays in place; the backend tests also pass views and numpy
-        # scalars.
+        # opal reads C-contiguous arrays in place; the backend tests also pass views, numpy
+        # scalars, and lists of them for sequences.
         feed = {name: _contiguous(value) for name, value in feed.items()}
         return tuple(self.session.run(None, feed))
 
 
 def _contiguous(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_contiguous(element) for element in value]
     if isinstance(value, np.generic):
         return np.asarray(value)
     if isinstance(value, np.ndarray) and not value.flags.c_contiguous:

@@ -11,6 +11,7 @@
 mod arrays;
 mod deployment;
 mod errors;
+mod feed;
 mod session;
 mod stats;
 

@@ -1,20 +1,23 @@
 //! `opal.InferenceSession`: one model on an engine, used as onnxruntime's sessions are:
 //! `run(output_names, input_feed)` with NumPy arrays, `get_inputs()` and `get_outputs()`, and
 //! `memory_stats()`. A run checks the feed against the model's declared inputs, reads the
-//! arrays in place and runs without the GIL; sessions of the pool let threads run at once.
+//! arrays in place (sequences are lists of arrays, an optional without a value `None`) and
+//! runs without the GIL; sessions of the pool let threads run at once.
 
 use crate::{
-    arrays::{input_view, numpy_name, onnx_type, output_array},
+    arrays::onnx_type,
     deployment::{engine_for, Deployment},
     errors::{session_error, ConfigError, InputError, ModelError},
+    feed::{onnx_value_type, output_value, FedInput, FedInputs},
     stats::report_dict,
 };
 use opal_runtime::{
     config::ModelSpec,
-    input_check::{shape_mismatch, tensors_only, unknown_input},
+    input_check::{runnable_values, shape_mismatch, unknown_input},
     onnx::{Dim, Model},
     session_pool::SessionPool,
-    Engine, TensorRef,
+    value::ValueView,
+    Engine,
 };
 use pyo3::{
     prelude::*,
@@ -119,11 +122,12 @@ impl InferenceSession {
         let wanted = output_indices(spec, model, output_names)?;
         // Held until the run is over, so the arrays outlive the views of their bytes even if
         // another thread changes the feed meanwhile.
-        let mut arrays = Vec::with_capacity(model.inputs.len());
-        let mut views = Vec::with_capacity(model.inputs.len());
+        let engine = self.pool.engine();
+        let mut given = Vec::with_capacity(model.inputs.len());
+        let mut fed = FedInputs::new(engine, model.inputs.len());
         for &id in &model.inputs {
             let value = &model.values[id];
-            let array = input_feed.get_item(&value.name)?.ok_or_else(|| {
+            let item = input_feed.get_item(&value.name)?.ok_or_else(|| {
                 InputError::new_err(format!(
                     "input '{}' is missing; model '{}' takes {:?}",
                     value.name,
@@ -131,41 +135,39 @@ impl InferenceSession {
                     input_names(model)
                 ))
             })?;
-            let view = input_view(&value.name, &array)?;
-            if let Some(declared) = value.dtype.filter(|&d| d != view.dtype) {
-                return Err(InputError::new_err(format!(
-                    "input '{}': the model takes {}, the array is {}",
-                    value.name,
-                    numpy_name(declared),
-                    numpy_name(view.dtype)
-                )));
+            let input = FedInput::read(engine, value, &item)?;
+            if let FedInput::Array(view) = &input {
+                if let Some(declared) = shape_mismatch(spec, value, &view.shape) {
+                    return Err(InputError::new_err(format!(
+                        "input '{}': the model takes shape {declared}, the array has shape {:?}",
+                        value.name,
+                        view.shape.as_slice()
+                    )));
+                }
             }
-            if let Some(declared) = shape_mismatch(spec, value, &view.shape) {
-                return Err(InputError::new_err(format!(
-                    "input '{}': the model takes shape {declared}, the array has shape {:?}",
-                    value.name,
-                    view.shape.as_slice()
-                )));
-            }
-            arrays.push(array);
-            views.push(view);
+            given.push(item);
+            fed.push(input);
         }
         let mut session = self.pool.checkout();
         let running = &mut session;
-        py.detach(move || {
-            // SAFETY: `arrays` holds every array viewed until after this closure returns.
-            let tensors: Vec<TensorRef<'_>> =
-                views.iter().map(|v| unsafe { v.as_tensor() }).collect();
-            running.run(&tensors).map(|_| ())
-        })
-        .map_err(session_error)?;
-        drop(arrays);
+        let (result, fed) = py.detach(move || {
+            // SAFETY: `given` holds every array viewed until after this closure returns.
+            let views: Vec<ValueView<'_>> = fed.iter().map(|v| unsafe { v.view() }).collect();
+            let result = running.run(&views).map(|_| ());
+            drop(views);
+            (result, fed)
+        });
+        drop(fed);
+        drop(given);
+        result.map_err(session_error)?;
         let state = session.last_run().expect("a run just finished");
         wanted
             .into_iter()
             .map(|k| {
-                let tensor = state.output(k).expect("a finished run holds every output");
-                output_array(py, tensor)
+                let value = state
+                    .output_value(k)
+                    .expect("a finished run holds every output");
+                output_value(py, value)
             })
             .collect()
     }
@@ -216,7 +218,7 @@ fn load_model(
         (path, loaded)
     };
     let loaded = loaded.map_err(|e| ModelError::new_err(e.to_string()))?;
-    tensors_only(&loaded)
+    runnable_values(&loaded)
         .map_err(|e| ModelError::new_err(format!("model {}: {e}", path.display())))?;
     let spec = ModelSpec {
         name: path.display().to_string(),
@@ -285,6 +287,6 @@ fn node_arg(py: Python<'_>, model: &Model, id: usize) -> PyResult<NodeArg> {
     Ok(NodeArg {
         name: value.name.clone(),
         shape: dims.into_pyobject(py)?.into_any().unbind(),
-        r#type: onnx_type(value.dtype),
+        r#type: onnx_value_type(value.kind, onnx_type(value.dtype)),
     })
 }

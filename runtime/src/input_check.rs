@@ -9,24 +9,35 @@ use crate::{
 };
 use opal_plugin_api::ValueKind;
 
-/// An error naming the first input or output of `model` that is not a tensor (a sequence,
-/// an optional, or a kind opal does not run at all), for callers that pass tensors only.
+/// An error naming the first input or output of `model` of a type opal does not run (a map,
+/// a sparse tensor, a sequence of sequences, …).
+pub fn runnable_values(model: &Model) -> Result<(), String> {
+    match declared_values(model).find(|value| value.unsupported.is_some()) {
+        None => Ok(()),
+        Some(value) => Err(format!(
+            "'{}' has type {}; opal runs tensors, sequences of tensors and optionals of either",
+            value.name,
+            value.unsupported.unwrap_or("unknown")
+        )),
+    }
+}
+
+/// An error naming the first input or output of `model` that is not a tensor, for callers
+/// that pass tensors only.
 pub fn tensors_only(model: &Model) -> Result<(), String> {
-    let declared = model.inputs[..model.declared_inputs].iter();
-    match declared
+    runnable_values(model)?;
+    match declared_values(model).find(|value| value.kind != ValueKind::TENSOR) {
+        None => Ok(()),
+        Some(value) => Err(format!("'{}' is {}", value.name, value.kind.described())),
+    }
+}
+
+/// The inputs a caller gives (initializers excepted) and the outputs of `model`.
+fn declared_values(model: &Model) -> impl Iterator<Item = &Value> {
+    model.inputs[..model.declared_inputs]
+        .iter()
         .chain(&model.outputs)
         .map(|&id| &model.values[id])
-        .find(|value| value.unsupported.is_some() || value.kind != ValueKind::TENSOR)
-    {
-        None => Ok(()),
-        Some(value) => Err(match value.unsupported {
-            Some(unsupported) => format!(
-                "'{}' has type {unsupported}; opal runs tensors, sequences of tensors and optionals of either",
-                value.name
-            ),
-            None => format!("'{}' is {}", value.name, value.kind.described()),
-        }),
-    }
 }
 
 /// An error for the first of `given` that is not an input of `model` (called `model_name` in

@@ -15,7 +15,33 @@ enum Lengths<'a> {
     Ones(bool),
     /// Pieces of this length, the last possibly shorter.
     Each(usize),
-    Listed(&'a [i64]),
+    Listed(Ints<'a>),
+}
+
+/// The lengths a split tensor lists, in its own integer type.
+#[derive(Clone, Copy)]
+enum Ints<'a> {
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+}
+
+impl<'a> Ints<'a> {
+    fn get(self, index: usize) -> Option<i64> {
+        match self {
+            Ints::I32(values) => values.get(index).map(|&n| i64::from(n)),
+            Ints::I64(values) => values.get(index).copied(),
+        }
+    }
+
+    fn iter(self) -> impl Iterator<Item = i64> + 'a {
+        (0..).map_while(move |i| self.get(i))
+    }
+}
+
+impl std::fmt::Debug for Ints<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 impl<'a> Lengths<'a> {
@@ -24,22 +50,23 @@ impl<'a> Lengths<'a> {
         let Some(split) = split else {
             return Ok(Lengths::Ones(keepdims));
         };
-        let values: &[i64] = match split.dtype() {
-            DType::I64 => split.as_slice::<i64>()?,
+        let values = match split.dtype() {
+            DType::I32 => Ints::I32(split.as_slice::<i32>()?),
+            DType::I64 => Ints::I64(split.as_slice::<i64>()?),
             dtype => {
                 return Err(error(
                     OP,
-                    format_args!("split has dtype {dtype}, expected i64"),
+                    format_args!("split has dtype {dtype}, expected i32 or i64"),
                 ))
             }
         };
         if split.shape().is_empty() {
-            return match values.first() {
-                Some(&n) if n > 0 => Ok(Lengths::Each(n as usize)),
+            return match values.get(0) {
+                Some(n) if n > 0 => Ok(Lengths::Each(n as usize)),
                 _ => Err(error(OP, "a scalar split must be a positive length")),
             };
         }
-        if values.iter().any(|&n| n < 0) {
+        if values.iter().any(|n| n < 0) {
             return Err(error(
                 OP,
                 format_args!("split {values:?} holds a negative length"),
@@ -69,7 +96,7 @@ impl<'a> Lengths<'a> {
         match *self {
             Lengths::Ones(_) => (start < dim).then_some(1),
             Lengths::Each(n) => (start < dim).then(|| n.min(dim - start)),
-            Lengths::Listed(lengths) => lengths.get(index).map(|&n| n as usize),
+            Lengths::Listed(lengths) => lengths.get(index).map(|n| n as usize),
         }
     }
 
@@ -109,10 +136,15 @@ impl Operator for SplitToSequence {
             None => shape[axis] = 1,
             Some(split) => {
                 // The pieces share a length only when a scalar divides the axis.
-                let each = split
-                    .value_as::<i64>()?
-                    .filter(|_| split.shape.is_empty())
-                    .and_then(|v| v.first().copied());
+                let scalar = |first: Option<i64>| first.filter(|_| split.shape.is_empty());
+                let each = match split.dtype {
+                    DType::I32 => scalar(
+                        split
+                            .value_as::<i32>()?
+                            .and_then(|v| v.first().map(|&n| i64::from(n))),
+                    ),
+                    _ => scalar(split.value_as::<i64>()?.and_then(|v| v.first().copied())),
+                };
                 shape[axis] = match each {
                     Some(n) if n > 0 && shape[axis] >= 0 && shape[axis] % n == 0 => n,
                     _ => -1,
@@ -193,6 +225,15 @@ mod tests {
             [
                 (vec![3, 1], vec![0.0, 2.0, 4.0]),
                 (vec![3, 1], vec![1.0, 3.0, 5.0])
+            ]
+        );
+        // The lengths may also be int32.
+        let pieces = split(vec![x(), OwnedTensor::new::<i32>(&[2], &[1, 2])], &[]);
+        assert_eq!(
+            pieces,
+            [
+                (vec![1, 2], vec![0.0, 1.0]),
+                (vec![2, 2], vec![2.0, 3.0, 4.0, 5.0])
             ]
         );
         let pieces = split(vec![x()], &[int_attr("axis", -1), int_attr("keepdims", 0)]);

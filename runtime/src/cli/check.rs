@@ -9,6 +9,7 @@
 use opal_plugin_api::ValueKind;
 use opal_runtime::{
     compare::{compare_values, Tolerance},
+    input_check::runnable_values,
     value::Value,
     value_file::read_value,
     Engine, Session,
@@ -106,19 +107,7 @@ fn check_case(engine: &Arc<Engine>, dir: &Path, tolerance: Tolerance) -> Result<
             dir.display()
         ));
     }
-    if let Some(&id) = model
-        .inputs
-        .iter()
-        .chain(&model.outputs)
-        .find(|&&id| model.values[id].unsupported.is_some())
-    {
-        let value = &model.values[id];
-        return Err(format!(
-            "'{}' has type {}; opal runs tensors, sequences of tensors and optionals of either",
-            value.name,
-            value.unsupported.unwrap_or("unknown")
-        ));
-    }
+    runnable_values(&model)?;
     let owner = engine.tracker().owner("inputs");
     let mut session = Session::new(engine.clone(), model.clone(), BTreeMap::new());
     for set in sets {

@@ -678,73 +678,19 @@ impl<'e> Compiler<'e> {
     /// before any is inferred: a branch that inference leaves untyped (one its inputs can never
     /// take) still needs its operators.
     fn check_operators(&self) -> Result<(), PlanError> {
-        for node in &self.model.nodes {
-            self.resolve(node)?;
-            for subgraph in &node.subgraphs {
-                let graph = &subgraph.graph;
-                Compiler::new(
-                    self.engine,
-                    graph,
-                    self.registry.clone(),
-                    DeclaredShapes::Hints,
-                )
-                .check_operators()
-                .map_err(|e| {
-                    self.error(
-                        Some(node),
-                        format!("subgraph '{}': {}", subgraph.attribute, e.within_file()),
-                    )
-                })?;
-            }
+        match missing_operator(self.model, &self.registry) {
+            None => Ok(()),
+            Some((node, reason)) => Err(PlanError {
+                path: self.model.path().to_owned(),
+                node: Some(node),
+                reason,
+            }),
         }
-        Ok(())
     }
 
     /// The kernel for `node` at the model's opset for its domain.
     fn resolve(&self, node: &Node) -> Result<OperatorEntry, PlanError> {
-        let domain = if node.domain.is_empty() {
-            "ai.onnx"
-        } else {
-            &node.domain
-        };
-        let opset = self.model.opset(&node.domain).ok_or_else(|| {
-            self.error(
-                Some(node),
-                format!("the model imports no opset for domain '{domain}'"),
-            )
-        })?;
-        if let Some(entry) = self.registry.lookup(&node.domain, &node.op_type, opset) {
-            return Ok(entry.clone());
-        }
-        let entries = self.registry.entries(&node.domain, &node.op_type);
-        let reason = if entries.is_empty() {
-            format!(
-                "no loaded plugin provides operator '{}' (domain '{domain}'); load a plugin that does (`opal plugins` lists what is loaded)",
-                node.op_type
-            )
-        } else {
-            let provided: Vec<String> = entries
-                .iter()
-                .map(|e| {
-                    let until = if e.until_version() == i64::MAX {
-                        String::from("+")
-                    } else {
-                        format!("-{}", e.until_version())
-                    };
-                    format!(
-                        "{}{until} (plugin '{}')",
-                        e.since_version(),
-                        e.plugin_name()
-                    )
-                })
-                .collect();
-            format!(
-                "opset {opset} of '{}' is not supported; loaded plugins provide opsets {}",
-                node.op_type,
-                provided.join(", ")
-            )
-        };
-        Err(self.error(Some(node), reason))
+        resolve(self.model, &self.registry, node).map_err(|reason| self.error(Some(node), reason))
     }
 
     /// The node's subgraphs, with what each reads from this graph.
@@ -1109,4 +1055,64 @@ fn describe_dims(dims: &[Dim]) -> String {
         })
         .collect();
     format!("[{}]", parts.join(", "))
+}
+/// The kernel for `node` of `model` at the model's opset for its domain, or why none is.
+fn resolve(model: &Model, registry: &Registry, node: &Node) -> Result<OperatorEntry, String> {
+    let domain = if node.domain.is_empty() {
+        "ai.onnx"
+    } else {
+        &node.domain
+    };
+    let opset = model
+        .opset(&node.domain)
+        .ok_or_else(|| format!("the model imports no opset for domain '{domain}'"))?;
+    if let Some(entry) = registry.lookup(&node.domain, &node.op_type, opset) {
+        return Ok(entry.clone());
+    }
+    let entries = registry.entries(&node.domain, &node.op_type);
+    let reason = if entries.is_empty() {
+        format!(
+            "no loaded plugin provides operator '{}' (domain '{domain}'); load a plugin that does (`opal plugins` lists what is loaded)",
+            node.op_type
+        )
+    } else {
+        let provided: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let until = if e.until_version() == i64::MAX {
+                    String::from("+")
+                } else {
+                    format!("-{}", e.until_version())
+                };
+                format!(
+                    "{}{until} (plugin '{}')",
+                    e.since_version(),
+                    e.plugin_name()
+                )
+            })
+            .collect();
+        format!(
+            "opset {opset} of '{}' is not supported; loaded plugins provide opsets {}",
+            node.op_type,
+            provided.join(", ")
+        )
+    };
+    Err(reason)
+}
+
+/// The first node of `model`, or of its subgraphs at any depth, that no loaded kernel provides:
+/// the node as errors name it (within the subgraph chain leading to it) and why.
+fn missing_operator(model: &Model, registry: &Registry) -> Option<(String, String)> {
+    for node in &model.nodes {
+        if let Err(reason) = resolve(model, registry, node) {
+            return Some((node.describe(), reason));
+        }
+        for subgraph in &node.subgraphs {
+            if let Some((inner, reason)) = missing_operator(&subgraph.graph, registry) {
+                let reason = format!("subgraph '{}': {inner}: {reason}", subgraph.attribute);
+                return Some((node.describe(), reason));
+            }
+        }
+    }
+    None
 }
