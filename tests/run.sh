@@ -43,6 +43,7 @@ fi
 # installed into the venv, then its tests: sessions against `opal run`, a custom plugin, a
 # reload under load, bad inputs, resident memory over 10,000 runs, the README's example, the
 # official ONNX backend tests over the node cases (cases known-failures.md lists are xfail), and
+# `opal serve` driven by the KServe SDK and by tritonclient's model control, and
 # deploy/kserve checked offline (manifests, Dockerfile, the entrypoint serving a model directory).
 rm -rf target/wheels
 .cache/venv/bin/maturin build --release --manifest-path python/Cargo.toml --out target/wheels

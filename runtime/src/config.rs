@@ -133,6 +133,11 @@ pub struct ServerSettings {
     /// one (here or in `OPAL_ADMIN_TOKEN`), they answer loopback clients only.
     #[serde(deserialize_with = "admin_token")]
     pub admin_token: Option<AdminToken>,
+    /// Apply changes of the deployment file while serving (as `opal serve --watch-config`).
+    pub watch_config: bool,
+    /// Where models sent inline with a load request are stored, one directory per load; a
+    /// temporary directory removed at exit when absent. Relative to the deployment's directory.
+    pub model_store: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -143,6 +148,8 @@ impl Default for ServerSettings {
             request_timeout_ms: 30_000,
             stuck_after_ms: 5_000,
             admin_token: None,
+            watch_config: false,
+            model_store: None,
         }
     }
 }
@@ -245,10 +252,11 @@ struct RawPlugin {
     watch: bool,
 }
 
+/// A `[[models]]` entry; `N` is its name's type (optional where the caller knows the name).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawModel {
-    name: String,
+struct RawModel<N = String> {
+    name: N,
     path: String,
     #[serde(default)]
     dims: BTreeMap<String, usize>,
@@ -258,6 +266,75 @@ struct RawModel {
     max_concurrent: usize,
     #[serde(default = "default_queue")]
     max_queue: usize,
+}
+
+impl RawModel {
+    /// What a parsed entry must also hold.
+    fn check(&self) -> Result<(), String> {
+        if self.max_concurrent == 0 {
+            return Err(format!(
+                "models '{}': max_concurrent must be at least 1",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The entry with its path resolved against `dir`.
+    fn resolve(self, dir: &Path) -> ModelSpec {
+        ModelSpec {
+            path: normalize(&dir.join(&self.path)),
+            name: self.name,
+            dims: self.dims,
+            shapes: self.shapes,
+            max_concurrent: self.max_concurrent,
+            max_queue: self.max_queue,
+        }
+    }
+}
+
+/// A `[[models]]` array of one entry, as a load request's `config` may send it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModelList {
+    models: Vec<RawModel<Option<String>>>,
+}
+
+impl ModelSpec {
+    /// The model `text` declares as one `[[models]]` table (its keys, or a `[[models]]` array
+    /// of one entry), for model `name`; `name` may be left out, and `path` resolves against
+    /// `dir`. `origin` names where the text came from in errors, which give line and key.
+    pub fn from_toml(text: &str, name: &str, dir: &Path, origin: &str) -> Result<Self, String> {
+        let fail = |e: toml::de::Error| format!("{origin}: {}", describe_toml_error(&e, text));
+        let table: toml::Table = toml::from_str(text).map_err(fail)?;
+        let raw = if table.get("models").is_some_and(toml::Value::is_array) {
+            let mut list = toml::from_str::<RawModelList>(text).map_err(fail)?.models;
+            if list.len() != 1 {
+                return Err(format!(
+                    "{origin}: declares {} [[models]] entries; send the one for model '{name}'",
+                    list.len()
+                ));
+            }
+            list.pop().expect("one entry")
+        } else {
+            toml::from_str::<RawModel<Option<String>>>(text).map_err(fail)?
+        };
+        if let Some(declared) = raw.name.as_deref().filter(|n| *n != name) {
+            return Err(format!(
+                "{origin}: name is '{declared}', but the request loads model '{name}'"
+            ));
+        }
+        let raw = RawModel {
+            name: name.to_owned(),
+            path: raw.path,
+            dims: raw.dims,
+            shapes: raw.shapes,
+            max_concurrent: raw.max_concurrent,
+            max_queue: raw.max_queue,
+        };
+        raw.check().map_err(|e| format!("{origin}: {e}"))?;
+        Ok(raw.resolve(dir))
+    }
 }
 
 fn default_concurrency() -> usize {
@@ -366,33 +443,19 @@ impl Deployment {
             }
         }
         for m in &raw.models {
-            if m.max_concurrent == 0 {
-                return Err(invalid(format!(
-                    "models '{}': max_concurrent must be at least 1",
-                    m.name
-                )));
-            }
+            m.check().map_err(invalid)?;
         }
+        let mut server = raw.server;
+        server.model_store = server.model_store.map(|store| normalize(&dir.join(store)));
         Ok(Deployment {
             source: path.to_owned(),
             engine: raw.engine,
             pool: raw.pool,
             plugins,
             operators: raw.operators,
-            models: raw
-                .models
-                .into_iter()
-                .map(|m| ModelSpec {
-                    path: normalize(&dir.join(&m.path)),
-                    name: m.name,
-                    dims: m.dims,
-                    shapes: m.shapes,
-                    max_concurrent: m.max_concurrent,
-                    max_queue: m.max_queue,
-                })
-                .collect(),
+            models: raw.models.into_iter().map(|m| m.resolve(dir)).collect(),
             run: raw.run,
-            server: raw.server,
+            server,
         })
     }
 
@@ -590,6 +653,47 @@ mod tests {
         assert!(
             err.contains("unknown instruction set 'sse9': use one of avx512, avx2, neon, baseline"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_model_table_alone_parses_with_or_without_its_header() {
+        let dir = Path::new("/srv/store/b");
+        for text in [
+            "path = \"1/model.onnx\"\nmax_concurrent = 2\n",
+            "[[models]]\nname = \"b\"\npath = \"1/model.onnx\"\nmax_concurrent = 2\n",
+        ] {
+            let spec = ModelSpec::from_toml(text, "b", dir, "config").unwrap();
+            assert_eq!(spec.path, Path::new("/srv/store/b/1/model.onnx"));
+            assert_eq!((spec.name.as_str(), spec.max_concurrent), ("b", 2));
+        }
+        let err =
+            ModelSpec::from_toml("path = \"m.onnx\"\nmax_concurent = 2\n", "b", dir, "config")
+                .unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("max_concurent"),
+            "{err}"
+        );
+        let err = ModelSpec::from_toml("name = \"a\"\npath = \"m.onnx\"\n", "b", dir, "config")
+            .unwrap_err();
+        assert!(err.contains("name is 'a'") && err.contains("'b'"), "{err}");
+        let err = ModelSpec::from_toml(
+            "path = \"m.onnx\"\nmax_concurrent = 0\n",
+            "b",
+            dir,
+            "config",
+        )
+        .unwrap_err();
+        assert!(err.contains("max_concurrent must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn a_model_store_resolves_against_the_file() {
+        let d = parse("[server]\nwatch_config = true\nmodel_store = \"store\"\n").unwrap();
+        assert!(d.server.watch_config);
+        assert_eq!(
+            d.server.model_store.as_deref(),
+            Some(Path::new("/srv/opal/store"))
         );
     }
 

@@ -179,6 +179,17 @@ impl Engine {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Makes `registry` the current snapshot without asking sessions to recompile: for a
+    /// registry that only adds plugins to the current one, so every existing plan still holds
+    /// kernels it would resolve again.
+    pub fn publish_addition(&self, registry: Arc<Registry>) {
+        let mut current = self.registry.write();
+        for plugin in registry.plugins() {
+            self.tracker.owner(&plugin_owner_name(plugin.name()));
+        }
+        *current = registry;
+    }
+
     /// Loads an ONNX model; its weights stay mapped, and what must be copied is tracked.
     pub fn load_model(&self, path: &Path) -> Result<Arc<Model>, ModelError> {
         Model::load(path, &self.weights).map(Arc::new)

@@ -5,7 +5,8 @@
 //! - [`engine`]: what a deployment sets up once: memory, plugins, registry, threads.
 //! - [`memory`]: tracker, aligned buffers, tensor pool, scratch arenas, mapped files, stats.
 //! - [`instruction_set`]: which kernels (AVX-512, AVX2, NEON, baseline) the engine lends.
-//! - [`plugin`]: loading `.so` plugins, the operator registry, services lent to kernels.
+//! - [`plugin`]: loading `.so` plugins, the operator registry, services lent to kernels;
+//!   [`hot_swap`] and [`plugin_changes`]: replacing, adding and removing them while serving.
 //! - [`onnx`]: model files.
 //! - [`plan`], [`run_state`], [`session`]: compiling a model and running it; [`run_control`]:
 //!   stopping a run between kernels; [`session_pool`]: sessions of a model shared by threads,
@@ -26,6 +27,7 @@ pub mod memory;
 pub mod onnx;
 pub mod plan;
 pub mod plugin;
+pub mod plugin_changes;
 pub mod run_control;
 pub mod run_state;
 pub mod session;

@@ -8,7 +8,7 @@ use crate::{
     engine::Engine,
     hot_swap::{ReloadError, Reloaded, SampleRun},
     onnx::{Constant, Model, ModelError},
-    session::Session,
+    session::{Session, SessionError},
     synthetic::synthetic_tensor,
     tensor::TensorRef,
 };
@@ -117,6 +117,22 @@ impl SessionPool {
         }
     }
 
+    /// Runs the model once on its sample inputs, so the first request finds a compiled plan and
+    /// a warm run state; nothing to do when the model leaves its input shapes open.
+    pub fn warm(&self) -> Result<(), SessionError> {
+        let Some(inputs) = self.sample_inputs() else {
+            return Ok(());
+        };
+        self.checkout().run(&inputs)?;
+        Ok(())
+    }
+
+    /// Drops the idle sessions: after a new registry snapshot their plans hold the old one,
+    /// and with it the libraries of plugins replaced or removed.
+    pub fn drop_idle(&self) {
+        self.idle.lock().clear();
+    }
+
     /// The sample inputs as views, if the model declares its input shapes.
     fn sample_inputs(&self) -> Option<Vec<TensorRef<'_>>> {
         Some(self.sample.as_ref()?.iter().map(Constant::as_ref).collect())
@@ -174,7 +190,7 @@ pub fn reload_plugin(
         .collect();
     let reloaded = engine.reload_plugin(name, &samples)?;
     for pool in pools {
-        pool.idle.lock().clear();
+        pool.drop_idle();
     }
     Ok(reloaded)
 }

@@ -2,13 +2,13 @@
 //! old plugin still serving, and a swap under load fails no request and leaves no old library
 //! mapped.
 
-use opal_tests::{abi_fixture, build_variant, plugin, AbiVariant, ModelBuilder, Server};
+use opal_tests::{
+    abi_fixture, build_variant, footprint, mapped_files, p99, plugin, settled_footprint,
+    AbiVariant, Check, Clients, Footprint, ModelBuilder, Server,
+};
 use std::{
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -282,12 +282,6 @@ fn a_kernel_that_panics_on_the_sample_run_is_refused() {
     refused(&swap_build("panics"), "this build of Scale panics");
 }
 
-/// Latencies of one phase of the load test, in seconds.
-fn p99(latencies: &mut [f64]) -> f64 {
-    latencies.sort_by(f64::total_cmp);
-    latencies[((latencies.len() - 1) as f64 * 0.99).round() as usize]
-}
-
 /// Swapping the plugin back and forth between two equal builds, one swap per `interval`.
 struct Swaps<'a> {
     first: &'a Path,
@@ -298,38 +292,18 @@ struct Swaps<'a> {
 /// Four clients send requests while nothing happens, or while the plugin is swapped; returns
 /// the latencies of the phase and the number of swaps.
 fn load_phase(s: &Setup, duration: Duration, swaps: Option<&Swaps<'_>>) -> (Vec<f64>, usize) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
+    let expected = expected(s.factor);
+    let check: Check = Arc::new(move |reply: &opal_tests::Reply| {
+        reply.status == 200
+            && reply.json()["outputs"][0]["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(&expected)
+                .all(|(g, e)| (g.as_f64().unwrap() - e).abs() < 1e-5)
+    });
     let path = format!("/v2/models/{}/infer", s.model);
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, failures) = (stop.clone(), failures.clone());
-            let address = s.server.address.clone();
-            let path = path.clone();
-            let expected = expected(s.factor);
-            std::thread::spawn(move || {
-                let body = infer_body();
-                let mut latencies = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let start = Instant::now();
-                    let reply = opal_tests::request(&address, "POST", &path, &[], body.as_bytes());
-                    latencies.push(start.elapsed().as_secs_f64());
-                    let correct = reply.status == 200
-                        && reply.json()["outputs"][0]["data"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .zip(&expected)
-                            .all(|(g, e)| (g.as_f64().unwrap() - e).abs() < 1e-5);
-                    if !correct {
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("failed request: {} {}", reply.status, reply.text());
-                    }
-                }
-                latencies
-            })
-        })
-        .collect();
+    let clients = Clients::start(4, &s.server.address, &path, infer_body().as_bytes(), check);
     let mut swapped = 0;
     let started = Instant::now();
     while started.elapsed() < duration {
@@ -349,30 +323,19 @@ fn load_phase(s: &Setup, duration: Duration, swaps: Option<&Swaps<'_>>) -> (Vec<
             None => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let latencies = clients
-        .into_iter()
-        .flat_map(|c| c.join().unwrap())
-        .collect();
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed");
+    let (latencies, failures) = clients.stop();
+    assert_eq!(failures, 0, "requests failed");
     (latencies, swapped)
 }
 
-/// Lines of the server's memory map that belong to copies of the swap fixture.
+/// Copies of the swap fixture the server maps.
 fn mapped_swap_libraries(pid: u32) -> std::collections::BTreeSet<String> {
     mapped_copies(pid, "libswappable")
 }
 
-/// Lines of the server's memory map that belong to copies of the plugin deployed as
-/// `<stem>.so`.
+/// Copies of the plugin deployed as `<stem>.so` the server maps.
 fn mapped_copies(pid: u32, stem: &str) -> std::collections::BTreeSet<String> {
-    let prefix = format!("opal-plugins/{stem}-");
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(&prefix))
-        .filter_map(|l| l.split_whitespace().nth(5).map(str::to_owned))
-        .collect()
+    mapped_files(pid, &format!("opal-plugins/{stem}-"))
 }
 
 #[test]
@@ -432,41 +395,13 @@ fn the_control_flow_plugin_swaps_under_load_without_a_failed_request() {
     );
 }
 
-/// What the server process holds: resident memory, open descriptors, mapped plugin copies.
-#[derive(Debug, Clone, Copy)]
-struct Footprint {
-    resident_kib: u64,
-    descriptors: usize,
-    libraries: usize,
+/// The server's footprint, with the copies of the swap fixture it maps.
+fn footprint_of(pid: u32) -> Footprint {
+    footprint(pid, &[SWAP_COPIES])
 }
 
-fn footprint(pid: u32) -> Footprint {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let resident_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status");
-    Footprint {
-        resident_kib,
-        descriptors: std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count(),
-        libraries: mapped_swap_libraries(pid).len(),
-    }
-}
-
-/// [`footprint`] once the clients stopped: the server closes their last connections a moment
-/// after they do, so the sample with the fewest descriptors within a second counts.
-fn settled_footprint(pid: u32) -> Footprint {
-    (0..10)
-        .map(|_| {
-            std::thread::sleep(Duration::from_millis(100));
-            footprint(pid)
-        })
-        .min_by_key(|f| f.descriptors)
-        .expect("ten samples")
-}
+/// Where copies of the swap fixture are mapped from.
+const SWAP_COPIES: &str = "opal-plugins/libswappable-";
 
 /// Serving with four clients and a reload every 2 s for `OPAL_SOAK_SECONDS` (60 by default;
 /// the README gives a 10-minute run's figures): no request fails, and resident memory, open
@@ -487,16 +422,16 @@ fn a_soak_with_a_reload_every_two_seconds_stays_flat() {
     // Warm-up: sessions, the pool and the server's threads reach their steady state.
     load_phase(&s, Duration::from_secs(6), Some(&swapping));
     assert_correct(&s);
-    let start = settled_footprint(s.server.pid());
+    let start = settled_footprint(s.server.pid(), &[SWAP_COPIES]);
     let (mut latencies, mut swaps) = (Vec::new(), 0);
     for _ in 0..seconds / 10 {
         let (more, swapped) = load_phase(&s, Duration::from_secs(10), Some(&swapping));
         latencies.extend(more);
         swaps += swapped;
-        println!("soak sample: {:?}", footprint(s.server.pid()));
+        println!("soak sample: {:?}", footprint_of(s.server.pid()));
     }
     assert_correct(&s);
-    let end = settled_footprint(s.server.pid());
+    let end = settled_footprint(s.server.pid(), &[SWAP_COPIES]);
     println!(
         "soak: {seconds} s, {} requests, {swaps} reloads, 0 failed; resident {} → {} KiB, descriptors {} → {}, mapped plugin copies {} → {}",
         latencies.len(),
@@ -504,13 +439,13 @@ fn a_soak_with_a_reload_every_two_seconds_stays_flat() {
         end.resident_kib,
         start.descriptors,
         end.descriptors,
-        start.libraries,
-        end.libraries
+        start.mapped.len(),
+        end.mapped.len()
     );
     assert!(swaps as u64 >= seconds / 2 - 1, "only {swaps} reloads");
     assert_eq!(end.descriptors, start.descriptors, "{start:?} → {end:?}");
     assert_eq!(
-        (start.libraries, end.libraries),
+        (start.mapped.len(), end.mapped.len()),
         (1, 1),
         "{start:?} → {end:?}"
     );

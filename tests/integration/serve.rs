@@ -410,10 +410,18 @@ fn without_an_admin_token_only_loopback_clients_may_reload() {
     let port = server.address.rsplit(':').next().unwrap().to_owned();
     let remote = format!("{}:{port}", non_loopback_address());
 
-    let refused = opal_tests::request(&remote, "POST", RELOAD, &[], b"");
-    assert_eq!(refused.status, 403, "{}", refused.text());
-    let error = refused.json()["error"].as_str().unwrap().to_owned();
-    assert!(error.contains("server.admin_token"), "{error}");
+    let changes = [
+        RELOAD,
+        "/v2/repository/models/mlp/load",
+        "/v2/repository/models/mlp/unload",
+        "/v2/repository/reload-config",
+    ];
+    for change in changes {
+        let refused = opal_tests::request(&remote, "POST", change, &[], b"");
+        assert_eq!(refused.status, 403, "{change}: {}", refused.text());
+        let error = refused.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("server.admin_token"), "{change}: {error}");
+    }
     // Inference answers every client; reloads answer loopback ones.
     let infer = opal_tests::request(
         &remote,

@@ -1,15 +1,20 @@
 //! Shared helpers of the integration tests: where the built artifacts are, fixture plugins built
 //! on demand, writing models, running one operator through the host's services, and running
-//! `opal serve`.
+//! `opal serve`, with deployments whose models change while it serves.
 
 mod abi_fixture;
 mod fixture_build;
+mod footprint;
+pub mod live_models;
+mod load;
 mod model_builder;
 mod run_operator;
 mod server;
 
 pub use abi_fixture::{abi_fixture, AbiVariant};
 pub use fixture_build::build_variant;
+pub use footprint::{footprint, mapped_files, settled_footprint, Footprint};
+pub use load::{p99, Check, Clients};
 pub use model_builder::ModelBuilder;
 pub use run_operator::{run_f32, F32Tensor};
 pub use server::{request, Reply, Server};

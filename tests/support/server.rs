@@ -54,20 +54,38 @@ impl Server {
     /// [`Server::start`] in the working directory `dir`, against which a relative `config`
     /// resolves.
     pub fn start_in(dir: &Path, config: &Path) -> Server {
-        Self::start_with(dir, config, "127.0.0.1:0", &[])
+        Self::start_with(dir, config, "127.0.0.1:0", &[], &[])
+    }
+
+    /// [`Server::start`] with `--watch-config`: changes of the deployment file are applied.
+    pub fn start_watching_config(config: &Path) -> Server {
+        Self::start_with(
+            Path::new("."),
+            config,
+            "127.0.0.1:0",
+            &[],
+            &["--watch-config"],
+        )
     }
 
     /// [`Server::start`] listening on `listen` (an ephemeral port of every interface with
     /// `0.0.0.0:0`), with `env` added to the server's environment.
     pub fn start_listening(config: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
-        Self::start_with(Path::new("."), config, listen, env)
+        Self::start_with(Path::new("."), config, listen, env, &[])
     }
 
-    fn start_with(dir: &Path, config: &Path, listen: &str, env: &[(&str, &str)]) -> Server {
+    fn start_with(
+        dir: &Path,
+        config: &Path,
+        listen: &str,
+        env: &[(&str, &str)],
+        arguments: &[&str],
+    ) -> Server {
         let mut child = Command::new(crate::opal_binary())
             .current_dir(dir)
             .args(["serve", "--listen", listen, "--config"])
             .arg(config)
+            .args(arguments)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -37,6 +37,9 @@ enum Command {
     /// Ask a running server to reload a plugin from its file (with the admin token from
     /// OPAL_ADMIN_TOKEN, when the server requires one).
     Reload(serve::ReloadArgs),
+    /// Ask a running server to apply its deployment file again: models and plugins added,
+    /// removed or changed (with the admin token from OPAL_ADMIN_TOKEN, when it requires one).
+    ReloadConfig(serve::ReloadConfigArgs),
     /// Deployment files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -66,6 +69,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Inspect(args) => inspect::main(args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => serve::serve(args).map(|()| ExitCode::SUCCESS),
         Command::Reload(args) => serve::reload(args).map(|()| ExitCode::SUCCESS),
+        Command::ReloadConfig(args) => serve::reload_config(args).map(|()| ExitCode::SUCCESS),
         Command::Config(ConfigCommand::Check(args)) => {
             serve::config_check(args).map(|()| ExitCode::SUCCESS)
         }

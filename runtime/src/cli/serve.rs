@@ -1,5 +1,6 @@
-//! `opal serve`, `opal reload` and `opal config check`: serving a deployment over HTTP, asking
-//! a running server to reload a plugin, and validating a deployment file without serving it.
+//! `opal serve`, `opal reload`, `opal reload-config` and `opal config check`: serving a
+//! deployment over HTTP, asking a running server to reload a plugin or its deployment file, and
+//! validating a deployment file without serving it.
 
 use anyhow::{bail, Context};
 use opal_runtime::{Deployment, Engine};
@@ -18,11 +19,14 @@ pub(crate) struct ServeArgs {
     /// Address to listen on (default: the deployment's server.listen).
     #[arg(long)]
     listen: Option<String>,
+    /// Apply changes of the deployment file while serving (as `server.watch_config = true`).
+    #[arg(long)]
+    watch_config: bool,
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let deployment = super::deployment(args.config.as_ref())?;
-    crate::server::serve(deployment, args.listen)
+    crate::server::serve(deployment, args.listen, args.watch_config)
 }
 
 #[derive(clap::Args)]
@@ -37,10 +41,30 @@ pub(crate) struct ReloadArgs {
 /// Asks the server to reload the plugin and prints its answer, sending the admin token from
 /// `OPAL_ADMIN_TOKEN` when it is set.
 pub(crate) fn reload(args: ReloadArgs) -> anyhow::Result<()> {
-    let address = args
-        .server
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
+    let path = format!("/v2/plugins/{}/reload", args.name);
+    admin_post(&args.server, &path, "reload")
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ReloadConfigArgs {
+    /// The server's address, e.g. 127.0.0.1:8000.
+    #[arg(long)]
+    server: String,
+}
+
+/// Asks the server to apply its deployment file again and prints what changed.
+pub(crate) fn reload_config(args: ReloadConfigArgs) -> anyhow::Result<()> {
+    admin_post(
+        &args.server,
+        "/v2/repository/reload-config",
+        "deployment reload",
+    )
+}
+
+/// POSTs to an admin endpoint of the server at `server`, with the admin token from
+/// `OPAL_ADMIN_TOKEN` when it is set, and prints the answer; an error unless it is 200.
+fn admin_post(server: &str, path: &str, what: &str) -> anyhow::Result<()> {
+    let address = server.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(address)
         .with_context(|| format!("cannot reach the server at {address}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(600)))?;
@@ -50,8 +74,7 @@ pub(crate) fn reload(args: ReloadArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     write!(
         stream,
-        "POST /v2/plugins/{}/reload HTTP/1.1\r\nHost: {address}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n",
-        args.name
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -62,7 +85,7 @@ pub(crate) fn reload(args: ReloadArgs) -> anyhow::Result<()> {
         .trim();
     println!("{body}");
     if status != "200" {
-        bail!("the server refused the reload (HTTP {status})");
+        bail!("the server refused the {what} (HTTP {status})");
     }
     Ok(())
 }

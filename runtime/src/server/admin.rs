@@ -1,11 +1,15 @@
-//! Who may call the endpoints that change the server (plugin reloads): with an admin token
-//! (`server.admin_token`, or `OPAL_ADMIN_TOKEN` in the server's environment), requests bearing
-//! it in `Authorization: Bearer …`; without one, loopback clients only.
+//! Who may call the endpoints that change the server (plugin reloads, model loads and unloads,
+//! deployment reloads): with an admin token (`server.admin_token`, or `OPAL_ADMIN_TOKEN` in the
+//! server's environment), requests bearing it in `Authorization: Bearer …`; without one,
+//! loopback clients only.
 
-use super::routes::ApiError;
+use super::{routes::ApiError, state::AppState};
 use axum::http::{header, HeaderMap, StatusCode};
 use opal_runtime::config::AdminToken;
-use std::net::IpAddr;
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 /// The environment variable holding the admin token, for the server and for `opal reload`.
 const TOKEN_VARIABLE: &str = "OPAL_ADMIN_TOKEN";
@@ -63,6 +67,27 @@ pub(crate) fn authorize(
             "the admin token sent is not the server's".to_owned(),
         )),
     }
+}
+
+/// Makes `change` for an admin client (see [`authorize`]), on a blocking thread: `what` names
+/// it if that thread fails.
+pub(crate) async fn change<T: Send + 'static>(
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    what: String,
+    change: impl FnOnce(&AppState) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    authorize(state.admin_token.as_ref(), peer.ip(), headers)?;
+    let worker = state.clone();
+    tokio::task::spawn_blocking(move || change(&worker))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{what} failed: {e}"),
+            )
+        })
 }
 
 /// Whether `peer` is this machine over loopback, IPv4-mapped IPv6 addresses included.

@@ -1,6 +1,6 @@
 //! `/metrics`: request counts by outcome and a latency histogram per model, runs going on,
-//! queued, cancelled and stuck, plugin reloads, and the engine's memory figures, in the
-//! Prometheus text format.
+//! queued, cancelled and stuck, models loaded and unloaded and the bytes each maps, plugin and
+//! deployment reloads, and the engine's memory figures, in the Prometheus text format.
 
 use opal_runtime::Engine;
 use parking_lot::Mutex;
@@ -46,6 +46,8 @@ pub(crate) struct ModelLoad<'a> {
     pub(crate) model: &'a str,
     pub(crate) running: usize,
     pub(crate) queued: usize,
+    /// Bytes of the model file mapped.
+    pub(crate) mapped: usize,
 }
 
 #[derive(Default)]
@@ -68,6 +70,12 @@ pub(crate) struct Metrics {
     models: Mutex<BTreeMap<String, ModelFigures>>,
     /// (plugin, outcome) → reloads.
     reloads: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// (model, outcome) → loads through the repository API.
+    model_loads: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// model → unloads (on request or by a deployment reload).
+    model_unloads: Mutex<BTreeMap<String, u64>>,
+    /// Deployment reloads: [applied, refused].
+    config_reloads: Mutex<[u64; 2]>,
 }
 
 impl Metrics {
@@ -114,6 +122,30 @@ impl Metrics {
             .lock()
             .entry((plugin.to_owned(), outcome))
             .or_default() += 1;
+    }
+
+    /// Counts a model load through the repository API.
+    pub(crate) fn record_model_load(&self, model: &str, succeeded: bool) {
+        let outcome = if succeeded { "success" } else { "failure" };
+        *self
+            .model_loads
+            .lock()
+            .entry((model.to_owned(), outcome))
+            .or_default() += 1;
+    }
+
+    /// Counts a model taken out of service.
+    pub(crate) fn record_model_unload(&self, model: &str) {
+        *self
+            .model_unloads
+            .lock()
+            .entry(model.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Counts a deployment reload, applied or refused.
+    pub(crate) fn record_config_reload(&self, applied: bool) {
+        self.config_reloads.lock()[usize::from(!applied)] += 1;
     }
 
     /// Everything, as Prometheus text.
@@ -216,17 +248,65 @@ impl Metrics {
             );
         }
         drop(models);
+        outcome_counter(
+            &mut out,
+            ("opal_plugin_reloads_total", "plugin"),
+            "Plugin reloads by plugin and outcome.",
+            &self.reloads.lock(),
+        );
+        outcome_counter(
+            &mut out,
+            ("opal_model_loads_total", "model"),
+            "Model loads through the repository API, by model and outcome.",
+            &self.model_loads.lock(),
+        );
         header(
             &mut out,
-            "opal_plugin_reloads_total",
+            "opal_model_unloads_total",
             "counter",
-            "Plugin reloads by plugin and outcome.",
+            "Models taken out of service, on request or by a deployment reload.",
         );
-        for ((plugin, outcome), n) in self.reloads.lock().iter() {
+        for (model, n) in self.model_unloads.lock().iter() {
             let _ = writeln!(
                 out,
-                "opal_plugin_reloads_total{{plugin=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape(plugin)
+                "opal_model_unloads_total{{model=\"{}\"}} {n}",
+                escape(model)
+            );
+        }
+        header(
+            &mut out,
+            "opal_config_reloads_total",
+            "counter",
+            "Deployment file reloads, applied or refused (an invalid file changes nothing).",
+        );
+        let [applied, refused] = *self.config_reloads.lock();
+        let _ = writeln!(
+            out,
+            "opal_config_reloads_total{{outcome=\"applied\"}} {applied}"
+        );
+        let _ = writeln!(
+            out,
+            "opal_config_reloads_total{{outcome=\"refused\"}} {refused}"
+        );
+        header(
+            &mut out,
+            "opal_models_serving",
+            "gauge",
+            "Models serving now.",
+        );
+        let _ = writeln!(out, "opal_models_serving {}", loads.len());
+        header(
+            &mut out,
+            "opal_model_mapped_bytes",
+            "gauge",
+            "Bytes of each serving model's file mapped (an unloaded model's mapping is released when its last request ends).",
+        );
+        for load in loads {
+            let _ = writeln!(
+                out,
+                "opal_model_mapped_bytes{{model=\"{}\"}} {}",
+                escape(load.model),
+                load.mapped
             );
         }
         let report = engine.report();
@@ -322,6 +402,23 @@ impl Metrics {
             escape(&opal_runtime::instruction_set::cpu_model())
         );
         out
+    }
+}
+
+/// A counter by (`label`, outcome), as `name{label="…",outcome="…"} n`.
+fn outcome_counter(
+    out: &mut String,
+    (name, label): (&str, &str),
+    help: &str,
+    counts: &BTreeMap<(String, &'static str), u64>,
+) {
+    header(out, name, "counter", help);
+    for ((value, outcome), n) in counts {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{}\",outcome=\"{outcome}\"}} {n}",
+            escape(value)
+        );
     }
 }
 

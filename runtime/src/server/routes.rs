@@ -1,11 +1,12 @@
 //! The HTTP routes: KServe v2 health, metadata, repository index and inference (JSON and
-//! binary tensors), plugin listing and reloads, and Prometheus metrics. Every error is a 4xx or
-//! 5xx with a body `{"error": "..."}` naming the problem.
+//! binary tensors), model control (load, unload, deployment reload), plugin listing and
+//! reloads, and Prometheus metrics. Every error is a 4xx or 5xx with a body
+//! `{"error": "..."}` naming the problem.
 
 use super::{
-    admin,
+    admin, config_reload,
     metrics::{ModelLoad, Outcome},
-    overdue,
+    model_control, overdue,
     state::{AppState, OutputTensor, Refusal, ServedModel},
 };
 use axum::{
@@ -35,8 +36,12 @@ impl ApiError {
         ApiError(status, message)
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, message.into())
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.1
     }
 
     /// 503 with `Retry-After`: the model's queue is full.
@@ -90,6 +95,18 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v2/models/{name}/infer", post(infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(infer_version))
         .route("/v2/repository/index", post(repository_index))
+        .route(
+            "/v2/repository/models/{name}/load",
+            post(model_control::load_handler),
+        )
+        .route(
+            "/v2/repository/models/{name}/unload",
+            post(model_control::unload_handler),
+        )
+        .route(
+            "/v2/repository/reload-config",
+            post(config_reload::reload_config_handler),
+        )
         .route("/v2/plugins", get(plugins))
         .route("/v2/plugins/{name}/reload", post(reload))
         .route("/metrics", get(metrics))
@@ -102,14 +119,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn served<'a>(state: &'a AppState, name: &str) -> Result<&'a ServedModel, ApiError> {
-    state.models.get(name).ok_or_else(|| {
-        let known: Vec<&String> = state.models.keys().collect();
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!("unknown model '{name}'; this server has {known:?}"),
-        )
-    })
+/// The model serving under `name`, held for one request.
+fn served(state: &AppState, name: &str) -> Result<Arc<ServedModel>, ApiError> {
+    state
+        .models
+        .get(name)
+        .map_err(|why| model_control::not_found(name, why))
 }
 
 async fn server_metadata() -> Json<Value> {
@@ -155,8 +170,8 @@ async fn model_metadata(
         "name": name,
         "versions": ["1"],
         "platform": "onnx",
-        "inputs": tensor_metadata(m, &m.model().inputs),
-        "outputs": tensor_metadata(m, &m.model().outputs),
+        "inputs": tensor_metadata(&m, &m.model().inputs),
+        "outputs": tensor_metadata(&m, &m.model().outputs),
     })))
 }
 
@@ -181,12 +196,22 @@ async fn model_ready_version(
     model_ready(state, Path(name)).await
 }
 
-async fn repository_index(State(state): Shared) -> Json<Value> {
+/// Every model with its state and the reason it is not READY; with `{"ready": true}`, the
+/// READY ones only.
+async fn repository_index(State(state): Shared, body: axum::body::Bytes) -> Json<Value> {
+    let ready_only = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("ready").and_then(Value::as_bool))
+        .unwrap_or(false);
     Json(Value::Array(
         state
             .models
-            .keys()
-            .map(|name| json!({ "name": name, "version": "1", "state": "READY", "reason": "" }))
+            .index()
+            .into_iter()
+            .filter(|row| !ready_only || row.state == super::repository::ModelState::Ready)
+            .map(|row| {
+                json!({ "name": row.name, "version": "1", "state": row.state.name(), "reason": row.reason })
+            })
             .collect(),
     ))
 }
@@ -229,17 +254,12 @@ async fn reload(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    admin::authorize(state.admin_token.as_ref(), peer.ip(), &headers)?;
-    let worker = state.clone();
     let plugin = name.clone();
-    let result = tokio::task::spawn_blocking(move || worker.reload(&plugin))
-        .await
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reload of '{name}' failed: {e}"),
-            )
-        })?;
+    let what = format!("the reload of '{name}'");
+    let result = admin::change(&state, peer, &headers, what, move |state| {
+        state.reload(&plugin)
+    })
+    .await?;
     match result {
         Ok(r) => Ok(Json(json!({
             "plugin": r.plugin,
@@ -260,13 +280,14 @@ async fn reload(
 }
 
 async fn metrics(State(state): Shared) -> impl IntoResponse {
-    let loads: Vec<ModelLoad<'_>> = state
-        .models
+    let serving = state.models.serving();
+    let loads: Vec<ModelLoad<'_>> = serving
         .iter()
         .map(|(name, m)| ModelLoad {
             model: name,
             running: m.running(),
             queued: m.queued(),
+            mapped: m.model().mapping().len(),
         })
         .collect();
     (
@@ -294,7 +315,7 @@ async fn infer(
     body: Body,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let known = state.models.contains_key(&name);
+    let known = state.models.knows(&name);
     let result = infer_request(&state, &name, &headers, body).await;
     if known {
         let outcome = match &result {
@@ -359,13 +380,12 @@ async fn infer_request(
         ),
     })?;
     let control = RunControl::new();
-    let worker = state.clone();
-    let model_name = name.to_owned();
     let run_control = control.clone();
+    // The run holds this version of the model to its end, also if it is replaced meanwhile.
+    let model = served_model.clone();
     let mut run = tokio::task::spawn_blocking(move || {
         // Held until the run returns, so a run that outlives its request still counts.
         let _permit = permit;
-        let model = &worker.models[&model_name];
         let views: Vec<_> = inputs.iter().map(Constant::as_ref).collect();
         model.run(&views, &run_control)
     });

@@ -1,23 +1,23 @@
 //! What the server shares between requests: the engine, the served models (each with a pool of
-//! sessions, a limit on concurrent runs and a bounded queue), the metrics, and plugin reloads.
+//! sessions, a limit on concurrent runs and a bounded queue), the metrics, the deployment as
+//! last applied, and plugin reloads.
 
-use super::metrics::Metrics;
+use super::{metrics::Metrics, model_store::ModelStore, repository::ModelRepository};
 use opal_plugin_api::DType;
 use opal_runtime::{
     config::{AdminToken, ModelSpec, ServerSettings},
     hot_swap::{ReloadError, Reloaded},
     memory::Owner,
     onnx::Model,
+    plugin::ContentDigest,
     session_pool::{reload_plugin, SessionPool},
     tensor::Shape,
-    Engine, RunControl, SessionError, TensorRef,
+    Deployment, Engine, RunControl, SessionError, TensorRef,
 };
-use std::{
-    collections::BTreeMap,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+use parking_lot::Mutex;
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -31,8 +31,11 @@ pub(crate) struct OutputTensor {
 
 /// One model the server answers for.
 pub(crate) struct ServedModel {
-    /// The model's sessions; a request checks one out and gives it back.
-    pub(crate) pool: SessionPool,
+    /// The model's sessions; a request checks one out and gives it back. Shared with the
+    /// model's next version when only its serving settings change.
+    pub(crate) pool: Arc<SessionPool>,
+    /// How it is served: `max_concurrent` and `max_queue` may differ from the pool's spec.
+    spec: ModelSpec,
     /// At most `spec.max_concurrent` runs at once. A run holds its permit until it returns,
     /// also when its request timed out before.
     permits: Arc<Semaphore>,
@@ -40,20 +43,50 @@ pub(crate) struct ServedModel {
     waiting: AtomicUsize,
     /// The account request tensors are copied into.
     requests: Owner,
+    /// What the model file held when it was loaded, to tell a replaced file on a reload.
+    pub(crate) digest: Option<ContentDigest>,
+    /// Files sent inline for this model, removed once it is dropped (after the pool).
+    pub(crate) files: Option<Arc<super::model_store::StoredFiles>>,
 }
 
 impl ServedModel {
-    pub(crate) fn new(engine: &Arc<Engine>, pool: SessionPool) -> Self {
+    pub(crate) fn new(
+        engine: &Arc<Engine>,
+        pool: SessionPool,
+        files: Option<Arc<super::model_store::StoredFiles>>,
+    ) -> Self {
+        let spec = pool.spec().clone();
+        let digest = ContentDigest::of_file(&spec.path).ok();
         ServedModel {
-            permits: Arc::new(Semaphore::new(pool.spec().max_concurrent)),
+            permits: Arc::new(Semaphore::new(spec.max_concurrent)),
             waiting: AtomicUsize::new(0),
-            pool,
+            pool: Arc::new(pool),
+            spec,
             requests: engine.tracker().owner("requests"),
+            digest,
+            files,
+        }
+    }
+
+    /// The same model and sessions served with `spec`'s `max_concurrent` and `max_queue`.
+    /// Runs admitted by this one keep their permits; new requests queue for the new ones.
+    pub(crate) fn with_settings(&self, spec: &ModelSpec) -> Self {
+        let mut settings = self.spec.clone();
+        settings.max_concurrent = spec.max_concurrent;
+        settings.max_queue = spec.max_queue;
+        ServedModel {
+            pool: self.pool.clone(),
+            permits: Arc::new(Semaphore::new(settings.max_concurrent)),
+            spec: settings,
+            waiting: AtomicUsize::new(0),
+            requests: self.requests.clone(),
+            digest: self.digest,
+            files: self.files.clone(),
         }
     }
 
     pub(crate) fn spec(&self) -> &ModelSpec {
-        self.pool.spec()
+        &self.spec
     }
 
     pub(crate) fn model(&self) -> &Arc<Model> {
@@ -153,17 +186,26 @@ impl Drop for QueuePlace<'_> {
 /// Everything a request handler sees.
 pub(crate) struct AppState {
     pub(crate) engine: Arc<Engine>,
-    pub(crate) models: BTreeMap<String, ServedModel>,
+    pub(crate) models: ModelRepository,
     pub(crate) metrics: Metrics,
     pub(crate) settings: ServerSettings,
     /// The token admin endpoints require (see [`super::admin`]).
     pub(crate) admin_token: Option<AdminToken>,
+    /// The deployment as last applied; held while a change (a model load or unload, a
+    /// configuration or plugin reload) is made, so changes happen one at a time.
+    pub(crate) deployment: Mutex<Deployment>,
+    /// What the deployment file held when a reload last read it (or the server started).
+    pub(crate) deployment_seen: Mutex<Option<ContentDigest>>,
+    /// Where models sent inline are stored.
+    pub(crate) store: ModelStore,
 }
 
 impl AppState {
     /// Reloads plugin `name`, trying it on every served model that has sample inputs.
     pub(crate) fn reload(&self, name: &str) -> Result<Reloaded, ReloadError> {
-        let pools: Vec<&SessionPool> = self.models.values().map(|m| &m.pool).collect();
+        let _one_change_at_a_time = self.deployment.lock();
+        let serving = self.models.serving();
+        let pools: Vec<&SessionPool> = serving.iter().map(|(_, m)| m.pool.as_ref()).collect();
         let result = reload_plugin(&self.engine, &pools, name);
         self.metrics.record_reload(name, result.is_ok());
         match &result {
