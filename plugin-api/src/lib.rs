@@ -6,7 +6,7 @@
 //!   [`tensor`], [`attribute`], [`host`], [`operator`], [`fusion`], [`subgraph`], [`value`],
 //!   [`module`];
 //! - the authoring layer a plugin author uses from plain safe Rust: [`kernel`], [`infer`],
-//!   [`export_plugin!`]. All the `unsafe` plumbing (views, panics, exporting) is done here once.
+//!   [`sequence`], [`strings`], [`export_plugin!`]. All the `unsafe` plumbing (views, panics, exporting) is done here once.
 
 pub mod attribute;
 pub mod dtype;
@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod module;
 pub mod operator;
 pub mod sequence;
+pub mod strings;
 pub mod subgraph;
 pub mod tensor;
 pub mod testing;
@@ -27,7 +28,7 @@ mod element;
 mod export;
 mod panic;
 
-pub use attribute::{AttrValue, Attribute, Attributes};
+pub use attribute::{AttrValue, Attribute, Attributes, StringList};
 pub use dtype::DType;
 pub use element::Element;
 pub use fusion::{FuseQuery, FusedOperand};
@@ -37,6 +38,7 @@ pub use kernel::{KernelContext, KernelError, KernelResult, ScratchBuffer, Tensor
 pub use module::{PluginDescriptor, ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL};
 pub use operator::Operator;
 pub use sequence::{SequenceRef, Value};
+pub use strings::{Strings, StringsMut};
 pub use value::ValueKind;
 
 #[doc(hidden)]
@@ -51,6 +53,6 @@ pub mod prelude {
     pub use crate::{
         export_plugin, Attributes, DType, Element, FuseQuery, FusedOperand, InferContext,
         InferInput, Isa, KernelContext, KernelError, KernelResult, Operator, OutputType,
-        SequenceRef, TensorMut, TensorRef, Value, ValueKind,
+        SequenceRef, Strings, StringsMut, TensorMut, TensorRef, Value, ValueKind,
     };
 }

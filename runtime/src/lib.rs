@@ -20,6 +20,7 @@ pub mod hot_swap;
 pub mod instruction_set;
 pub mod kserve;
 pub mod memory;
+pub mod npy_unicode;
 pub mod onnx;
 pub mod plan;
 pub mod plugin;

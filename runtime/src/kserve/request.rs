@@ -143,6 +143,7 @@ fn read_inputs(
             dtype,
             shape,
             data: ConstantData::Owned(buffer.ok_or(DecodeError::OutOfMemory)?),
+            strings: None,
         });
     }
     Ok(tensors)
