@@ -8,6 +8,19 @@ use std::io::Write;
 /// What to tell a user whose `.npy` file holds Python objects.
 pub const OBJECT_ARRAY: &str = "it holds Python objects (dtype object), which NumPy stores as pickles and opal does not read; save strings with a fixed-width unicode dtype instead: np.save(path, np.asarray(values, dtype=str)) writes '<U…'";
 
+/// Whether the `.npy` file `bytes` declares an object array (`'descr': '|O'`), which the
+/// `.npy` parser does not know.
+pub fn holds_objects(bytes: &[u8]) -> bool {
+    let header = &bytes[..bytes.len().min(4096)];
+    let header = String::from_utf8_lossy(header);
+    let Some((_, after)) = header.split_once("'descr':") else {
+        return false;
+    };
+    let descr = after.trim_start().trim_start_matches(['\'', '"']);
+    let descr = descr.split(['\'', '"']).next().unwrap_or_default();
+    descr.trim_start_matches(['<', '>', '|', '=']) == "O"
+}
+
 /// The width in code points of a unicode descr (`<U12`, `=U3`), or `None` if it is not one.
 /// Big-endian arrays (`>U`) are refused by the caller as every other big-endian array is.
 pub fn unicode_width(descr: &str) -> Option<usize> {

@@ -38,6 +38,9 @@ pub fn read_tensor_proto(bytes: &[u8], owner: &Owner) -> Result<Constant, String
 /// is copied into memory accounted to `owner`.
 pub fn read_npy(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
     check_npy_header(bytes)?;
+    if crate::npy_unicode::holds_objects(bytes) {
+        return Err(crate::npy_unicode::OBJECT_ARRAY.to_owned());
+    }
     let mut cursor = Cursor::new(bytes);
     let header =
         npyz::NpyHeader::from_reader(&mut cursor).map_err(|e| format!("not a .npy file ({e})"))?;

@@ -128,7 +128,11 @@ impl ServedModel {
                     name: self.model.value_name(self.model.outputs[k]).to_owned(),
                     dtype: t.dtype,
                     shape: Shape::from_slice(t.shape),
-                    bytes: t.data.to_vec(),
+                    // A string tensor's bytes are views: it is sent in the BYTES layout.
+                    bytes: match t.dtype {
+                        DType::STRING => opal_runtime::kserve::bytes::encode(t).unwrap_or_default(),
+                        _ => t.data.to_vec(),
+                    },
                 })
                 .collect()
         });
