@@ -150,10 +150,11 @@ impl<'a> TensorMut<'a> {
         let (host, output) = self.output.ok_or_else(|| {
             KernelError::new("a sequence's elements cannot be strings in this version")
         })?;
-        let (ptr, len) = views_of(self.dtype, self.data)?;
-        // SAFETY: as in `TensorRef::strings`; the output's bytes are lent to this call alone
-        // (`self.data` is consumed here), so the views are uniquely borrowed.
-        let views = unsafe { std::slice::from_raw_parts_mut(ptr.cast_mut(), len) };
+        let (_, len) = views_of(self.dtype, self.data)?;
+        let ptr = self.data.as_mut_ptr().cast::<StringView>();
+        // SAFETY: as in `TensorRef::strings`; the pointer comes from the output's unique borrow
+        // (`self.data`, consumed here), lent to this call alone.
+        let views = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
         Ok(StringsMut {
             host,
             output,

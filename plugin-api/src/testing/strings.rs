@@ -221,7 +221,7 @@ mod tests {
         let x = OwnedTensor::strings(&[2, 2], &["a", "", "héllo", "x y"]);
         let y = TestHost::new()
             .heap_probe(|| 0)
-            .run::<Doubled>(&[x.clone()], &[], 3)
+            .run::<Doubled>(std::slice::from_ref(&x), &[], 3)
             .unwrap();
         assert_eq!(y[0].to_strings(), ["a|a", "|", "héllo|héllo", "x y|x y"]);
         assert_eq!(y[0].shape(), [2, 2]);

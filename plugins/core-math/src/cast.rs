@@ -376,8 +376,8 @@ mod tests {
         );
         let flags = OwnedTensor::new::<bool>(&[2], &[true, false]);
         assert_eq!(cast(flags, DType::STRING).to_strings(), ["True", "False"]);
-        let texts = OwnedTensor::strings(&[3], &["3.14", "1E8", " -7 "]);
-        assert_eq!(cast(texts, DType::F64).to_vec::<f64>(), [3.14, 1e8, -7.0]);
+        let texts = OwnedTensor::strings(&[3], &["2.5", "1E8", " -7 "]);
+        assert_eq!(cast(texts, DType::F64).to_vec::<f64>(), [2.5, 1e8, -7.0]);
         let ints = OwnedTensor::strings(&[2], &["42", "-1"]);
         assert_eq!(cast(ints, DType::I64).to_vec::<i64>(), [42, -1]);
         let bad = OwnedTensor::strings(&[2], &["1", "one"]);

@@ -429,7 +429,7 @@ mod tests {
         let constant = TestHost::new().heap_probe(|| 0);
         for host in [TestHost::new(), constant] {
             let y = host
-                .run::<LabelEncoder>(&[x.clone()], &attributes, 1)
+                .run::<LabelEncoder>(std::slice::from_ref(&x), &attributes, 1)
                 .unwrap();
             assert_eq!(y[0].to_vec::<i64>(), [0, 1, 42, 2, 42]);
         }
@@ -470,7 +470,8 @@ mod tests {
             strings_attr("keys_strings", &keys),
             ints_attr("values_int64s", &[1]),
         ];
-        let error = run_operator::<LabelEncoder>(&[x.clone()], &attributes, 1).unwrap_err();
+        let error =
+            run_operator::<LabelEncoder>(std::slice::from_ref(&x), &attributes, 1).unwrap_err();
         assert_eq!(
             error,
             "LabelEncoder: X has dtype i64, but the keys are string"

@@ -79,7 +79,8 @@ mod tests {
     fn an_invalid_pattern_names_the_attribute() {
         let x = OwnedTensor::strings(&[1], &["a"]);
         let pattern = string_attr("pattern", "(unclosed");
-        let error = run_operator::<RegexFullMatch>(&[x.clone()], &[pattern], 1).unwrap_err();
+        let error =
+            run_operator::<RegexFullMatch>(std::slice::from_ref(&x), &[pattern], 1).unwrap_err();
         assert!(
             error.starts_with(
                 "RegexFullMatch: attribute 'pattern' (\"(unclosed\") is not a regular expression"

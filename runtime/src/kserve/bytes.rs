@@ -130,7 +130,7 @@ mod tests {
     fn bad_bytes_are_refused_saying_what_is_wrong() {
         let tracker = MemoryTracker::new();
         let owner = tracker.owner("test");
-        let error = |r: Result<Constant, String>| r.err().expect("an error");
+        let error = |r: Result<Constant, String>| r.expect_err("an error");
         assert_eq!(
             error(from_binary(&[1], b"\x02\0\0\0\xff\xfe", &owner)),
             "element 0 is not UTF-8 text; opal's string tensors hold UTF-8"
