@@ -238,6 +238,14 @@ pub fn string_attr<'a>(name: &'a str, value: &'a str) -> Attribute<'a> {
     }
 }
 
+/// A tensor attribute holding `tensor`.
+pub fn tensor_attr<'a>(name: &'a str, tensor: &'a OwnedTensor) -> Attribute<'a> {
+    Attribute {
+        name: RStr::from_str(name),
+        value: AttrValue::Tensor(tensor.view()),
+    }
+}
+
 /// A string-list attribute of `values`, made with [`string_slices`].
 pub fn strings_attr<'a>(name: &'a str, values: &'a [RSlice<'a, u8>]) -> Attribute<'a> {
     Attribute {

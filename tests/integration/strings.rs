@@ -1,9 +1,10 @@
 //! String tensors through the real plugins and the `opal` binary: a text pipeline (StringSplit,
-//! StringNormalizer, LabelEncoder) whose results are checked; warmed-up runs hold no more
-//! memory after each run; `opal run` reads and writes strings as `.npy` unicode arrays; the
-//! official Triton client sends and gets BYTES tensors as JSON and binary. Bad inputs: a string
-//! where a float is declared and the reverse, a `.npy` object array, a string into an operator
-//! that does not take strings, an invalid pattern, and bytes that are not UTF-8 over HTTP.
+//! StringNormalizer, LabelEncoder) whose results are checked, and a folded Constant of strings;
+//! warmed-up runs hold no more memory after each run; `opal run` reads and writes strings as
+//! `.npy` unicode arrays; the official Triton client sends and gets BYTES tensors as JSON and
+//! binary. Bad inputs: a string where a float is declared and the reverse, a `.npy` object
+//! array, a string into an operator that does not take strings, an invalid pattern, and bytes
+//! that are not UTF-8 over HTTP.
 
 use opal_plugin_api::DType;
 use opal_runtime::{Deployment, Engine, Session, Tensor, TensorRef};
@@ -91,6 +92,27 @@ fn a_text_pipeline_splits_normalizes_and_looks_up_words() {
     let state = session.run(&[text.as_ref()]).unwrap();
     assert_eq!(state.output(1).unwrap().strings().unwrap(), ["dog"]);
     assert_eq!(state.output(0).unwrap().as_slice::<i64>().unwrap(), [2]);
+}
+
+#[test]
+fn a_constant_of_strings_is_folded_and_joins_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = ModelBuilder::new(20)
+        .input_typed("x", STRING, &[2])
+        .output_typed("y", STRING, &[2])
+        .node("suffixes", "", "Constant", &[], &["s"], &[])
+        .strings_attribute("value_strings", &["-a", "-日本"])
+        .node("join", "", "StringConcat", &["x", "s"], &["y"], &[])
+        .write(dir.path(), "constant_strings.onnx");
+    let engine = default_engine();
+    let model = engine.load_model(&model).unwrap();
+    let mut session = Session::new(engine.clone(), model, BTreeMap::new());
+    let x = strings(&engine, &[2], &["one", ""]);
+    let state = session.run(&[x.as_ref()]).unwrap();
+    assert_eq!(
+        state.output(0).unwrap().strings().unwrap(),
+        ["one-a", "-日本"]
+    );
 }
 
 #[test]

@@ -401,21 +401,10 @@ impl Operator for LabelEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use abi_stable::std_types::RStr;
-    use opal_plugin_api::{
-        testing::{
-            floats_attr, int_attr, ints_attr, run_operator, string_attr, string_slices,
-            strings_attr, OwnedTensor, TestHost,
-        },
-        AttrValue, Attribute,
+    use opal_plugin_api::testing::{
+        floats_attr, int_attr, ints_attr, run_operator, string_attr, string_slices, strings_attr,
+        tensor_attr, OwnedTensor, TestHost,
     };
-
-    fn tensor_attr<'a>(name: &'a str, tensor: &'a OwnedTensor) -> Attribute<'a> {
-        Attribute {
-            name: RStr::from_str(name),
-            value: AttrValue::Tensor(tensor.view()),
-        }
-    }
 
     #[test]
     fn strings_map_to_integers_with_a_default() {
