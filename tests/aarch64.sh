@@ -46,7 +46,7 @@ phase_done install
 cargo build --release --target "$target" \
     -p opal-runtime -p opal-core-math -p opal-tensor-ops -p opal-nn -p opal-transformer \
     -p opal-signal -p opal-control-flow -p opal-ml -p opal-training \
-    -p opal-image -p opal-sequence
+    -p opal-image -p opal-sequence -p opal-text
 phase_done cross-build
 
 # 3. The aarch64 `opal check` under qemu-user, with the embedded default deployment, whose

@@ -97,6 +97,22 @@ impl<'a> Attributes<'a> {
         }
     }
 
+    /// String-list attribute `name`, or `None` when absent.
+    pub fn strings(&self, name: &str) -> Result<Option<StringList<'a>>, KernelError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(AttrValue::Strings(v)) => Ok(Some(StringList {
+                name: self
+                    .items
+                    .iter()
+                    .find(|a| a.name.as_str() == name)
+                    .map_or("", |a| a.name.as_str()),
+                items: v.as_slice(),
+            })),
+            Some(_) => Err(wrong_kind(name, "a list of strings")),
+        }
+    }
+
     /// Tensor attribute `name`, or `None` when absent.
     pub fn tensor(&self, name: &str) -> Result<Option<TensorView<'a>>, KernelError> {
         match self.get(name) {
@@ -104,6 +120,41 @@ impl<'a> Attributes<'a> {
             Some(AttrValue::Tensor(v)) => Ok(Some(v)),
             Some(_) => Err(wrong_kind(name, "a tensor")),
         }
+    }
+}
+
+/// A string-list attribute's values, each read as UTF-8.
+#[derive(Clone, Copy)]
+pub struct StringList<'a> {
+    name: &'a str,
+    items: &'a [RSlice<'a, u8>],
+}
+
+impl<'a> StringList<'a> {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Value `index`; an error if it is past the end or not UTF-8.
+    pub fn get(&self, index: usize) -> Result<&'a str, KernelError> {
+        let bytes = self.items.get(index).ok_or_else(|| {
+            KernelError::new(format!("attribute '{}' has no value {index}", self.name))
+        })?;
+        std::str::from_utf8(bytes.as_slice()).map_err(|_| {
+            KernelError::new(format!(
+                "value {index} of attribute '{}' is not UTF-8",
+                self.name
+            ))
+        })
+    }
+
+    /// The values in order.
+    pub fn iter(self) -> impl Iterator<Item = Result<&'a str, KernelError>> + 'a {
+        (0..self.items.len()).map(move |i| self.get(i))
     }
 }
 
@@ -158,6 +209,17 @@ mod tests {
         };
         let strings: Vec<&[u8]> = strings.iter().map(|s| s.as_slice()).collect();
         assert_eq!(strings, [&b"a"[..], &b"bc"[..]]);
+        let list = attributes.strings("names").unwrap().expect("a list");
+        assert_eq!(
+            list.iter().collect::<Result<Vec<_>, _>>(),
+            Ok(vec!["a", "bc"])
+        );
+        assert_eq!(
+            list.get(2).map_err(|e| e.message().to_owned()),
+            Err("attribute 'names' has no value 2".to_owned())
+        );
+        assert!(attributes.strings("absent").unwrap().is_none());
+        assert!(attributes.strings("axis").is_err());
 
         let order: Vec<&str> = attributes.iter().map(|(name, _)| name).collect();
         assert_eq!(

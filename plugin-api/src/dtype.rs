@@ -8,6 +8,9 @@
 //! Files keep ONNX's packed layout instead (`TensorProto` `raw_data` and `int32_data`): two
 //! 4-bit or four 2-bit values per byte, the first in the lowest bits. Readers unpack them and
 //! writers pack them; nothing else sees the packed form.
+//!
+//! A string element in memory is a [`StringView`](crate::tensor::StringView) of UTF-8 bytes the
+//! host owns (since ABI 1.9): its size is that of the view, and the bytes live elsewhere.
 
 use abi_stable::StableAbi;
 use std::fmt;
@@ -57,10 +60,12 @@ impl DType {
     /// 2-bit signed integer, one per byte in memory, sign-extended.
     pub const I2: DType = DType(26);
 
-    /// Bytes per element in memory, or `None` for types without a fixed size (strings,
-    /// undefined, unknown). Every low-bit type takes one byte (see the module's documentation).
+    /// Bytes per element in memory, or `None` for types without a fixed size (undefined,
+    /// unknown). Every low-bit type takes one byte, and a string the size of its
+    /// [`StringView`](crate::tensor::StringView) (see the module's documentation).
     pub const fn size(self) -> Option<usize> {
         Some(match self {
+            DType::STRING => std::mem::size_of::<crate::tensor::StringView>(),
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::U8 | DType::I8 | DType::BOOL => 1,
             _ if self.is_low_bit() => 1,

@@ -81,6 +81,7 @@ impl<O: Operator> VTableOf<O> {
         infer_scoped: infer_scoped_trampoline::<O>,
         draws_at_random: O::DRAWS_AT_RANDOM,
         reads_value_kinds: O::READS_VALUE_KINDS,
+        takes_strings: O::TAKES_STRINGS,
     });
 }
 

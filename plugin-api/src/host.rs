@@ -1,10 +1,11 @@
 //! What the host lends a plugin during a call: its tracked allocator, a scratch arena,
 //! `parallel_for`, data kept with the compiled node (such as packed weights), and the node's
-//! subgraphs and (since ABI 1.8) its values beyond tensors, as a prefix-type function table
+//! subgraphs, (since ABI 1.8) its values beyond tensors and (since 1.9) the bytes of its string
+//! outputs, as a prefix-type function table
 //! plus an opaque per-call context.
 
 use crate::{
-    tensor::{TensorView, TensorViewMut},
+    tensor::{StringView, TensorView, TensorViewMut},
     value::{Held, ValueSource},
     DType,
 };
@@ -135,6 +136,12 @@ pub struct HostVTable {
         name: RStr<'_>,
         inputs: RSlice<'_, ValueSource<'_>>,
     ) -> RResult<usize, RString>,
+    /// Since ABI 1.9: copies `bytes` (UTF-8) into host memory kept with string output `index`
+    /// and returns the view of the copy, which the kernel writes into an element of that
+    /// output. A null view when refused: the output is not a string tensor, or the memory limit
+    /// does not allow it.
+    pub store_string:
+        unsafe extern "C" fn(ctx: *const c_void, index: usize, bytes: RStr<'_>) -> StringView,
 }
 
 /// A task for `parallel_for`: called as `run(task_ctx, start, end)` for each range. It must

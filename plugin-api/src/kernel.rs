@@ -119,6 +119,9 @@ pub struct TensorMut<'a> {
     pub(crate) dtype: DType,
     pub(crate) shape: &'a [usize],
     pub(crate) data: &'a mut [u8],
+    /// The host of the call and the output's index, through which string elements are
+    /// stored; `None` for a sequence's elements.
+    pub(crate) output: Option<(crate::host::HostServices, usize)>,
 }
 
 impl<'a> TensorMut<'a> {
@@ -245,6 +248,7 @@ impl<'a> KernelContext<'a> {
             dtype: view.dtype,
             shape: view.shape.as_slice(),
             data,
+            output: Some((self.host, index)),
         })
     }
 

@@ -6,7 +6,7 @@
 //!   [`tensor`], [`attribute`], [`host`], [`operator`], [`fusion`], [`subgraph`], [`value`],
 //!   [`module`];
 //! - the authoring layer a plugin author uses from plain safe Rust: [`kernel`], [`infer`],
-//!   [`export_plugin!`]. All the `unsafe` plumbing (views, panics, exporting) is done here once.
+//!   [`sequence`], [`strings`], [`export_plugin!`]. All the `unsafe` plumbing (views, panics, exporting) is done here once.
 
 pub mod attribute;
 pub mod dtype;
@@ -19,6 +19,7 @@ pub mod module;
 pub mod operator;
 mod parallel_chunks;
 pub mod sequence;
+pub mod strings;
 pub mod subgraph;
 pub mod tensor;
 pub mod testing;
@@ -28,7 +29,7 @@ mod element;
 mod export;
 mod panic;
 
-pub use attribute::{AttrValue, Attribute, Attributes};
+pub use attribute::{AttrValue, Attribute, Attributes, StringList};
 pub use dtype::DType;
 pub use element::Element;
 pub use fusion::{FuseQuery, FusedOperand};
@@ -38,6 +39,7 @@ pub use kernel::{KernelContext, KernelError, KernelResult, ScratchBuffer, Tensor
 pub use module::{PluginDescriptor, ABI_MAJOR, ABI_MINOR, DESCRIPTOR_SYMBOL};
 pub use operator::Operator;
 pub use sequence::{SequenceRef, Value};
+pub use strings::{Strings, StringsMut};
 pub use value::ValueKind;
 
 #[doc(hidden)]
@@ -52,6 +54,6 @@ pub mod prelude {
     pub use crate::{
         export_plugin, Attributes, DType, Element, FuseQuery, FusedOperand, InferContext,
         InferInput, Isa, KernelContext, KernelError, KernelResult, Operator, OutputType,
-        SequenceRef, TensorMut, TensorRef, Value, ValueKind,
+        SequenceRef, Strings, StringsMut, TensorMut, TensorRef, Value, ValueKind,
     };
 }

@@ -73,6 +73,10 @@ pub struct OperatorVTable {
     /// where it means to (see [`value`](crate::value)); the host gives other operators tensors
     /// only.
     pub reads_value_kinds: bool,
+    /// Since ABI 1.9. The operator takes and makes string tensors (see
+    /// [`strings`](crate::strings)); the host refuses a node that would give another
+    /// operator a string input or ask it for a string output.
+    pub takes_strings: bool,
 }
 
 /// An ONNX operator implemented by a plugin, written in plain safe Rust.
@@ -100,6 +104,11 @@ pub trait Operator: 'static {
     /// kinds ([`InferContext::input_kind`]) and refuses those it does not take. Operators that
     /// leave it false are given tensors only.
     const READS_VALUE_KINDS: bool = false;
+    /// Whether the operator takes or makes string tensors: it reads them with
+    /// [`TensorRef::strings`](crate::TensorRef::strings) and writes them with
+    /// [`TensorMut::strings_mut`](crate::TensorMut::strings_mut). The host never gives an
+    /// operator that leaves it false a string input, nor asks it for a string output.
+    const TAKES_STRINGS: bool = false;
 
     /// Output dtypes and shapes from the inputs' dtypes and shapes. The default gives every
     /// output the dtype and shape of input 0, which suits elementwise unary operators.

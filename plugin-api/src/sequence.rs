@@ -134,7 +134,12 @@ impl<'a> KernelContext<'a> {
         // SAFETY: the host lends each appended element's bytes to this call alone until it
         // returns, and hands each element out once.
         let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        Ok(TensorMut { dtype, shape, data })
+        Ok(TensorMut {
+            dtype,
+            shape,
+            data,
+            output: None,
+        })
     }
 
     /// Makes optional output `output` none.

@@ -184,6 +184,7 @@ impl<'a> KernelContext<'a> {
             dtype: view.dtype,
             shape,
             data,
+            output: Some((self.host, index)),
         })
     }
 }

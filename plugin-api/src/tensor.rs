@@ -1,4 +1,5 @@
 //! Tensor views as they cross the ABI: a dtype, a shape and a byte slice owned by the host.
+//! A string tensor's bytes are its elements' [`StringView`]s (since ABI 1.9).
 
 use crate::DType;
 use abi_stable::{
@@ -56,5 +57,31 @@ impl<'a> TensorViewMut<'a> {
             shape: shape.into(),
             data: data.into(),
         }
+    }
+}
+
+/// One element of a string tensor as it crosses the ABI (since 1.9): a view of UTF-8 bytes the
+/// host owns. A string tensor's data is an array of these; an element never written is the
+/// empty view (null, 0), the empty string. Kernels read them through
+/// [`TensorRef::strings`](crate::TensorRef::strings) and write them through
+/// [`TensorMut::strings_mut`](crate::TensorMut::strings_mut), which has the host copy each
+/// string into memory it keeps with the output.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StringView {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl StringView {
+    /// The empty string.
+    pub const EMPTY: StringView = StringView {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
+    /// Whether this is the null view a host returns when it refuses to store a string.
+    pub fn is_null(&self) -> bool {
+        self.ptr.is_null()
     }
 }

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Differences from the real host, on purpose: outputs start filled with `0xFF` bytes (NaN for
-//! floats) so that elements a kernel forgets to write show up; `parallel_for` runs its ranges
+//! floats) so that elements a kernel forgets to write show up (string outputs start empty, as
+//! in the real host); `parallel_for` runs its ranges
 //! one after the other on the calling thread, split into a few pieces so range handling is
 //! exercised; the run fails if the kernel leaks memory from the lent allocator.
 //! [`TestHost`] also reports a thread count (so kernels take their parallel paths) and can
@@ -31,6 +32,7 @@ use crate::{
 };
 use values::{CallValues, InferValues, OutputValue, TEST_INFER_HOST_VTABLE};
 
+mod strings;
 mod values;
 
 use abi_stable::{
@@ -92,6 +94,8 @@ pub struct OwnedTensor {
     dtype: DType,
     shape: Vec<usize>,
     data: AlignedBytes,
+    /// A string tensor's bytes, which its elements view.
+    strings: Option<std::sync::Arc<strings::StringBytes>>,
 }
 
 impl OwnedTensor {
@@ -135,6 +139,7 @@ impl OwnedTensor {
             dtype,
             shape: shape.to_vec(),
             data: AlignedBytes::filled(count * size, byte),
+            strings: None,
         }
     }
 
@@ -159,6 +164,7 @@ impl OwnedTensor {
             dtype: DType::UNDEFINED,
             shape: Vec::new(),
             data: AlignedBytes::filled(0, 0),
+            strings: None,
         }
     }
 
@@ -201,6 +207,9 @@ impl fmt::Debug for OwnedTensor {
         if self.dtype == DType::F32 {
             write!(f, " {:?}", self.as_slice::<f32>())?;
         }
+        if self.dtype == DType::STRING && self.strings.is_some() {
+            write!(f, " {:?}", self.to_strings())?;
+        }
         f.write_str(")")
     }
 }
@@ -227,6 +236,30 @@ pub fn string_attr<'a>(name: &'a str, value: &'a str) -> Attribute<'a> {
         name: RStr::from_str(name),
         value: AttrValue::String(RSlice::from_slice(value.as_bytes())),
     }
+}
+
+/// A tensor attribute holding `tensor`.
+pub fn tensor_attr<'a>(name: &'a str, tensor: &'a OwnedTensor) -> Attribute<'a> {
+    Attribute {
+        name: RStr::from_str(name),
+        value: AttrValue::Tensor(tensor.view()),
+    }
+}
+
+/// A string-list attribute of `values`, made with [`string_slices`].
+pub fn strings_attr<'a>(name: &'a str, values: &'a [RSlice<'a, u8>]) -> Attribute<'a> {
+    Attribute {
+        name: RStr::from_str(name),
+        value: AttrValue::Strings(RSlice::from_slice(values)),
+    }
+}
+
+/// The values of a string-list attribute, for [`strings_attr`].
+pub fn string_slices<'a>(values: &[&'a str]) -> Vec<RSlice<'a, u8>> {
+    values
+        .iter()
+        .map(|v| RSlice::from_slice(v.as_bytes()))
+        .collect()
 }
 
 /// An integer-list attribute.
@@ -512,9 +545,14 @@ impl TestHost {
                     .map(|&d| usize::try_from(d))
                     .collect::<Result<Vec<_>, _>>();
                 match shape {
-                    Ok(shape) if kind == ValueKind::TENSOR => Ok(OutputValue::Tensor(
-                        OwnedTensor::filled(t.dtype, &shape, 0xFF),
-                    )),
+                    // Strings start empty, as the ABI says of elements never written.
+                    Ok(shape) if kind == ValueKind::TENSOR => {
+                        Ok(OutputValue::Tensor(OwnedTensor::filled(
+                            t.dtype,
+                            &shape,
+                            u8::from(t.dtype != DType::STRING) * 0xFF,
+                        )))
+                    }
                     _ => {
                         unshaped |= 1u64.checked_shl(k as u32).unwrap_or(0);
                         Ok(OutputValue::Unshaped(t.dtype, None))
@@ -532,6 +570,8 @@ impl TestHost {
             fusion: self.fusion.clone(),
             isa: self.isa,
             unshaped,
+            output_dtypes: types.iter().map(|t| t.dtype).collect(),
+            strings: Mutex::new((0..output_count).map(|_| Default::default()).collect()),
             values: CallValues {
                 inputs: inputs.to_vec(),
                 kinds: output_kinds,
@@ -544,6 +584,9 @@ impl TestHost {
         let passes = if self.heap_probe.is_some() { 2 } else { 1 };
         for pass in 0..passes {
             context.values.reset();
+            lock(&context.strings)
+                .iter_mut()
+                .for_each(strings::StringBytes::reset);
             let output_views: Vec<TensorViewMut<'_>> = lock(&context.values.outputs)
                 .iter_mut()
                 .map(|output| match output {
@@ -586,7 +629,20 @@ impl TestHost {
                 O::OP_TYPE
             ));
         }
-        context.values.results()
+        let stored = std::mem::take(&mut *lock(&context.strings));
+        context
+            .values
+            .results()?
+            .into_iter()
+            .zip(&stored)
+            .enumerate()
+            .map(|(k, (value, stored))| match value {
+                TestValue::Tensor(t) if t.dtype == DType::STRING => {
+                    t.with_stored_strings(k, stored).map(TestValue::Tensor)
+                }
+                other => Ok(other),
+            })
+            .collect()
     }
 }
 
@@ -602,6 +658,10 @@ struct HostContext {
     isa: Isa,
     /// Bit `k` set: output `k` is shaped by the kernel during the call.
     unshaped: u64,
+    /// The dtype inference gave each output.
+    output_dtypes: Vec<DType>,
+    /// The bytes stored for each string output (ABI 1.9).
+    strings: Mutex<Vec<strings::StringBytes>>,
     values: CallValues,
 }
 
@@ -685,6 +745,7 @@ const TEST_HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVT
     set_none: values::test_set_none,
     forward: values::test_forward,
     run_subgraph_values: values::test_run_subgraph_values,
+    store_string: strings::test_store_string,
 });
 
 /// The test host lends no subgraphs: they run in the real host.

@@ -71,6 +71,6 @@ pub(crate) fn session_error(e: SessionError) -> PyErr {
     match e {
         SessionError::Plan(_) => ModelError::new_err(e.to_string()),
         SessionError::Run(RuntimeRunError::Input { .. }) => InputError::new_err(e.to_string()),
-        SessionError::Run(_) => RunError::new_err(e.to_string()),
+        SessionError::Run(_) | SessionError::Output { .. } => RunError::new_err(e.to_string()),
     }
 }

@@ -92,6 +92,7 @@ pub fn compare(
         atol: 0.0,
     };
     match actual.dtype {
+        DType::STRING => strings_equal(actual, expected),
         dtype @ (DType::F8E4M3FN
         | DType::F8E4M3FNUZ
         | DType::F8E5M2
@@ -158,6 +159,18 @@ fn integers_within(actual: &[i128], expected: &[i128], atol: f64) -> Result<(), 
         Some(i) => Err(format!(
             "element {i} is {} where {} was expected (atol {atol})",
             actual[i], expected[i]
+        )),
+    }
+}
+
+/// Every string equal, byte for byte.
+fn strings_equal(actual: TensorRef<'_>, expected: TensorRef<'_>) -> Result<(), String> {
+    let (a, e) = (actual.strings()?, expected.strings()?);
+    match a.iter().zip(&e).position(|(a, e)| a != e) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "element {i} is {:?} where {:?} was expected",
+            a[i], e[i]
         )),
     }
 }

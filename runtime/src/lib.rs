@@ -24,6 +24,7 @@ pub mod input_check;
 pub mod instruction_set;
 pub mod kserve;
 pub mod memory;
+pub mod npy_unicode;
 pub mod onnx;
 pub mod plan;
 pub mod plugin;

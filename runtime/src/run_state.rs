@@ -11,7 +11,8 @@ use crate::{
         SubgraphTyping, TypedSubgraph, ValueRef, INLINE_INPUTS,
     },
     plugin::{
-        CallValues, InferScope, ShapedOutputs, SubgraphRunner, SubgraphTypes, SubgraphValues,
+        CallValues, InferScope, ShapedOutputs, StringOutputs, SubgraphRunner, SubgraphTypes,
+        SubgraphValues,
     },
     run_control::RunControl,
     tensor::{byte_size, Tensor, TensorRef},
@@ -407,6 +408,8 @@ impl RunState {
             })
             .collect();
         let shaped = (unshaped != 0).then(|| ShapedOutputs::new(engine, unshaped, dtypes.clone()));
+        let strings =
+            StringOutputs::new(&dtypes, engine.tensor_owner(), engine.config().memory_limit);
         let values = (kinds.iter().any(|&k| k != ValueKind::TENSOR) || !step.subgraphs.is_empty())
             .then(|| CallValues::new(engine, kinds.clone(), dtypes));
         let runs = &mut subgraph_runs[step_index];
@@ -431,6 +434,7 @@ impl RunState {
                 subgraph_values: subgraphs.as_ref().map(|s| s as &dyn SubgraphValues),
                 shaped: shaped.as_ref(),
                 values: values.as_ref(),
+                strings: strings.as_ref(),
             },
         );
         if let Some(call) = subgraphs {
@@ -441,11 +445,18 @@ impl RunState {
         let mut shaped = shaped.map(ShapedOutputs::into_tensors);
         let mut missing = None;
         let mut value_error = None;
-        for (k, (&slot, tensor)) in step.outputs.iter().zip(pooled).enumerate() {
-            let shaped_tensor = shaped
+        for (k, (&slot, mut tensor)) in step.outputs.iter().zip(pooled).enumerate() {
+            let mut shaped_tensor = shaped
                 .as_mut()
                 .and_then(|s| s.get_mut(k))
                 .and_then(Option::take);
+            if let (Some(strings), true) = (&strings, result.is_ok()) {
+                for t in tensor.iter_mut().chain(shaped_tensor.iter_mut()) {
+                    if let Err(e) = strings.attach(k, t) {
+                        value_error.get_or_insert(e);
+                    }
+                }
+            }
             let value = match &values {
                 Some(values) if result.is_ok() => match values.take(k, shaped_tensor) {
                     Ok(value) => value.map(SlotValue::from_value),
@@ -561,7 +572,8 @@ impl RunState {
                     let is_output = self.plan.slots()[s]
                         .value
                         .is_some_and(|v| model.outputs.contains(&v));
-                    if is_output && engine.pool().bypasses(t.bytes().len()) {
+                    let reusable = t.dtype() != DType::STRING;
+                    if is_output && reusable && engine.pool().bypasses(t.bytes().len()) {
                         self.kept[s] = Some(t);
                     } else {
                         engine.pool().put(t);
@@ -628,7 +640,9 @@ impl RunState {
                 .iter()
                 .copied()
                 .chain(elements.iter().map(Tensor::as_ref))
-                .all(|t| Some(t.data.len()) == byte_size(t.dtype, t.shape));
+                .all(|t| {
+                    Some(t.data.len()) == byte_size(t.dtype, t.shape) && t.strings_are_valid()
+                });
             if !sizes_fit {
                 return Err(error(
                     k,
@@ -684,6 +698,18 @@ fn infer_now(
             return Err(format!(
                 "input '{name}' is {}, but the operator takes tensors only",
                 input_kinds[i].described()
+            ));
+        }
+    }
+    if !step.kernel.takes_strings() {
+        if let Some(i) = types.iter().position(|(dtype, _)| *dtype == DType::STRING) {
+            let name = model_inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .map_or("?", |id| plan.model().value_name(id));
+            return Err(format!(
+                "input '{name}' is a string tensor, but the operator does not take strings"
             ));
         }
     }

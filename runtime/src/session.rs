@@ -20,6 +20,9 @@ pub enum SessionError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Run(#[from] RunError),
+    /// An output the run produced that cannot be sent as it is.
+    #[error("output '{name}': {reason}")]
+    Output { name: String, reason: String },
 }
 
 /// A model ready to run on an engine.

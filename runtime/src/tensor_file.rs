@@ -1,5 +1,6 @@
 //! Tensor files: reading inputs from ONNX `TensorProto` `.pb` files or NumPy `.npy` files, and
-//! writing outputs as `.npy` when NumPy has their element type, as `.pb` otherwise.
+//! writing outputs as `.npy` when NumPy has their element type, as `.pb` otherwise. Strings
+//! are `string_data` in a `.pb` and fixed-width unicode (`<U{n}`) in a `.npy`.
 
 use crate::{
     memory::{AlignedBuffer, Owner},
@@ -37,6 +38,9 @@ pub fn read_tensor_proto(bytes: &[u8], owner: &Owner) -> Result<Constant, String
 /// is copied into memory accounted to `owner`.
 pub fn read_npy(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
     check_npy_header(bytes)?;
+    if crate::npy_unicode::holds_objects(bytes) {
+        return Err(crate::npy_unicode::OBJECT_ARRAY.to_owned());
+    }
     let mut cursor = Cursor::new(bytes);
     let header =
         npyz::NpyHeader::from_reader(&mut cursor).map_err(|e| format!("not a .npy file ({e})"))?;
@@ -44,7 +48,20 @@ pub fn read_npy(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
         return Err("Fortran-ordered arrays are not supported; save it in C order".into());
     }
     let descr = header.dtype().descr();
-    let dtype = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
+    let plain = descr.trim_matches('\'');
+    if plain.trim_start_matches(['<', '|', '=', '>']) == "O" {
+        return Err(crate::npy_unicode::OBJECT_ARRAY.to_owned());
+    }
+    let shape = header
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("dim {d} is too large")))
+        .collect::<Result<Shape, _>>()?;
+    if let Some(width) = crate::npy_unicode::unicode_width(plain) {
+        let data = &bytes[cursor.position() as usize..];
+        return crate::npy_unicode::read(&shape, width, data, owner);
+    }
+    let dtype = match plain.trim_start_matches(['<', '|', '=']) {
         "f4" => DType::F32,
         "f8" => DType::F64,
         "f2" => DType::F16,
@@ -59,15 +76,10 @@ pub fn read_npy(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
         "b1" => DType::BOOL,
         _ => {
             return Err(format!(
-                "dtype '{descr}' is not supported (little-endian numbers and bools only)"
+                "dtype '{descr}' is not supported (little-endian numbers, bools and unicode strings only)"
             ))
         }
     };
-    let shape = header
-        .shape()
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("dim {d} is too large")))
-        .collect::<Result<Shape, _>>()?;
     let size = byte_size(dtype, &shape).ok_or_else(|| format!("shape {shape:?} overflows"))?;
     let data = &bytes[cursor.position() as usize..];
     if data.len() != size {
@@ -81,6 +93,7 @@ pub fn read_npy(bytes: &[u8], owner: &Owner) -> Result<Constant, String> {
         dtype,
         shape,
         data: ConstantData::Owned(buffer),
+        strings: None,
     })
 }
 
@@ -135,7 +148,7 @@ fn check_npy_header(bytes: &[u8]) -> Result<(), String> {
 /// int4/uint4 and int2/uint2, which NumPy reads only through extensions); returns the path
 /// written.
 pub fn write_tensor(dir: &Path, stem: &str, tensor: TensorRef<'_>) -> Result<PathBuf, String> {
-    if npy_writes(tensor.dtype) {
+    if npy_writes(tensor.dtype) || tensor.dtype == DType::STRING {
         let path = dir.join(format!("{stem}.npy"));
         write_npy(&path, tensor)?;
         return Ok(path);
@@ -171,11 +184,24 @@ pub fn write_tensor_proto(path: &Path, tensor: TensorRef<'_>) -> Result<(), Stri
     if tensor.dtype.size().is_none() {
         return Err(format!("cannot write {} tensors to a file", tensor.dtype));
     }
-    let proto = TensorProto {
-        dims: tensor.shape.iter().map(|&d| d as i64).collect(),
-        data_type: tensor.dtype.0,
-        raw_data: crate::onnx::packed::pack(tensor.dtype, tensor.data).into(),
-        ..Default::default()
+    let proto = if tensor.dtype == DType::STRING {
+        TensorProto {
+            dims: tensor.shape.iter().map(|&d| d as i64).collect(),
+            data_type: tensor.dtype.0,
+            string_data: tensor
+                .strings()?
+                .into_iter()
+                .map(|s| s.as_bytes().to_vec().into())
+                .collect(),
+            ..Default::default()
+        }
+    } else {
+        TensorProto {
+            dims: tensor.shape.iter().map(|&d| d as i64).collect(),
+            data_type: tensor.dtype.0,
+            raw_data: crate::onnx::packed::pack(tensor.dtype, tensor.data).into(),
+            ..Default::default()
+        }
     };
     std::fs::write(path, proto.encode_to_vec())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -223,6 +249,10 @@ pub fn write_npy(path: &Path, tensor: TensorRef<'_>) -> Result<(), String> {
             let values = halves.map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])));
             write_values(path, tensor, values)
         }
+        DType::STRING => std::fs::File::create(path)
+            .map_err(|e| e.to_string())
+            .and_then(|mut file| crate::npy_unicode::write(&mut file, tensor))
+            .map_err(std::io::Error::other),
         other => return Err(format!("cannot write {other} tensors as .npy")),
     };
     result.map_err(|e| format!("cannot write {}: {e}", path.display()))

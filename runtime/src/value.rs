@@ -109,11 +109,7 @@ impl<'a> ValueView<'a> {
 
     /// A copy whose tensors come from the engine's pool.
     pub fn to_owned(&self, engine: &Engine) -> Result<Value, AllocError> {
-        let copy = |t: TensorRef<'_>| -> Result<Tensor, AllocError> {
-            let mut copy = engine.pool().get(t.dtype, t.shape)?;
-            copy.bytes_mut().copy_from_slice(t.data);
-            Ok(copy)
-        };
+        let copy = |t: TensorRef<'_>| engine.pool().copy_of(t);
         Ok(match self {
             ValueView::Tensor(t) => Value::Tensor(copy(*t)?),
             ValueView::Sequence(elements) => Value::Sequence(

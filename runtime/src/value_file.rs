@@ -3,7 +3,7 @@
 //! tensor files, one per element (`name/0.npy`, `name/1.npy`, …).
 
 use crate::{
-    memory::{AlignedBuffer, Owner},
+    memory::Owner,
     onnx::{
         proto::{
             OptionalProto, SequenceProto, TensorProto, ELEM_OPTIONAL, ELEM_SEQUENCE, ELEM_TENSOR,
@@ -11,7 +11,7 @@ use crate::{
         },
         Constant,
     },
-    tensor::{Shape, Tensor},
+    tensor::Tensor,
     tensor_file::{read_tensor, write_tensor},
     value::{Value, ValueView},
 };
@@ -98,15 +98,8 @@ fn tensor_value(proto: &TensorProto, owner: &Owner) -> Result<Tensor, String> {
 
 /// A tensor holding a copy of `constant`'s bytes, accounted to `owner`.
 fn to_tensor(constant: &Constant, owner: &Owner) -> Result<Tensor, String> {
-    let bytes = constant.bytes();
-    let mut data = AlignedBuffer::zeroed(bytes.len(), owner)
-        .ok_or_else(|| format!("out of memory reading {} bytes", bytes.len()))?;
-    data.as_mut_slice().copy_from_slice(bytes);
-    Ok(Tensor::from_parts(
-        constant.dtype,
-        Shape::from_slice(&constant.shape),
-        data,
-    ))
+    Tensor::copy_of(constant.as_ref(), owner)
+        .ok_or_else(|| format!("out of memory reading {} bytes", constant.bytes().len()))
 }
 
 /// Writes `value` in `dir` under `stem`: a tensor as [`write_tensor`] does; a sequence as the

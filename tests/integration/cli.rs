@@ -75,6 +75,7 @@ fn the_default_deployment_loads_every_operator_plugin_of_the_workspace() {
         ("training", "Adam"),
         ("image", "ImageDecoder"),
         ("sequence", "SequenceAt"),
+        ("text", "StringSplit"),
     ] {
         let section = text
             .split("\nplugin ")

@@ -26,6 +26,7 @@ fn engine(fusion: bool) -> Arc<Engine> {
         "opal_training",
         "opal_image",
         "opal_sequence",
+        "opal_text",
     ] {
         text.push_str(&format!(
             "[[plugins]]\npath = \"{}\"\n",

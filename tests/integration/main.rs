@@ -19,6 +19,7 @@ mod overload;
 mod plugin_loading;
 mod sequences;
 mod serve;
+mod strings;
 mod watch;
 
 /// Counts heap allocations, so tests can assert that steady-state runs make none.

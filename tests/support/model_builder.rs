@@ -274,6 +274,19 @@ impl ModelBuilder {
         self
     }
 
+    /// Gives the node added last a string-list attribute.
+    pub fn strings_attribute(self, name: &str, values: &[&str]) -> Self {
+        self.attribute_on_last(AttributeProto {
+            name: name.into(),
+            r#type: 8,
+            strings: values
+                .iter()
+                .map(|v| v.as_bytes().to_vec().into())
+                .collect(),
+            ..Default::default()
+        })
+    }
+
     /// The encoded model.
     pub fn encode(self) -> Vec<u8> {
         ModelProto {

@@ -133,6 +133,7 @@ pub fn run_f32(
             values_in: &[],
             values_out: None,
             subgraph_values: None,
+            strings: None,
         };
         let mut call = KernelCall {
             inputs: input_views.as_slice().into(),

@@ -1,10 +1,11 @@
 //! Conversions between element types: Cast and CastLike over the numeric types, bool, f16,
 //! bf16 and the low-bit types (as numpy's `astype`: integers wrap, floats truncate toward zero,
 //! non-zero is true; 8- and 4-bit floats round to nearest even and saturate as the `saturate`
-//! attribute says, E8M0 rounds as `round_mode` says), and the f64 view of any input that
-//! mixed-type kernels use.
+//! attribute says, E8M0 rounds as `round_mode` says), strings to and from numbers
+//! (`cast_string`), and the f64 view of any input that mixed-type kernels use.
 
 use crate::{
+    cast_string::{cast_strings, castable_with_strings},
     check::error,
     elementwise::map,
     half::{decode, encode, widened},
@@ -94,6 +95,9 @@ fn cast_tensor(
     y: TensorMut<'_>,
 ) -> KernelResult<()> {
     let (from, to) = (x.dtype(), y.dtype());
+    if from == DType::STRING || to == DType::STRING {
+        return cast_strings(op, x, y);
+    }
     if from == to {
         y.bytes_mut().copy_from_slice(x.bytes());
         return Ok(());
@@ -164,6 +168,17 @@ fn cast_low_bit(
 /// The output of a cast of input 0 to `to`.
 fn infer_cast(op: &str, cx: &InferContext<'_>, to: DType) -> KernelResult<Vec<OutputType>> {
     let x = cx.input(0)?;
+    if x.dtype == DType::STRING || to == DType::STRING {
+        for dtype in [x.dtype, to] {
+            if !castable_with_strings(dtype) {
+                return Err(error(
+                    op,
+                    format_args!("casting between {dtype} and strings is not supported"),
+                ));
+            }
+        }
+        return Ok(vec![OutputType::new(to, x.shape.to_vec())]);
+    }
     for (what, dtype) in [("from", x.dtype), ("to", to)] {
         if !castable(dtype) {
             return Err(error(
@@ -197,6 +212,7 @@ impl Cast {
 impl Operator for Cast {
     const OP_TYPE: &'static str = "Cast";
     const SINCE_VERSION: i64 = 6;
+    const TAKES_STRINGS: bool = true;
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         infer_cast(Self::OP_TYPE, cx, Self::target(cx.attributes())?)
@@ -215,6 +231,7 @@ pub struct CastLike;
 impl Operator for CastLike {
     const OP_TYPE: &'static str = "CastLike";
     const SINCE_VERSION: i64 = 15;
+    const TAKES_STRINGS: bool = true;
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         infer_cast(Self::OP_TYPE, cx, cx.input(1)?.dtype)
@@ -348,5 +365,26 @@ mod tests {
         );
         let y = run_operator::<CastLike>(&[x, like], &[int_attr("saturate", 0)], 1).unwrap();
         assert_eq!(y[0].bytes(), [0x80, 0xbc]);
+    }
+
+    #[test]
+    fn strings_cast_to_numbers_and_back() {
+        let x = OwnedTensor::f32(&[4], &[1.5, 0.00001, f32::NAN, -3.0]);
+        assert_eq!(
+            cast(x, DType::STRING).to_strings(),
+            ["1.5", "1e-05", "nan", "-3.0"]
+        );
+        let flags = OwnedTensor::new::<bool>(&[2], &[true, false]);
+        assert_eq!(cast(flags, DType::STRING).to_strings(), ["True", "False"]);
+        let texts = OwnedTensor::strings(&[3], &["2.5", "1E8", " -7 "]);
+        assert_eq!(cast(texts, DType::F64).to_vec::<f64>(), [2.5, 1e8, -7.0]);
+        let ints = OwnedTensor::strings(&[2], &["42", "-1"]);
+        assert_eq!(cast(ints, DType::I64).to_vec::<i64>(), [42, -1]);
+        let bad = OwnedTensor::strings(&[2], &["1", "one"]);
+        let error = run_operator::<Cast>(&[bad], &[int_attr("to", 6)], 1).unwrap_err();
+        assert_eq!(
+            error,
+            "Cast: element 1 (\"one\") is not a number of type i32"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Broadcasting comparisons with a bool output: Equal, Less, Greater, LessOrEqual,
-//! GreaterOrEqual, for numeric and bool inputs (f16 and bf16 compare as f32).
+//! GreaterOrEqual, for numeric and bool inputs (f16 and bf16 compare as f32), and Equal for
+//! strings too (byte for byte).
 
 use crate::{
     check::error,
@@ -7,6 +8,7 @@ use crate::{
     half::widened,
     numeric::{is_numeric, with_numeric},
 };
+use opal_kernel_support::broadcast::Plan;
 use opal_plugin_api::prelude::*;
 
 /// A comparison of two values of one type.
@@ -14,9 +16,14 @@ trait Comparison {
     fn apply<T: PartialOrd>(a: T, b: T) -> bool;
 }
 
-fn infer_comparison(op: &str, cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
+fn infer_comparison(
+    op: &str,
+    cx: &InferContext<'_>,
+    takes_strings: bool,
+) -> KernelResult<Vec<OutputType>> {
     let dtype = cx.input(0)?.dtype;
-    if !is_numeric(dtype) && dtype != DType::BOOL {
+    let string = takes_strings && dtype == DType::STRING;
+    if !is_numeric(dtype) && dtype != DType::BOOL && !string {
         return Err(error(op, format_args!("dtype {dtype} is not supported")));
     }
     let shape = infer_broadcast_shape(op, cx, true)?;
@@ -33,6 +40,15 @@ fn compute_comparison<C: Comparison>(op: &str, cx: &mut KernelContext<'_>) -> Ke
     }
     let out = cx.output(0)?;
     let shape = out.shape();
+    if a.dtype() == DType::STRING {
+        let (xs, ys) = (a.strings()?, b.strings()?);
+        let plan = Plan::broadcast(op, shape, [a.shape(), b.shape()])?;
+        for (k, y) in out.as_slice_mut::<bool>()?.iter_mut().enumerate() {
+            let [i, j] = plan.offsets(k);
+            *y = C::apply(xs.get(i)?, ys.get(j)?);
+        }
+        return Ok(());
+    }
     let y = (out.as_slice_mut::<bool>()?, shape);
     with_numeric!(a.dtype(), T => broadcast_binary(
         op, cx, (a.as_slice::<T>()?, a.shape()), (b.as_slice::<T>()?, b.shape()), y, C::apply::<T>,
@@ -53,7 +69,7 @@ fn compute_comparison<C: Comparison>(op: &str, cx: &mut KernelContext<'_>) -> Ke
 
 macro_rules! comparison_operator {
     ($(#[$doc:meta])* $name:ident, $op_type:literal, since $since:literal,
-     |$a:ident, $b:ident| $body:expr) => {
+     strings $strings:literal, |$a:ident, $b:ident| $body:expr) => {
         $(#[$doc])*
         pub struct $name;
 
@@ -66,9 +82,10 @@ macro_rules! comparison_operator {
         impl Operator for $name {
             const OP_TYPE: &'static str = $op_type;
             const SINCE_VERSION: i64 = $since;
+            const TAKES_STRINGS: bool = $strings;
 
             fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
-                infer_comparison(Self::OP_TYPE, cx)
+                infer_comparison(Self::OP_TYPE, cx, Self::TAKES_STRINGS)
             }
 
             fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
@@ -79,24 +96,24 @@ macro_rules! comparison_operator {
 }
 
 comparison_operator!(
-    /// `a == b`, broadcast.
-    Equal, "Equal", since 7, |a, b| a == b
+    /// `a == b`, broadcast; strings too (ONNX allows them since opset 19).
+    Equal, "Equal", since 7, strings true, |a, b| a == b
 );
 comparison_operator!(
     /// `a < b`, broadcast.
-    Less, "Less", since 7, |a, b| a < b
+    Less, "Less", since 7, strings false, |a, b| a < b
 );
 comparison_operator!(
     /// `a > b`, broadcast.
-    Greater, "Greater", since 7, |a, b| a > b
+    Greater, "Greater", since 7, strings false, |a, b| a > b
 );
 comparison_operator!(
     /// `a <= b`, broadcast.
-    LessOrEqual, "LessOrEqual", since 12, |a, b| a <= b
+    LessOrEqual, "LessOrEqual", since 12, strings false, |a, b| a <= b
 );
 comparison_operator!(
     /// `a >= b`, broadcast.
-    GreaterOrEqual, "GreaterOrEqual", since 12, |a, b| a >= b
+    GreaterOrEqual, "GreaterOrEqual", since 12, strings false, |a, b| a >= b
 );
 
 #[cfg(test)]
@@ -135,5 +152,17 @@ mod tests {
             OwnedTensor::f32(&[1], &[f32::NAN]),
         ];
         assert_eq!(run(run_operator::<Equal>(&nan, &[], 1).unwrap()), [false]);
+    }
+
+    #[test]
+    fn equal_compares_strings_byte_for_byte_and_broadcasts() {
+        let words = [
+            OwnedTensor::strings(&[3], &["string1", "String1", ""]),
+            OwnedTensor::strings(&[1], &["string1"]),
+        ];
+        let y = run_operator::<Equal>(&words, &[], 1).unwrap();
+        assert_eq!(y[0].to_vec::<bool>(), [true, false, false]);
+        let error = run_operator::<Less>(&words, &[], 1).unwrap_err();
+        assert_eq!(error, "Less: dtype string is not supported");
     }
 }

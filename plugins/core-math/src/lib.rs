@@ -14,6 +14,7 @@ mod bernoulli;
 mod binary;
 mod bit_cast;
 mod cast;
+mod cast_string;
 mod clip;
 mod compare;
 mod cumulative;

@@ -62,10 +62,13 @@ pub fn expect_f32(op: &str, index: usize, input: &InferTensor<'_>) -> KernelResu
     Ok(())
 }
 
-/// Fails if a tensor of this dtype has no fixed element size (strings, unknown types).
+/// Fails if a tensor of this dtype has no fixed element size (strings, unknown types): its
+/// elements cannot be copied as bytes. A string element is a view of bytes kept elsewhere, so
+/// strings are refused too, though their views have a size.
 pub fn expect_fixed_size(op: &str, dtype: DType) -> KernelResult<usize> {
     dtype
         .size()
+        .filter(|_| dtype != DType::STRING)
         .ok_or_else(|| error(op, format_args!("dtype {dtype} has no fixed element size")))
 }
 

@@ -1,6 +1,7 @@
 //! opal's ml plugin: classical machine learning and text features as ONNX operators behind the
-//! plugin ABI — the `ai.onnx.ml` operators ArrayFeatureExtractor, Binarizer and TreeEnsemble,
-//! and TfIdfVectorizer's n-gram counts over integer tokens.
+//! plugin ABI — the `ai.onnx.ml` operators ArrayFeatureExtractor, Binarizer, LabelEncoder (over
+//! numbers and strings) and TreeEnsemble, and TfIdfVectorizer's n-gram counts over integer
+//! tokens.
 //!
 //! Tree ensembles and weights compute in f64 whatever the tensors hold. No kernel allocates on
 //! the heap: temporaries come from the host's scratch arena.
@@ -8,6 +9,7 @@
 mod array_feature_extractor;
 mod attributes;
 mod binarizer;
+mod label_encoder;
 mod ngram_pool;
 mod post_transform;
 mod tfidf_vectorizer;
@@ -16,6 +18,7 @@ mod tree_ensemble;
 
 pub use array_feature_extractor::ArrayFeatureExtractor;
 pub use binarizer::Binarizer;
+pub use label_encoder::LabelEncoder;
 pub use tfidf_vectorizer::TfIdfVectorizer;
 pub use tree_ensemble::TreeEnsemble;
 
@@ -28,6 +31,7 @@ opal_plugin_api::export_plugin! {
     operators: [
         ArrayFeatureExtractor,
         Binarizer,
+        LabelEncoder,
         TreeEnsemble,
         TfIdfVectorizer,
     ],

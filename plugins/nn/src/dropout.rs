@@ -17,7 +17,7 @@ const OP: &str = "Dropout";
 
 fn infer_dropout(cx: &InferContext<'_>, mask: Option<DType>) -> KernelResult<Vec<OutputType>> {
     let x = cx.input(0)?;
-    if x.dtype.size().is_none() {
+    if x.dtype.size().is_none() || x.dtype == DType::STRING {
         return Err(error(
             OP,
             format_args!("dtype {} is not supported", x.dtype),

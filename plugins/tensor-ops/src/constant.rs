@@ -1,12 +1,13 @@
-//! Operators whose outputs come from attributes: Constant (every `value*` form) and
-//! ConstantOfShape (a shape input filled with one value).
+//! Operators whose outputs come from attributes: Constant (every `value*` form but
+//! `sparse_value`; strings from `value_string`, `value_strings` or a string `value` tensor)
+//! and ConstantOfShape (a shape input filled with one value).
 
 use crate::{
     check::{check_rank, error, Shape},
     layout::element_size,
     params::{known_ints, known_length, Ints},
 };
-use opal_plugin_api::{prelude::*, tensor::TensorView, AttrValue};
+use opal_plugin_api::{prelude::*, tensor::TensorView, AttrValue, StringList};
 
 /// What a Constant node's attributes hold.
 enum ConstantValue<'a> {
@@ -15,6 +16,8 @@ enum ConstantValue<'a> {
     Floats(&'a [f32]),
     Int(i64),
     Ints(&'a [i64]),
+    String(&'a str),
+    Strings(StringList<'a>),
 }
 
 /// The one `value*` attribute of a Constant node.
@@ -27,12 +30,17 @@ fn constant_value<'a>(op: &str, attributes: &Attributes<'a>) -> KernelResult<Con
             ("value_floats", AttrValue::Floats(v)) => ConstantValue::Floats(v.as_slice()),
             ("value_int", AttrValue::Int(v)) => ConstantValue::Int(v),
             ("value_ints", AttrValue::Ints(v)) => ConstantValue::Ints(v.as_slice()),
-            ("sparse_value" | "value_string" | "value_strings", _) => {
+            ("value_string", AttrValue::String(_)) => {
+                ConstantValue::String(attributes.string(name, "")?)
+            }
+            ("value_strings", AttrValue::Strings(_)) => match attributes.strings(name)? {
+                Some(list) => ConstantValue::Strings(list),
+                None => continue,
+            },
+            ("sparse_value", _) => {
                 return Err(error(
                     op,
-                    format_args!(
-                    "attribute '{name}' is not supported (opal has no sparse or string tensors)"
-                ),
+                    "attribute 'sparse_value' is not supported (opal has no sparse tensors)",
                 ))
             }
             (name, _) if name.starts_with("value") => {
@@ -54,19 +62,34 @@ fn constant_value<'a>(op: &str, attributes: &Attributes<'a>) -> KernelResult<Con
     found.ok_or_else(|| error(op, "no value attribute is given"))
 }
 
+/// Writes element `i` of string output `out` as `get(i)`.
+fn write_strings<'a>(
+    out: TensorMut<'_>,
+    get: impl Fn(usize) -> KernelResult<&'a str>,
+) -> KernelResult<()> {
+    let mut out = out.strings_mut()?;
+    (0..out.len()).try_for_each(|i| out.set(i, get(i)?))
+}
+
 /// A tensor given by its attribute.
 pub struct Constant;
 
 impl Operator for Constant {
     const OP_TYPE: &'static str = "Constant";
+    const TAKES_STRINGS: bool = true;
 
     fn infer(cx: &InferContext<'_>) -> KernelResult<Vec<OutputType>> {
         let op = Self::OP_TYPE;
         let ty = match constant_value(op, &cx.attributes())? {
+            ConstantValue::Tensor(t) if t.dtype == DType::STRING => {
+                OutputType::fixed(t.dtype, t.shape.as_slice())
+            }
             ConstantValue::Tensor(t) => {
                 element_size(op, t.dtype)?;
                 OutputType::fixed(t.dtype, t.shape.as_slice())
             }
+            ConstantValue::String(_) => OutputType::fixed(DType::STRING, &[]),
+            ConstantValue::Strings(v) => OutputType::fixed(DType::STRING, &[v.len()]),
             ConstantValue::Float(_) => OutputType::fixed(DType::F32, &[]),
             ConstantValue::Floats(v) => OutputType::fixed(DType::F32, &[v.len()]),
             ConstantValue::Int(_) => OutputType::fixed(DType::I64, &[]),
@@ -78,7 +101,17 @@ impl Operator for Constant {
     fn compute(cx: &mut KernelContext<'_>) -> KernelResult<()> {
         let op = Self::OP_TYPE;
         let value = constant_value(op, &cx.attributes())?;
-        let out = cx.output(0)?.bytes_mut();
+        let out = cx.output(0)?;
+        match value {
+            ConstantValue::Tensor(t) if t.dtype == DType::STRING => {
+                let t = TensorRef::new(t).strings()?;
+                return write_strings(out, |i| t.get(i));
+            }
+            ConstantValue::String(s) => return write_strings(out, |_| Ok(s)),
+            ConstantValue::Strings(list) => return write_strings(out, |i| list.get(i)),
+            _ => {}
+        }
+        let out = out.bytes_mut();
         let mut write = |bytes: &[u8]| {
             if bytes.len() != out.len() {
                 return Err(error(
@@ -110,6 +143,9 @@ impl Operator for Constant {
                     *chunk = v.to_ne_bytes();
                 }
                 Ok(())
+            }
+            ConstantValue::String(_) | ConstantValue::Strings(_) => {
+                Err(error(op, "strings are written above"))
             }
         }
     }
@@ -207,7 +243,10 @@ pub(crate) fn fill_bytes(out: &mut [u8], value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opal_plugin_api::testing::{floats_attr, int_attr, ints_attr, run_operator, OwnedTensor};
+    use opal_plugin_api::testing::{
+        floats_attr, int_attr, ints_attr, run_operator, string_attr, string_slices, strings_attr,
+        tensor_attr, OwnedTensor,
+    };
 
     #[test]
     fn constants_come_from_every_attribute_form() {
@@ -223,6 +262,28 @@ mod tests {
         assert_eq!(y[0].to_vec::<i64>(), [3, 4, 5]);
         let error = run_operator::<Constant>(&[], &[], 1).unwrap_err();
         assert_eq!(error, "Constant: no value attribute is given");
+    }
+
+    #[test]
+    fn string_constants_come_from_lists_single_strings_and_tensors() {
+        let words = string_slices(&["a", "", "日本"]);
+        let y = run_operator::<Constant>(&[], &[strings_attr("value_strings", &words)], 1).unwrap();
+        assert_eq!(
+            (y[0].shape(), y[0].to_strings()),
+            (&[3][..], vec!["a".into(), String::new(), "日本".into()])
+        );
+        let y = run_operator::<Constant>(&[], &[string_attr("value_string", "one")], 1).unwrap();
+        assert_eq!(
+            (y[0].shape(), y[0].to_strings()),
+            (&[][..], vec!["one".to_owned()])
+        );
+        let tensor = OwnedTensor::strings(&[1, 2], &["x", "y"]);
+        let value = tensor_attr("value", &tensor);
+        let y = run_operator::<Constant>(&[], &[value], 1).unwrap();
+        assert_eq!(
+            (y[0].shape(), y[0].to_strings()),
+            (&[1, 2][..], vec!["x".to_owned(), "y".to_owned()])
+        );
     }
 
     #[test]

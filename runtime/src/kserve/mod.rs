@@ -1,7 +1,9 @@
 //! The KServe v2 inference protocol as Triton speaks it over HTTP: request and response bodies,
 //! datatype names, JSON tensor data, and the binary-tensor extension (a JSON header of
-//! `Inference-Header-Content-Length` bytes followed by raw tensor bytes).
+//! `Inference-Header-Content-Length` bytes followed by raw tensor bytes), and BYTES tensors
+//! (strings; `bytes`).
 
+pub mod bytes;
 mod request;
 
 pub use request::{decode_request, DecodeError, DecodedRequest};
@@ -29,6 +31,7 @@ pub fn datatype_name(dtype: DType) -> Option<&'static str> {
         DType::F32 => "FP32",
         DType::F64 => "FP64",
         DType::BF16 => "BF16",
+        DType::STRING => "BYTES",
         _ => return None,
     })
 }
@@ -152,7 +155,7 @@ fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
     }
 }
 
-/// JSON values of little-endian `bytes` of `dtype`.
+/// JSON values of little-endian `bytes` of `dtype` (of a BYTES tensor, its binary layout).
 pub fn bytes_to_json(bytes: &[u8], dtype: DType) -> Result<Vec<Value>, String> {
     fn each<const N: usize>(bytes: &[u8], f: impl Fn([u8; N]) -> Value) -> Vec<Value> {
         bytes
@@ -161,6 +164,7 @@ pub fn bytes_to_json(bytes: &[u8], dtype: DType) -> Result<Vec<Value>, String> {
             .collect()
     }
     Ok(match dtype {
+        DType::STRING => bytes::to_json(bytes)?,
         DType::BOOL => bytes.iter().map(|&b| Value::Bool(b != 0)).collect(),
         DType::F32 => each::<4>(bytes, |b| Value::from(f64::from(f32::from_le_bytes(b)))),
         DType::F64 => each::<8>(bytes, |b| Value::from(f64::from_le_bytes(b))),
@@ -189,7 +193,8 @@ mod tests {
         for dtype in [DType::F32, DType::I64, DType::BOOL, DType::U8, DType::F16] {
             assert_eq!(dtype_of(datatype_name(dtype).unwrap()), Some(dtype));
         }
-        assert_eq!(dtype_of("BYTES"), None);
+        assert_eq!(dtype_of("BYTES"), Some(DType::STRING));
+        assert_eq!(dtype_of("STRING"), None);
     }
 
     #[test]

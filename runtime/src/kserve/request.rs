@@ -1,7 +1,7 @@
 //! Decoding an inference request body (JSON, or JSON plus the binary-tensor extension) into the
 //! model's input tensors, checked against what the model and its deployment declare.
 
-use super::{datatype_name, dtype_of, json_to_bytes, InferRequest};
+use super::{bytes, datatype_name, dtype_of, json_to_bytes, InferRequest};
 use crate::{
     config::ModelSpec,
     input_check::{shape_mismatch, unknown_input},
@@ -9,6 +9,7 @@ use crate::{
     onnx::{Constant, ConstantData, Model},
     tensor::{byte_size, Shape},
 };
+use opal_plugin_api::DType;
 
 /// Why a request body could not become input tensors.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,34 @@ fn read_inputs(
                 "the model takes shape {declared}, the request sends {shape:?}"
             )));
         }
+        if dtype == DType::STRING {
+            let tensor = match input.parameters.get("binary_data_size") {
+                Some(n) => {
+                    let n = n
+                        .as_u64()
+                        .and_then(|n| usize::try_from(n).ok())
+                        .filter(|&n| n <= binary.len())
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "binary_data_size must be a byte count within the {} bytes of binary data left",
+                                binary.len()
+                            ))
+                        })?;
+                    let (mine, rest) = binary.split_at(n);
+                    binary = rest;
+                    bytes::from_binary(&shape, mine, owner)
+                }
+                None => {
+                    let data = input
+                        .data
+                        .as_ref()
+                        .ok_or_else(|| bad("has neither data nor binary_data_size".into()))?;
+                    bytes::from_json(&shape, data, owner)
+                }
+            };
+            tensors.push(tensor.map_err(bad)?);
+            continue;
+        }
         let size =
             byte_size(dtype, &shape).ok_or_else(|| bad(format!("shape {shape:?} is too large")))?;
         let buffer = match input.parameters.get("binary_data_size") {
@@ -139,6 +168,7 @@ fn read_inputs(
             dtype,
             shape,
             data: ConstantData::Owned(buffer.ok_or(DecodeError::OutOfMemory)?),
+            strings: None,
         });
     }
     Ok(tensors)

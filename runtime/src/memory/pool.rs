@@ -2,7 +2,7 @@
 //! `max_per_key` kept per key; tensors above `bypass_bytes` bypass the pool.
 
 use super::{AlignedBuffer, Owner};
-use crate::tensor::{byte_size, Shape, Tensor};
+use crate::tensor::{byte_size, Shape, Tensor, TensorRef};
 use opal_plugin_api::DType;
 use parking_lot::Mutex;
 use std::{
@@ -125,8 +125,8 @@ impl TensorPool {
             reason,
         };
         let bytes = byte_size(dtype, shape).ok_or_else(|| error("its size overflows"))?;
-        let key = self
-            .poolable(bytes)
+        // String tensors own bytes beside their views: they are never pooled.
+        let key = (self.poolable(bytes) && dtype != DType::STRING)
             .then(|| PoolKey::new(dtype, shape))
             .flatten();
         let Some(key) = key else {
@@ -152,8 +152,8 @@ impl TensorPool {
 
     /// Returns a tensor: kept for reuse if its key has room, freed otherwise.
     pub fn put(&self, tensor: Tensor) {
-        let (dtype, shape, mut data) = tensor.into_parts();
-        if !self.poolable(data.len()) {
+        let (dtype, shape, mut data, _) = tensor.into_parts();
+        if !self.poolable(data.len()) || dtype == DType::STRING {
             return;
         }
         let Some(key) = PoolKey::new(dtype, &shape) else {
@@ -167,6 +167,25 @@ impl TensorPool {
             data.set_owner(&self.pooled);
             slot.push(data);
         }
+    }
+
+    /// A copy of `tensor` (its strings too, for a string tensor).
+    pub fn copy_of(&self, tensor: TensorRef<'_>) -> Result<Tensor, AllocError> {
+        if tensor.dtype == DType::STRING {
+            return Tensor::copy_of(tensor, &self.tensors).ok_or_else(|| AllocError {
+                dtype: tensor.dtype,
+                shape: tensor.shape.to_vec(),
+                reason: "out of memory",
+            });
+        }
+        let mut copy = self.get(tensor.dtype, tensor.shape)?;
+        copy.bytes_mut().copy_from_slice(tensor.data);
+        Ok(copy)
+    }
+
+    /// The owner of the bytes of live tensors.
+    pub fn tensor_owner(&self) -> &Owner {
+        &self.tensors
     }
 
     /// Allocates `count` tensors of `dtype` and `shape` into the pool ahead of use.

@@ -1,14 +1,15 @@
 //! Constant tensors of a model: initializers and tensor attributes. `raw_data` that is aligned
 //! for its dtype stays a view into the memory-mapped file; typed fields (`float_data`, …) and
 //! misaligned raw bytes are decoded once into host memory accounted to the weights owner, and
-//! so are sub-byte elements, which files pack and memory holds one per byte.
+//! so are sub-byte elements, which files pack and memory holds one per byte. String tensors
+//! (`string_data`) are decoded into views of bytes the constant owns, and must be UTF-8.
 
 use super::{
     packed::{packed_len, unpack},
     proto::TensorProto,
 };
 use crate::{
-    memory::{AlignedBuffer, Owner},
+    memory::{AlignedBuffer, Owner, StringBytes},
     tensor::{byte_size, Shape, Tensor, TensorRef},
 };
 use bytes::Bytes;
@@ -29,16 +30,19 @@ pub struct Constant {
     pub dtype: DType,
     pub shape: Shape,
     pub data: ConstantData,
+    /// The bytes a string constant's elements view.
+    pub strings: Option<StringBytes>,
 }
 
 impl From<Tensor> for Constant {
     /// A constant taking over a host tensor's memory.
     fn from(tensor: Tensor) -> Self {
-        let (dtype, shape, data) = tensor.into_parts();
+        let (dtype, shape, data, strings) = tensor.into_parts();
         Constant {
             dtype,
             shape,
             data: ConstantData::Owned(data),
+            strings,
         }
     }
 }
@@ -52,7 +56,10 @@ impl Constant {
     }
 
     pub fn as_ref(&self) -> TensorRef<'_> {
-        TensorRef::new(self.dtype, &self.shape, self.bytes())
+        TensorRef {
+            strings: self.strings.as_ref(),
+            ..TensorRef::new(self.dtype, &self.shape, self.bytes())
+        }
     }
 
     /// Whether the bytes are used in place from the mapped file.
@@ -62,7 +69,13 @@ impl Constant {
 
     /// A constant holding a copy of `tensor`.
     pub fn copy_of(tensor: TensorRef<'_>, owner: &Owner) -> Result<Self, String> {
+        if tensor.dtype == DType::STRING {
+            return Tensor::copy_of(tensor, owner)
+                .map(Constant::from)
+                .ok_or_else(|| "out of memory copying strings".to_owned());
+        }
         Ok(Constant {
+            strings: None,
             dtype: tensor.dtype,
             shape: Shape::from_slice(tensor.shape),
             data: ConstantData::Owned(
@@ -93,6 +106,9 @@ impl Constant {
         weights: &Owner,
     ) -> Result<Self, String> {
         let dtype = DType(proto.data_type);
+        if dtype == DType::STRING {
+            return Constant::strings(proto, weights);
+        }
         let elem = dtype.size().ok_or_else(|| {
             format!(
                 "dtype {dtype} (ONNX data_type {}) is not supported",
@@ -150,7 +166,42 @@ impl Constant {
                 owned(&decoded)?
             }
         };
-        Ok(Constant { dtype, shape, data })
+        Ok(Constant {
+            dtype,
+            shape,
+            data,
+            strings: None,
+        })
+    }
+
+    /// Decodes a string `TensorProto` (`string_data`, one entry per element, UTF-8).
+    fn strings(proto: &TensorProto, owner: &Owner) -> Result<Self, String> {
+        let shape = proto
+            .dims
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}")))
+            .collect::<Result<Shape, _>>()?;
+        let count = crate::tensor::element_count(&shape)
+            .ok_or_else(|| format!("shape {shape:?} overflows"))?;
+        if proto.string_data.len() != count {
+            return Err(format!(
+                "holds {} strings, but shape {shape:?} needs {count}",
+                proto.string_data.len()
+            ));
+        }
+        if let Some(i) = proto
+            .string_data
+            .iter()
+            .position(|s| std::str::from_utf8(s).is_err())
+        {
+            return Err(format!(
+                "string {i} is not UTF-8 (opal's string tensors hold UTF-8 text)"
+            ));
+        }
+        let values = proto.string_data.iter().map(|s| &s[..]);
+        Tensor::from_strings(&shape, values, owner)
+            .map(Constant::from)
+            .ok_or_else(|| format!("out of memory decoding {count} strings"))
     }
 }
 

@@ -15,8 +15,8 @@ use super::{
 use crate::{
     engine::Engine,
     memory::{AlignedBuffer, Owner, ScratchArena},
-    onnx::{Constant, ConstantData, Dim, Model, Node, NodeAttributes},
-    plugin::{InferScope, OperatorEntry, Registry, SubgraphTypes},
+    onnx::{Constant, Dim, Model, Node, NodeAttributes},
+    plugin::{InferScope, OperatorEntry, Registry, StringOutputs, SubgraphTypes},
     tensor::{byte_size, Shape, Tensor, TensorRef},
     value::ValueView,
 };
@@ -511,6 +511,22 @@ impl<'e> Compiler<'e> {
                 ));
             }
         }
+        if !kernel.takes_strings() {
+            let given = node.inputs.iter().zip(&inputs).find_map(|(id, k)| {
+                k.as_ref().filter(|k| k.dtype == DType::STRING)?;
+                Some(id.map_or("?", |id| model.value_name(id)))
+            });
+            if let Some(name) = given {
+                return Err(self.error(
+                    Some(node),
+                    format!(
+                        "input '{name}' is a string tensor, but operator {} of plugin '{}' does not take strings",
+                        kernel.describe(),
+                        kernel.plugin_name()
+                    ),
+                ));
+            }
+        }
         let untyped_input =
             read().any(|k| k.kind == ValueKind::TENSOR && k.dtype == DType::UNDEFINED);
         let inputs_known = read().all(|k| k.fixed_shape().is_some());
@@ -529,6 +545,20 @@ impl<'e> Compiler<'e> {
             self.add_untyped(index, kernel, attributes, inputs, subgraphs);
             return Ok(());
         };
+        if !kernel.takes_strings() {
+            if let Some(k) = types.iter().position(|t| t.dtype == DType::STRING) {
+                let name = node.outputs.get(k).copied().flatten();
+                return Err(self.error(
+                    Some(node),
+                    format!(
+                        "output '{}' would be a string tensor, but operator {} of plugin '{}' does not make strings",
+                        name.map_or("?", |id| model.value_name(id)),
+                        kernel.describe(),
+                        kernel.plugin_name()
+                    ),
+                ));
+            }
+        }
         let owner = self.engine.plugin_owner(kernel.plugin_name());
         let mut outputs: Vec<InferredOutput> = Vec::with_capacity(node.outputs.len());
         for ((out, ty), &kind) in node.outputs.iter().zip(&types).zip(&kinds) {
@@ -936,7 +966,9 @@ impl<'e> Compiler<'e> {
         ));
         let output_views: Vec<TensorViewMut<'_>> =
             tensors.iter_mut().map(Tensor::to_abi_mut).collect();
-        invoke(
+        let dtypes: Vec<DType> = outputs.iter().map(|(_, dtype, _)| *dtype).collect();
+        let strings = StringOutputs::new(&dtypes, weights, limit);
+        let result = invoke(
             self.engine,
             kernel,
             owner,
@@ -945,32 +977,39 @@ impl<'e> Compiler<'e> {
             &output_views,
             &arena,
             None,
-            CallScope::default(),
-        )
-        .map_err(|e| {
-            self.error(
-                Some(node),
-                format!(
-                    "plugin '{}' failed while folding constants: {e}",
-                    kernel.plugin_name()
-                ),
-            )
-        })?;
+            CallScope {
+                strings: strings.as_ref(),
+                ..CallScope::default()
+            },
+        );
         drop(output_views);
+        result
+            .and_then(|()| match &strings {
+                Some(strings) => tensors
+                    .iter_mut()
+                    .enumerate()
+                    .try_for_each(|(k, t)| strings.attach(k, t)),
+                None => Ok(()),
+            })
+            .map_err(|e| {
+                self.error(
+                    Some(node),
+                    format!(
+                        "plugin '{}' failed while folding constants: {e}",
+                        kernel.plugin_name()
+                    ),
+                )
+            })?;
         for ((out, _, _), tensor) in outputs.into_iter().zip(tensors) {
             let Some(id) = out else { continue };
-            let (dtype, shape, data) = tensor.into_parts();
             self.known[id] = Some(Known {
                 at: ValueRef::Constant(self.constants.len()),
                 kind: ValueKind::TENSOR,
-                dtype,
-                shape: dims_of(&shape),
+                dtype: tensor.dtype(),
+                shape: dims_of(tensor.shape()),
             });
-            self.constants.push(PlanConstant::Folded(Arc::new(Constant {
-                dtype,
-                shape,
-                data: ConstantData::Owned(data),
-            })));
+            self.constants
+                .push(PlanConstant::Folded(Arc::new(Constant::from(tensor))));
         }
         Ok(())
     }
@@ -1016,7 +1055,8 @@ impl<'e> Compiler<'e> {
             let last = last_reader[slot].unwrap_or(producer);
             match &info.shape {
                 _ if is_output => {}
-                Some(shape) => {
+                // A string tensor owns its bytes beside its views: it lives in the pool.
+                Some(shape) if info.dtype != DType::STRING => {
                     in_slab.push(slot);
                     lifetimes.push(Lifetime {
                         bytes: byte_size(info.dtype, shape).unwrap_or(0),
@@ -1024,7 +1064,7 @@ impl<'e> Compiler<'e> {
                         last,
                     });
                 }
-                None => self.steps[last].release.push(slot),
+                _ => self.steps[last].release.push(slot),
             }
         }
         let placement = place(&lifetimes);

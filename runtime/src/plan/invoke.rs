@@ -7,7 +7,10 @@ use crate::{
     memory::{Owner, ScratchArena},
     onnx::NodeAttributes,
     plan::{Step, INLINE_INPUTS},
-    plugin::{CallHost, CallValues, OperatorEntry, ShapedOutputs, SubgraphRunner, SubgraphValues},
+    plugin::{
+        CallHost, CallValues, OperatorEntry, ShapedOutputs, StringOutputs, SubgraphRunner,
+        SubgraphValues,
+    },
     value::ValueView,
 };
 use opal_plugin_api::{
@@ -18,13 +21,14 @@ use smallvec::SmallVec;
 use std::cell::RefCell;
 
 /// What a call reaches beyond its tensors: its node's subgraphs, the outputs it shapes, and
-/// its outputs other than tensors.
+/// its outputs other than tensors, and the bytes of its string outputs.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct CallScope<'a> {
     pub subgraphs: Option<&'a dyn SubgraphRunner>,
     pub subgraph_values: Option<&'a dyn SubgraphValues>,
     pub shaped: Option<&'a ShapedOutputs<'a>>,
     pub values: Option<&'a CallValues<'a>>,
+    pub strings: Option<&'a StringOutputs>,
 }
 
 /// Runs `kernel` on `inputs` (values of any kind; `None`: an omitted optional input), writing `outputs`; the arena
@@ -65,6 +69,7 @@ pub(crate) fn invoke(
         values_in: inputs,
         values_out: scope.values,
         subgraph_values: scope.subgraph_values,
+        strings: scope.strings,
     };
     let result = attributes.with_abi(|attributes| {
         let mut call = KernelCall {

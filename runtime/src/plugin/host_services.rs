@@ -1,12 +1,14 @@
 //! The services the host lends a kernel for one call: its tracked allocator (accounted to the
 //! plugin), the run's scratch arena, `parallel_for` over the engine's threads, the node's
-//! prepared data, and (see [`call_scope`](super::call_scope)) its subgraphs.
+//! prepared data, (see [`call_scope`](super::call_scope)) its subgraphs, and (see
+//! [`call_strings`](super::call_strings)) its string outputs.
 
 use super::{
     call_scope::{
         host_has_subgraph, host_run_subgraph, host_shape_output, host_subgraph_output,
         host_unshaped_outputs, ShapedOutputs, SubgraphRunner,
     },
+    call_strings::{host_store_string, StringOutputs},
     call_values::{
         host_forward, host_input_held, host_push_element, host_run_subgraph_values,
         host_sequence_element, host_sequence_len, host_set_none, CallValues, SubgraphValues,
@@ -50,6 +52,8 @@ pub struct CallHost<'a> {
     pub values_out: Option<&'a CallValues<'a>>,
     /// The node's subgraphs, run on values of any kind.
     pub subgraph_values: Option<&'a dyn SubgraphValues>,
+    /// The bytes of the call's string outputs, when it has any.
+    pub strings: Option<&'a StringOutputs>,
 }
 
 impl CallHost<'_> {
@@ -88,6 +92,7 @@ const HOST_VTABLE_WM: &WithMetadata<HostVTable> = &WithMetadata::new(HostVTable 
     set_none: host_set_none,
     forward: host_forward,
     run_subgraph_values: host_run_subgraph_values,
+    store_string: host_store_string,
 });
 
 /// # Safety

@@ -67,6 +67,8 @@ struct OperatorFns {
     draws_at_random: bool,
     /// False before ABI 1.8: the operator takes tensors only.
     reads_value_kinds: bool,
+    /// False before ABI 1.9: the operator takes and makes no strings.
+    takes_strings: bool,
 }
 
 /// One operator a plugin provides, with the functions to call it. Holds its library loaded.
@@ -270,6 +272,7 @@ fn read_operators(path: &Path, module: PluginModuleRef) -> Result<Vec<OperatorFn
                 infer_scoped: op.infer_scoped(),
                 draws_at_random: op.draws_at_random().unwrap_or(false),
                 reads_value_kinds: op.reads_value_kinds().unwrap_or(false),
+                takes_strings: op.takes_strings().unwrap_or(false),
             };
             if fns.op_type.is_empty() || fns.since_version > fns.until_version {
                 return Err(PluginError::BadOperator {
@@ -399,6 +402,12 @@ impl OperatorEntry {
     /// Whether the operator takes sequences and optionals (ABI 1.8); others take tensors only.
     pub fn reads_value_kinds(&self) -> bool {
         self.fns.reads_value_kinds
+    }
+
+    /// Whether the operator takes and makes string tensors (ABI 1.9); others are never given
+    /// or asked for one.
+    pub fn takes_strings(&self) -> bool {
+        self.fns.takes_strings
     }
 
     /// Whether the kernel can give outputs their shape during the call (ABI 1.6), for outputs

@@ -2,6 +2,7 @@
 //! the host lends kernels, and unloading.
 
 mod call_scope;
+mod call_strings;
 mod call_values;
 mod digest;
 mod elf;
@@ -16,6 +17,7 @@ mod shadow;
 mod unload;
 
 pub use call_scope::{infer_host, InferScope, ShapedOutputs, SubgraphRunner, SubgraphTypes};
+pub use call_strings::StringOutputs;
 pub use call_values::{CallValues, SubgraphValues};
 pub use digest::ContentDigest;
 pub use error::PluginError;

@@ -413,7 +413,9 @@ async fn infer_request(
         SessionError::Run(e @ RunError::Memory { .. }) => {
             ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
-        SessionError::Run(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        e @ (SessionError::Run(_) | SessionError::Output { .. }) => {
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
     })?;
     respond(name, &request, outputs)
 }

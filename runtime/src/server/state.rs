@@ -138,16 +138,29 @@ impl ServedModel {
         let model = self.model();
         let mut session = self.pool.checkout();
         let state = session.run_with(inputs, control)?;
-        Ok(state
+        state
             .outputs()
             .enumerate()
-            .map(|(k, t)| OutputTensor {
-                name: model.value_name(model.outputs[k]).to_owned(),
-                dtype: t.dtype,
-                shape: Shape::from_slice(t.shape),
-                bytes: t.data.to_vec(),
+            .map(|(k, t)| {
+                let name = model.value_name(model.outputs[k]).to_owned();
+                // A string tensor's bytes are views: it is sent in the BYTES layout.
+                let bytes = match t.dtype {
+                    DType::STRING => opal_runtime::kserve::bytes::encode(t).map_err(|reason| {
+                        SessionError::Output {
+                            name: name.clone(),
+                            reason,
+                        }
+                    })?,
+                    _ => t.data.to_vec(),
+                };
+                Ok(OutputTensor {
+                    name,
+                    dtype: t.dtype,
+                    shape: Shape::from_slice(t.shape),
+                    bytes,
+                })
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -35,6 +35,7 @@ const PLUGINS: [&str; 10] = [
     "libopal_training.so",
     "libopal_image.so",
     "libopal_sequence.so",
+    "libopal_text.so",
 ];
 
 /// The engine's memory limit: well under libFuzzer's `-rss_limit_mb=2048`, so a model that
