@@ -2,12 +2,14 @@
 //! C-contiguous, aligned and in native byte order (but for the signed 4-bit and 2-bit types,
 //! whose bytes `ml_dtypes` does not sign-extend); an output is copied into a new array. The
 //! element types NumPy lacks (bfloat16, the float8 and float4 types, 4-bit and 2-bit integers)
-//! are `ml_dtypes`' types, one element per byte, as onnx's `numpy_helper` gives them.
+//! are `ml_dtypes`' types, one element per byte, as onnx's `numpy_helper` gives them. String
+//! tensors come from arrays of `str` (dtype `<U` or `object`) and `bytes` (`S`), copied into a
+//! string tensor, and go out as `object` arrays of `str`, as onnxruntime gives them.
 
 use crate::errors::{InputError, RunError};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use opal_plugin_api::DType;
-use opal_runtime::{tensor::Shape, TensorRef};
+use opal_runtime::{memory::Owner, tensor::Shape, Tensor, TensorRef};
 use pyo3::{prelude::*, types::PyList};
 
 /// An opal element type, the NumPy dtype name of its arrays, whether that dtype is
@@ -177,12 +179,61 @@ pub(crate) fn input_view(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Input
     })
 }
 
+/// Input `name`'s array copied into a string tensor accounted to `owner`, when it is an array
+/// of strings (NumPy kinds `U`, `S` and `O`); `None` for any other array.
+pub(crate) fn string_tensor(
+    name: &str,
+    value: &Bound<'_, PyAny>,
+    owner: &Owner,
+) -> PyResult<Option<Tensor>> {
+    let Ok(array) = value.cast::<PyUntypedArray>() else {
+        return Ok(None);
+    };
+    let kind: String = array.dtype().getattr("kind")?.extract()?;
+    if !matches!(kind.as_str(), "U" | "S" | "O") {
+        return Ok(None);
+    }
+    let elements = array.call_method0("ravel")?.call_method0("tolist")?;
+    let mut texts: Vec<Vec<u8>> = Vec::with_capacity(array.len());
+    for (i, element) in elements.try_iter()?.enumerate() {
+        let element = element?;
+        let bytes = if let Ok(text) = element.extract::<String>() {
+            text.into_bytes()
+        } else if let Ok(bytes) = element.extract::<Vec<u8>>() {
+            bytes
+        } else {
+            return Err(InputError::new_err(format!(
+                "input '{name}': element {i} of the object array is {}, not a str or bytes",
+                element
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "another type".to_owned(), |n| n.to_string())
+            )));
+        };
+        texts.push(bytes);
+    }
+    Tensor::from_strings(array.shape(), texts.iter().map(Vec::as_slice), owner)
+        .map(Some)
+        .ok_or_else(|| {
+            InputError::new_err(format!("input '{name}': out of memory copying its strings"))
+        })
+}
+
 /// A new NumPy array holding a copy of `tensor`.
 pub(crate) fn output_array<'py>(
     py: Python<'py>,
     tensor: TensorRef<'_>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let numpy = py.import("numpy")?;
+    if tensor.dtype == DType::STRING {
+        let texts = tensor
+            .strings()
+            .map_err(|e| RunError::new_err(format!("a string output: {e}")))?;
+        let array = numpy
+            .getattr("array")?
+            .call1((PyList::new(py, texts)?, "object"))?;
+        return array.call_method1("reshape", (PyList::new(py, tensor.shape)?,));
+    }
     let dtype: Bound<'py, PyAny> = match ELEMENT_TYPES.iter().find(|t| t.0 == tensor.dtype) {
         Some(&(_, name, false, _)) if tensor.dtype != DType::STRING => {
             numpy.getattr("dtype")?.call1((name,))?

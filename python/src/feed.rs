@@ -4,14 +4,14 @@
 //! arrays, or `None`).
 
 use crate::{
-    arrays::{input_view, numpy_name, output_array, InputView},
+    arrays::{input_view, numpy_name, output_array, string_tensor, InputView},
     errors::InputError,
 };
 use opal_plugin_api::{DType, ValueKind};
 use opal_runtime::{
     onnx::Value as DeclaredValue,
     value::{Value, ValueView},
-    Engine,
+    Engine, Tensor,
 };
 use pyo3::{
     prelude::*,
@@ -22,6 +22,8 @@ use pyo3::{
 pub(crate) enum FedInput {
     /// An array, read in place.
     Array(InputView),
+    /// An array of strings, copied into a string tensor.
+    Strings(Tensor),
     /// A sequence's arrays, copied into tensors of the engine's pool.
     Owned(Value),
     /// An optional input without a value.
@@ -49,6 +51,10 @@ impl FedInput {
             };
         }
         if !kind.holds_sequence() {
+            if let Some(tensor) = string_tensor(name, given, engine.tensor_owner())? {
+                check_dtype(name, declared.dtype, DType::STRING)?;
+                return Ok(FedInput::Strings(tensor));
+            }
             let view = input_view(name, given)?;
             check_dtype(name, declared.dtype, view.dtype)?;
             return Ok(FedInput::Array(view));
@@ -93,6 +99,7 @@ impl FedInput {
         match self {
             // SAFETY: guaranteed by the caller.
             FedInput::Array(view) => ValueView::Tensor(unsafe { view.as_tensor() }),
+            FedInput::Strings(tensor) => ValueView::Tensor(tensor.as_ref()),
             FedInput::Owned(value) => value.view(),
             FedInput::None => ValueView::None,
         }

@@ -259,3 +259,48 @@ def test_bad_sequence_inputs_are_refused_with_the_input_named(feed, message):
     session = opal.InferenceSession(sequence_model())
     with pytest.raises(opal.InputError, match=re.escape(message)):
         session.run(None, feed)
+
+
+def string_model():
+    """Upper-cases `words` and appends `suffix` to each: StringNormalizer then StringConcat."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("StringNormalizer", ["words"], ["upper"], case_change_action="UPPER"),
+            helper.make_node("StringConcat", ["upper", "suffix"], ["joined"]),
+        ],
+        "strings",
+        [
+            helper.make_tensor_value_info("words", TensorProto.STRING, ["n"]),
+            helper.make_tensor_value_info("suffix", TensorProto.STRING, []),
+        ],
+        [helper.make_tensor_value_info("joined", TensorProto.STRING, ["n"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "words, suffix",
+    [
+        (np.array(["straße", "naïve"]), np.array("!")),
+        (np.array(["straße", "naïve"], dtype=object), np.array("!", dtype=object)),
+        (np.array([b"stra\xc3\x9fe", b"na\xc3\xafve"]), np.array(b"!")),
+    ],
+    ids=["unicode", "object", "bytes"],
+)
+def test_strings_go_in_as_str_or_bytes_arrays_and_come_out_as_object_arrays(words, suffix):
+    session = opal.InferenceSession(string_model())
+    assert [i.type for i in session.get_inputs()] == ["tensor(string)", "tensor(string)"]
+    (joined,) = session.run(None, {"words": words, "suffix": suffix})
+    assert joined.dtype == object and joined.shape == (2,)
+    # StringNormalizer strips accents as the ONNX reference does.
+    assert joined.tolist() == ["STRASSE!", "NAIVE!"]
+
+
+def test_a_string_input_of_another_type_is_refused_naming_the_element():
+    session = opal.InferenceSession(string_model())
+    words = np.array(["a", 3], dtype=object)
+    with pytest.raises(opal.InputError, match=re.escape("input 'words': element 1 of the object array is int, not a str or bytes")):
+        session.run(None, {"words": words, "suffix": np.array("!")})
+    with pytest.raises(opal.InputError, match=re.escape("input 'words': the model takes str, the array is float32")):
+        session.run(None, {"words": np.zeros(2, np.float32), "suffix": np.array("!")})
