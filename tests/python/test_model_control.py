@@ -1,10 +1,13 @@
 """Triton's model-control API on `opal serve`, driven by the unmodified tritonclient: a model
 loaded with `load_model(config=..., files=...)` (Triton's JSON config and a TOML table),
-replaced, unloaded with `unload_model`, loaded again from the deployment, and a load that
-fails while the version serving keeps serving; `get_model_repository_index` reflects each."""
+replaced, unloaded with `unload_model`, loaded again from the deployment, a first load that is
+LOADING until its warm-up run ends, and a load that fails while the version serving keeps
+serving; `get_model_repository_index` reflects each."""
 
 import json
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -37,7 +40,7 @@ def server(tmp_path):
     (tmp_path / "b1.onnx").write_bytes(versioned_model(1))
     (tmp_path / "b2.onnx").write_bytes(versioned_model(2))
     (tmp_path / "deploy.toml").write_text(
-        '[[plugins]]\npath = "libopal_core_math.so"\n\n'
+        '[[plugins]]\npath = "libopal_core_math.so"\n\n[[plugins]]\npath = "libopal_control_flow.so"\n\n'
         '[[models]]\nname = "a"\npath = "a.onnx"\n\n'
         '[[models]]\nname = "b"\npath = "b1.onnx"\n'
     )
@@ -50,7 +53,9 @@ def server(tmp_path):
     try:
         line = process.stdout.readline()
         assert "http://" in line, f"opal serve did not start: {line!r}"
-        yield http.InferenceServerClient(line.strip().rsplit("http://", 1)[1]), tmp_path
+        address = line.strip().rsplit("http://", 1)[1]
+        (tmp_path / "address").write_text(address)
+        yield http.InferenceServerClient(address), tmp_path
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -119,3 +124,63 @@ def test_a_failed_load_leaves_the_version_serving_and_says_why(server):
         client.unload_model("nope")
     assert index(client)["b"] == ("READY", "")
     assert version(client, "b") == 1
+
+
+def slow_model(steps):
+    """y = x + `steps` for x of [1, 4], by a Loop adding 1 `steps` times: a model whose warm-up
+    run (and every run) takes about 2 µs a step."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["go_in"], ["go_out"]), helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
+        "step",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("go_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1, 4]),
+        ],
+        [helper.make_tensor_value_info("go_out", TensorProto.BOOL, []), helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1, 4])],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["steps", "go", "x"], ["y"], body=body)],
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=[helper.make_tensor("steps", TensorProto.INT64, [], [steps]), helper.make_tensor("go", TensorProto.BOOL, [], [True])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_a_first_load_is_loading_until_its_warm_up_run_ends(server):
+    client, tmp_path = server
+    (tmp_path / "slow.onnx").write_bytes(slow_model(1_000_000))
+    # The load blocks its client until the model is published, so it runs on a client of its own.
+    loader = http.InferenceServerClient((tmp_path / "address").read_text(), network_timeout=300)
+    failures = []
+
+    def load():
+        try:
+            loader.load_model("c", config=f'path = "{tmp_path / "slow.onnx"}"\n')
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            failures.append(str(error))
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    states = []
+    while thread.is_alive():
+        state = index(client).get("c")
+        if state is not None and state not in states:
+            states.append(state)
+        if state == ("LOADING", "loading"):
+            assert not client.is_model_ready("c")
+        time.sleep(0.005)
+    thread.join()
+    assert not failures, failures
+    assert ("LOADING", "loading") in states, states
+    assert index(client)["c"] == ("READY", "")
+    x = http.InferInput("x", [1, 4], "FP32")
+    x.set_data_from_numpy(np.zeros((1, 4), np.float32))
+    np.testing.assert_array_equal(client.infer("c", [x]).as_numpy("y"), np.full((1, 4), 1_000_000, np.float32))
+    # The models that were serving kept serving throughout.
+    assert index(client)["a"] == ("READY", "") and version(client, "a") == 1
