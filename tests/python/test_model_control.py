@@ -168,16 +168,26 @@ def test_a_first_load_is_loading_until_its_warm_up_run_ends(server):
     thread = threading.Thread(target=load)
     thread.start()
     states = []
+    refusals = []
     while thread.is_alive():
         state = index(client).get("c")
         if state is not None and state not in states:
             states.append(state)
         if state == ("LOADING", "loading"):
             assert not client.is_model_ready("c")
+            x = http.InferInput("x", [1, 4], "FP32")
+            x.set_data_from_numpy(np.zeros((1, 4), np.float32))
+            try:
+                client.infer("c", [x])
+                refusals.append("answered")
+            except InferenceServerException as error:
+                refusals.append(str(error))
         time.sleep(0.005)
     thread.join()
     assert not failures, failures
     assert ("LOADING", "loading") in states, states
+    # Every request sent while it loaded was refused (one that raced the publication aside).
+    assert refusals and refusals[0] == "[503] model 'c' is loading; send again once the repository index says READY", refusals
     assert index(client)["c"] == ("READY", "")
     x = http.InferInput("x", [1, 4], "FP32")
     x.set_data_from_numpy(np.zeros((1, 4), np.float32))

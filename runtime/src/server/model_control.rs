@@ -7,7 +7,7 @@ use super::{
     admin,
     load_request::{model_file, LoadRequest, ModelConfig},
     model_store::StoredFiles,
-    repository::NotServing,
+    repository::{ModelState, NotServing},
     routes::ApiError,
     state::{AppState, ServedModel},
     triton_config::TritonConfig,
@@ -76,23 +76,25 @@ pub(crate) async fn unload_handler(
             tracing::info!(model = %name, memory_bytes = state.engine.tracker().current_bytes(), "model unloaded");
             Ok(Json(json!({ "name": name, "state": "UNAVAILABLE" })))
         }
-        Err(not_serving) => Err(not_found(&name, not_serving)),
+        Err(why) => Err(not_serving(&name, why)),
     }
 }
 
-/// The answer for a model that is not serving.
-pub(crate) fn not_found(name: &str, why: NotServing) -> ApiError {
+/// The answer for a model that is not serving: 404 for one unknown or unavailable, 503 (try
+/// again) for one whose first load is still running.
+pub(crate) fn not_serving(name: &str, why: NotServing) -> ApiError {
     match why {
         NotServing::Unknown(known) => ApiError::new(
             StatusCode::NOT_FOUND,
             format!("unknown model '{name}'; this server has {known:?}"),
         ),
-        NotServing::Unavailable(state, reason) => ApiError::new(
+        NotServing::Unavailable(ModelState::Loading, _) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("model '{name}' is loading; send again once the repository index says READY"),
+        ),
+        NotServing::Unavailable(_, reason) => ApiError::new(
             StatusCode::NOT_FOUND,
-            format!(
-                "model '{name}' is {}: {reason}",
-                state.name().to_lowercase()
-            ),
+            format!("model '{name}' is unavailable: {reason}"),
         ),
     }
 }

@@ -124,7 +124,7 @@ fn served(state: &AppState, name: &str) -> Result<Arc<ServedModel>, ApiError> {
     state
         .models
         .get(name)
-        .map_err(|why| model_control::not_found(name, why))
+        .map_err(|why| model_control::not_serving(name, why))
 }
 
 async fn server_metadata() -> Json<Value> {
