@@ -24,7 +24,7 @@ use std::{
 pub const FUZZ_SOURCE_DIR: &str = "/nonexistent-opal-fuzz";
 
 /// The plugins the model target compiles with, as cargo names their libraries.
-const PLUGINS: [&str; 10] = [
+const PLUGINS: &[&str] = &[
     "libopal_core_math.so",
     "libopal_tensor_ops.so",
     "libopal_nn.so",
