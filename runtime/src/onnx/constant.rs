@@ -62,6 +62,16 @@ impl Constant {
         }
     }
 
+    /// The host memory the constant holds: its elements' bytes unless they are mapped and, for
+    /// a string constant, the bytes allocated for its text.
+    pub fn allocated_bytes(&self) -> usize {
+        let elements = match &self.data {
+            ConstantData::Mapped(_) => 0,
+            ConstantData::Owned(buffer) => buffer.len(),
+        };
+        elements + self.strings.as_ref().map_or(0, StringBytes::allocated)
+    }
+
     /// Whether the bytes are used in place from the mapped file.
     pub fn is_mapped(&self) -> bool {
         matches!(self.data, ConstantData::Mapped(_))
