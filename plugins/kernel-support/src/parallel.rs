@@ -82,6 +82,21 @@ pub fn task_count(cx: &KernelContext<'_>, work: usize, grain: usize) -> usize {
     (work / grain.max(1)).clamp(1, threads)
 }
 
+/// Pieces per host thread for work that costs nothing to split further: the host's threads take
+/// pieces from a shared counter, so one that joined late or runs slower takes fewer of them.
+const PIECES_PER_THREAD: usize = 4;
+
+/// [`task_count`] for work whose pieces share nothing (no packing or set-up per piece): up to
+/// [`PIECES_PER_THREAD`] pieces per host thread, each of at least `grain` units; one when the
+/// host has a single thread.
+pub fn balanced_task_count(cx: &KernelContext<'_>, work: usize, grain: usize) -> usize {
+    let threads = cx.threads().clamp(1, MAX_TASKS);
+    if threads == 1 {
+        return 1;
+    }
+    (work / grain.max(1)).clamp(1, (threads * PIECES_PER_THREAD).min(MAX_TASKS))
+}
+
 /// Runs `f(first_index, chunk)` over consecutive chunks of `data` covering all of it, each a
 /// multiple of `granule` elements (but the last) and, when split at all, at least `grain`
 /// elements; in parallel when the host lends several threads, and compiled for the call's
@@ -95,7 +110,7 @@ pub fn for_each_chunk<T: Send>(
 ) {
     let granule = granule.max(1);
     let units = data.len().div_ceil(granule);
-    let pieces = task_count(cx, data.len(), grain).min(units.max(1));
+    let pieces = balanced_task_count(cx, data.len(), grain).min(units.max(1));
     if pieces <= 1 {
         vectorized(
             isa::current(cx),
