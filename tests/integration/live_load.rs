@@ -7,7 +7,7 @@
 
 use base64::Engine as _;
 use opal_tests::{
-    live_models::{answering_version, state_of, version_of, LiveDeployment, ONES},
+    live_models::{answering_version, metric, state_of, version_of, LiveDeployment, ONES},
     p99, settled_footprint, Check, Clients, Footprint, Server,
 };
 use serde_json::json;
@@ -121,14 +121,16 @@ fn a_deployment_changing_under_load_fails_no_request_and_ends_where_it_started()
     // Warm-up: one round of every step, so the allocator and threads reach their steady state.
     phase(&live, &server, Duration::from_secs(1), true);
     let start = settled_footprint(server.pid(), &MAPPED);
+    let tracked_at_start = metric(&server, "opal_memory_current_bytes");
     let (mut calm, _) = phase(&live, &server, Duration::from_secs(8), false);
     let (mut busy, steps) = phase(&live, &server, Duration::from_secs(30), true);
     assert!(steps >= 12, "only {steps} steps in 30 s");
     assert_eq!(answering_version(&server, "a").unwrap(), 1.0);
     let end = settled_footprint(server.pid(), &MAPPED);
+    let tracked_at_end = metric(&server, "opal_memory_current_bytes");
     let (calm_p99, busy_p99) = (p99(&mut calm), p99(&mut busy));
     println!(
-        "live deployment under load: {} requests of a while calm (p99 {:.2} ms), {} during {steps} changes of b and {} deployment edits (p99 {:.2} ms): ratio {:.2}, 0 failed; start: {}; end: {}",
+        "live deployment under load: {} requests of a while calm (p99 {:.2} ms), {} during {steps} changes of b and {} deployment edits (p99 {:.2} ms): ratio {:.2}, 0 failed; start: {}, {tracked_at_start} bytes tracked by the host; end: {}, {tracked_at_end} bytes",
         calm.len(),
         calm_p99 * 1e3,
         busy.len(),
@@ -139,6 +141,12 @@ fn a_deployment_changing_under_load_fails_no_request_and_ends_where_it_started()
         describe(&end),
     );
     assert_eq!(end.mapped, start.mapped, "mapped files changed");
+    // Every byte the host tracks (plans, slabs, prepared weights, pooled tensors) is back: the
+    // models unloaded and replaced left nothing behind.
+    assert_eq!(
+        tracked_at_end, tracked_at_start,
+        "the host's tracked memory changed: {tracked_at_start} → {tracked_at_end} bytes"
+    );
     assert_eq!(end.descriptors, start.descriptors, "{start:?} → {end:?}");
     assert!(
         end.resident_kib < start.resident_kib + 16 * 1024,
