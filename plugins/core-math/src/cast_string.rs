@@ -2,26 +2,13 @@
 //! are written as Python writes them (`1.5`, `1e-05`, `1e+16`, `nan`, `-inf`, `True`), and
 //! strings are parsed as plain or scientific decimals (`3.14`, `1E8`, ` 7 `), or as integers.
 
-use crate::check::error;
+use crate::check::{error, is_int};
+use opal_kernel_support::int_values::integer_at;
 use opal_plugin_api::prelude::*;
 
 /// Whether a cast between `dtype` and strings is supported.
 pub(crate) fn castable_with_strings(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::STRING
-            | DType::F32
-            | DType::F64
-            | DType::I8
-            | DType::I16
-            | DType::I32
-            | DType::I64
-            | DType::U8
-            | DType::U16
-            | DType::U32
-            | DType::U64
-            | DType::BOOL
-    )
+    is_int(dtype) || matches!(dtype, DType::STRING | DType::F32 | DType::F64 | DType::BOOL)
 }
 
 /// `v` as Python's `repr` writes a float: the shortest digits that read back as `v`, in
@@ -61,10 +48,8 @@ fn float_text(v: f64, shortest: impl Fn() -> String) -> String {
 
 /// Element `i` of number tensor `x` as text.
 fn number_text(op: &str, x: TensorRef<'_>, i: usize) -> KernelResult<String> {
-    macro_rules! int {
-        ($ty:ty) => {
-            x.as_slice::<$ty>()?[i].to_string()
-        };
+    if let Some(v) = integer_at(x, i)? {
+        return Ok(v.to_string());
     }
     Ok(match x.dtype() {
         DType::F32 => {
@@ -81,14 +66,6 @@ fn number_text(op: &str, x: TensorRef<'_>, i: usize) -> KernelResult<String> {
             "False"
         }
         .to_owned(),
-        DType::I8 => int!(i8),
-        DType::I16 => int!(i16),
-        DType::I32 => int!(i32),
-        DType::I64 => int!(i64),
-        DType::U8 => int!(u8),
-        DType::U16 => int!(u16),
-        DType::U32 => int!(u32),
-        DType::U64 => int!(u64),
         other => return Err(error(op, format_args!("cannot cast {other} to string"))),
     })
 }

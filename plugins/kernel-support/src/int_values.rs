@@ -1,5 +1,6 @@
 //! Integer tensors of either index type, i32 or i64, read in place as i64: the axes,
-//! positions, lengths and counts operators take as inputs.
+//! positions, lengths and counts operators take as inputs; and single elements of any integer
+//! type, widened to i128.
 
 use crate::check::error;
 use opal_plugin_api::{DType, KernelResult, TensorRef};
@@ -65,6 +66,27 @@ impl fmt::Debug for Ints<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
+}
+
+/// Element `index` of a tensor of one of the eight integer types, widened to i128; `None` for a
+/// tensor of any other dtype.
+pub fn integer_at(tensor: TensorRef<'_>, index: usize) -> KernelResult<Option<i128>> {
+    macro_rules! at {
+        ($ty:ty) => {
+            i128::from(tensor.as_slice::<$ty>()?[index])
+        };
+    }
+    Ok(Some(match tensor.dtype() {
+        DType::I8 => at!(i8),
+        DType::I16 => at!(i16),
+        DType::I32 => at!(i32),
+        DType::I64 => at!(i64),
+        DType::U8 => at!(u8),
+        DType::U16 => at!(u16),
+        DType::U32 => at!(u32),
+        DType::U64 => at!(u64),
+        _ => return Ok(None),
+    }))
 }
 
 /// The value of a one-element i32 or i64 tensor, input `what` of `op`.

@@ -7,7 +7,7 @@
 //! binary search; without prepared data (while folding constants) the keys are scanned.
 
 use crate::{attributes::missing, ML_DOMAIN};
-use opal_kernel_support::check::error;
+use opal_kernel_support::{check::error, int_values::integer_at};
 use opal_plugin_api::{prelude::*, StringList};
 use std::cmp::Ordering;
 
@@ -169,23 +169,13 @@ fn rank(key: &Key<'_>) -> u8 {
 
 /// Element `index` of a number or string tensor as a key.
 fn key_of(t: TensorRef<'_>, index: usize) -> KernelResult<Key<'_>> {
-    macro_rules! int {
-        ($ty:ty) => {
-            Key::Int(i128::from(t.as_slice::<$ty>()?[index]))
-        };
+    if let Some(v) = integer_at(t, index)? {
+        return Ok(Key::Int(v));
     }
     Ok(match t.dtype() {
         DType::STRING => Key::Text(t.strings()?.get(index)?),
         DType::F32 => Key::float(f64::from(t.f32()?[index])),
         DType::F64 => Key::float(t.as_slice::<f64>()?[index]),
-        DType::I8 => int!(i8),
-        DType::I16 => int!(i16),
-        DType::I32 => int!(i32),
-        DType::I64 => int!(i64),
-        DType::U8 => int!(u8),
-        DType::U16 => int!(u16),
-        DType::U32 => int!(u32),
-        DType::U64 => int!(u64),
         other => return Err(error(OP, format_args!("dtype {other} is not supported"))),
     })
 }
