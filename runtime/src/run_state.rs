@@ -688,13 +688,16 @@ fn infer_now(
             v.map_or(ValueKind::TENSOR, |v| InputType::kind_of(planned, &v))
         })
         .collect();
+    let input_name = |i: usize| {
+        model_inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .map_or("?", |id| plan.model().value_name(id))
+    };
     if !step.kernel.reads_value_kinds() {
         if let Some(i) = input_kinds.iter().position(|&k| k != ValueKind::TENSOR) {
-            let name = model_inputs
-                .get(i)
-                .copied()
-                .flatten()
-                .map_or("?", |id| plan.model().value_name(id));
+            let name = input_name(i);
             return Err(format!(
                 "input '{name}' is {}, but the operator takes tensors only",
                 input_kinds[i].described()
@@ -703,11 +706,7 @@ fn infer_now(
     }
     if !step.kernel.takes_strings() {
         if let Some(i) = types.iter().position(|(dtype, _)| *dtype == DType::STRING) {
-            let name = model_inputs
-                .get(i)
-                .copied()
-                .flatten()
-                .map_or("?", |id| plan.model().value_name(id));
+            let name = input_name(i);
             return Err(format!(
                 "input '{name}' is a string tensor, but the operator does not take strings"
             ));
