@@ -95,13 +95,15 @@ fn phase(
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    // End where the deployment starts: b loaded from it, no extra plugin.
+    let (latencies, failures) = clients.stop();
+    assert_eq!(failures, 0, "requests of a failed or were answered wrongly");
+    // End where the deployment starts: b loaded from it, no extra plugin. The clients stop
+    // first, so the last edit's drop of idle sessions leaves the same sessions every time:
+    // how many `a` grows back under load depends on how its runs happened to overlap.
     while churn && steps % 4 != 0 {
         churn_step(live, server, steps);
         steps += 1;
     }
-    let (latencies, failures) = clients.stop();
-    assert_eq!(failures, 0, "requests of a failed or were answered wrongly");
     (latencies, steps)
 }
 
@@ -125,7 +127,6 @@ fn a_deployment_changing_under_load_fails_no_request_and_ends_where_it_started()
     let (mut calm, _) = phase(&live, &server, Duration::from_secs(8), false);
     let (mut busy, steps) = phase(&live, &server, Duration::from_secs(30), true);
     assert!(steps >= 12, "only {steps} steps in 30 s");
-    assert_eq!(answering_version(&server, "a").unwrap(), 1.0);
     let end = settled_footprint(server.pid(), &MAPPED);
     let tracked_at_end = metric(&server, "opal_memory_current_bytes");
     let (calm_p99, busy_p99) = (p99(&mut calm), p99(&mut busy));
