@@ -437,11 +437,12 @@ fn run<const MR: usize, const NR: usize>(
     let work = rows.saturating_mul(p.n).saturating_mul(p.k);
     let threads = task_count(cx, work, PARALLEL_GRAIN);
     let panels = p.m.div_ceil(MR);
-    // Too few row panels to share evenly (a convolution with few output channels): split the
-    // columns instead.
+    // Too few row panels to share evenly (a convolution with few output channels, or a
+    // transposed one with few positions): split the columns instead. A B packed ahead splits
+    // when its columns are one block, whose micro-panels each piece can take a run of.
     if threads > 1
         && p.batches == 1
-        && p.packed_b.is_none()
+        && p.packed_b.is_none_or(|_| p.n <= kernel.nc)
         && panels < 4 * threads
         && p.n >= 4 * NR * threads
     {
@@ -463,7 +464,7 @@ fn run<const MR: usize, const NR: usize>(
         vectorized(
             isa::current(cx),
             #[inline(always)]
-            || rows_range::<MR, NR>(kernel, p, 0, c, a_pack, b_pack),
+            || rows_range::<MR, NR>(kernel, p, BColumns::all(p), 0, c, a_pack, b_pack),
         );
         return Ok(());
     }
@@ -489,7 +490,7 @@ fn run<const MR: usize, const NR: usize>(
         cx,
         #[inline(always)]
         |(first_row, c, a_pack, b_pack)| {
-            rows_range::<MR, NR>(kernel, p, first_row, c, a_pack, b_pack)
+            rows_range::<MR, NR>(kernel, p, BColumns::all(p), first_row, c, a_pack, b_pack)
         },
     );
     Ok(())
@@ -522,7 +523,12 @@ fn columns_split<const MR: usize, const NR: usize>(
             }
         }
         let a_pack = cx.scratch_unzeroed::<f32>(a_pack_len::<MR>(kernel, p, m, kc))?;
-        let b_pack = cx.scratch_unzeroed::<f32>(round_up((j1 - j0).min(kernel.nc), NR) * kc)?;
+        let b_len = if p.packed_b.is_some() {
+            0
+        } else {
+            round_up((j1 - j0).min(kernel.nc), NR) * kc
+        };
+        let b_pack = cx.scratch_unzeroed::<f32>(b_len)?;
         pieces.push((j0, block, a_pack, b_pack));
     }
     pieces.run(
@@ -535,15 +541,23 @@ fn columns_split<const MR: usize, const NR: usize>(
                     data: &p.a.data[a_offset.min(p.a.data.len())..],
                     ..p.a
                 },
-                b: Operand {
-                    data: &p.b.data[b_offset + j0 * p.b.col_stride..],
-                    ..p.b
+                // A B packed ahead is read through `b_columns` instead.
+                b: match p.packed_b {
+                    Some(_) => p.b,
+                    None => Operand {
+                        data: &p.b.data[b_offset + j0 * p.b.col_stride..],
+                        ..p.b
+                    },
                 },
                 batches: 1,
                 batch_offsets: &single_batch,
                 ..*p
             };
-            rows_range::<MR, NR>(kernel, &piece, 0, block, a_pack, b_pack);
+            let b_columns = BColumns {
+                first: j0,
+                total: n,
+            };
+            rows_range::<MR, NR>(kernel, &piece, b_columns, 0, block, a_pack, b_pack);
         },
     );
     // Each task's block holds its columns of every row, the blocks one after the other.
@@ -603,11 +617,32 @@ fn scale(c: &mut [f32], beta: f32) {
     }
 }
 
+/// Where a product's columns lie in the B packed ahead ([`Product::packed_b`]): from column
+/// `first` of a packed B `total` columns wide. A piece of [`columns_split`] takes a run of
+/// the micro-panels of a B packed as one block of columns.
+#[derive(Clone, Copy)]
+struct BColumns {
+    first: usize,
+    total: usize,
+}
+
+impl BColumns {
+    /// All of `p`'s B.
+    fn all(p: &Product<'_>) -> Self {
+        BColumns {
+            first: 0,
+            total: p.n,
+        }
+    }
+}
+
 /// Computes the rows `first_row..` (counted across batches) that `c` holds.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn rows_range<const MR: usize, const NR: usize>(
     kernel: &Kernel,
     p: &Product<'_>,
+    b_columns: BColumns,
     first_row: usize,
     c: &mut [f32],
     a_pack: &mut [f32],
@@ -620,7 +655,7 @@ fn rows_range<const MR: usize, const NR: usize>(
         let i1 = p.m.min(i0 + rest.len() / p.n);
         let (chunk, tail) = rest.split_at_mut((i1 - i0) * p.n);
         let rows = Rows { batch, i0, i1 };
-        block::<MR, NR>(kernel, p, rows, chunk, a_pack, b_pack);
+        block::<MR, NR>(kernel, p, b_columns, rows, chunk, a_pack, b_pack);
         row += i1 - i0;
         rest = tail;
     }
@@ -636,9 +671,11 @@ struct Rows {
 
 /// `rows` of one batch's product, into `c` (those rows, `n` wide).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn block<const MR: usize, const NR: usize>(
     kernel: &Kernel,
     p: &Product<'_>,
+    b_columns: BColumns,
     Rows { batch, i0, i1 }: Rows,
     c: &mut [f32],
     a_pack: &mut [f32],
@@ -655,7 +692,14 @@ fn block<const MR: usize, const NR: usize>(
             let b_len = round_up(nc, NR) * kc;
             let b_pack: &[f32] = match p.packed_b {
                 Some(packed) => {
-                    let start = batch * packed.batch_stride + packed_b_block::<NR>(p.k, jc, nc, pc);
+                    // The packed block of columns holding this one, and its micro-panels from
+                    // this block's first column (a multiple of `NR` from the block's start).
+                    let first = b_columns.first + jc;
+                    let packed_jc = first / kernel.nc * kernel.nc;
+                    let packed_nc = kernel.nc.min(b_columns.total - packed_jc);
+                    let start = batch * packed.batch_stride
+                        + packed_b_block::<NR>(p.k, packed_jc, packed_nc, pc)
+                        + (first - packed_jc) * kc;
                     &packed.data[start..start + b_len]
                 }
                 None => {

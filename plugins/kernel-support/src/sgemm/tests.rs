@@ -294,6 +294,12 @@ fn few_rows_split_their_columns_across_threads() {
     check(6, 2000, 100, false, true, 1.0, 1.0, 2);
     // Enough of a result that copying the blocks into place is split as well.
     check(8, 9000, 5, false, false, 1.0, 0.0, 2);
+    // B packed ahead as one block of columns (`check` runs each product with B packed too):
+    // each piece takes a run of its micro-panels in every depth block, the last run ending in
+    // a partial panel; a transposed convolution's shape (49 positions, 512 channels).
+    check(13, 1000, 600, false, false, 1.0, 0.0, 2);
+    check(49, 512, 700, true, false, 1.0, 0.5, 2);
+    check(20, 999, 300, false, true, 1.0, 0.0, 3);
 }
 
 #[test]
