@@ -129,6 +129,8 @@ fn a_deployment_changing_under_load_fails_no_request_and_ends_where_it_started()
     assert!(steps >= 12, "only {steps} steps in 30 s");
     let end = settled_footprint(server.pid(), &MAPPED);
     let tracked_at_end = metric(&server, "opal_memory_current_bytes");
+    // Checked after the readings: the request makes `a` a session again.
+    assert_eq!(answering_version(&server, "a").unwrap(), 1.0);
     let (calm_p99, busy_p99) = (p99(&mut calm), p99(&mut busy));
     println!(
         "live deployment under load: {} requests of a while calm (p99 {:.2} ms), {} during {steps} changes of b and {} deployment edits (p99 {:.2} ms): ratio {:.2}, 0 failed; start: {}, {tracked_at_start} bytes tracked by the host; end: {}, {tracked_at_end} bytes",
